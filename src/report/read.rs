@@ -1,0 +1,136 @@
+//! Reads one report object end to end: unzip (when it is a ZIP) on the async side, parse and
+//! aggregate on a blocking thread, so that inflating and parsing run on two cores at once. The
+//! two meet in a small bounded channel, so memory stays flat whatever the report's size.
+
+use std::io;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::aggregate::{Monitored, Month};
+use super::key::AccountId;
+use super::rows::ParseError;
+use super::zip::{self, ZipError, ZipMember};
+
+/// Inflated bytes travel in chunks of this size; a few in flight keep both threads busy.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Zip(#[from] ZipError),
+    #[error("reading the object: {0}")]
+    Io(io::Error),
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+}
+
+impl From<io::Error> for ReadError {
+    /// ZIP problems surface from the member reader as `io::Error`s; they get their own variant.
+    fn from(error: io::Error) -> ReadError {
+        if error.get_ref().is_some_and(|inner| inner.is::<ZipError>()) {
+            let inner = error.into_inner().expect("checked above");
+            return ReadError::Zip(*inner.downcast::<ZipError>().expect("checked above"));
+        }
+        ReadError::Io(error)
+    }
+}
+
+/// What the reader expects of the object.
+pub struct Expected<'a> {
+    /// The name the ZIP member should have (the object's name without `.zip`): a different one
+    /// is only worth a warning (re-zipped extracts, `zip - -` names it `-`).
+    pub member_name: &'a str,
+    /// The payer every row must carry; `None` takes it from the first row.
+    pub payer: Option<AccountId>,
+}
+
+/// Reads a report object (a `.csv.zip`, or a bare CSV) and aggregates it.
+pub async fn read_report<R>(
+    object: R,
+    expected: Expected<'_>,
+    monitored: Monitored,
+) -> Result<Month, ReadError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let payer = expected.payer.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        Month::read(ChunkReader::new(receiver), payer, monitored)
+    });
+
+    let mut object = BufReader::with_capacity(CHUNK, object);
+    let sent = if zip::looks_like_zip(object.fill_buf().await.map_err(ReadError::Io)?) {
+        let member = ZipMember::open(object).await?;
+        if member.name() != expected.member_name {
+            tracing::warn!(
+                member = member.name(),
+                expected = expected.member_name,
+                "zip member is not named like the object"
+            );
+        }
+        send_chunks(member, chunks).await
+    } else {
+        send_chunks(object, chunks).await
+    };
+    let parsed = parser
+        .await
+        .map_err(|e| ReadError::Io(io::Error::other(e)))?;
+    // A broken archive (bad CRC, truncated) is the cause even if the CSV happened to parse.
+    sent?;
+    Ok(parsed?)
+}
+
+/// Sends the reader's bytes to the parser until EOF, or until the parser stops listening.
+async fn send_chunks<R: AsyncRead + Unpin>(
+    mut reader: R,
+    chunks: mpsc::Sender<Vec<u8>>,
+) -> Result<(), ReadError> {
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        // `read_buf` fills the spare capacity without zeroing it first.
+        while chunk.len() < CHUNK && reader.read_buf(&mut chunk).await? > 0 {}
+        let done = chunk.len() < CHUNK;
+        if !chunk.is_empty() && chunks.send(chunk).await.is_err() {
+            return Ok(()); // The parser stopped early; its error says why.
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// A blocking `Read` over the chunks the async side sends.
+struct ChunkReader {
+    receiver: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    fn new(receiver: mpsc::Receiver<Vec<u8>>) -> ChunkReader {
+        ChunkReader {
+            receiver,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.chunk.len() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => (self.chunk, self.at) = (chunk, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}

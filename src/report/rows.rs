@@ -1,0 +1,603 @@
+//! Rows of a DBR CSV, by header name: finding the header (after any preamble), mapping the columns
+//! once, then reading each record into a borrowed [`Row`] whose fields are parsed on demand
+//! (decimals, dates). Errors name the line and the column. Nothing here knows about accounts
+//! being monitored or sums: that is `aggregate`'s job.
+
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use csv::ByteRecord;
+use rust_decimal::Decimal;
+
+/// A preamble ("Don't see your tags in the report? …") is one line; a few more are tolerated.
+const MAX_LINES_BEFORE_HEADER: u64 = 5;
+const READ_BUFFER: usize = 256 * 1024;
+
+/// A problem with the CSV content, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    pub line: u64,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(column) = &self.column {
+            write!(f, ", column {column}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The kinds of record a DBR holds. Line items are costs; the rest is the footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    LineItem,
+    Rounding,
+    InvoiceTotal,
+    AccountTotal,
+    StatementTotal,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::LineItem => "LineItem",
+            RecordType::Rounding => "Rounding",
+            RecordType::InvoiceTotal => "InvoiceTotal",
+            RecordType::AccountTotal => "AccountTotal",
+            RecordType::StatementTotal => "StatementTotal",
+        }
+    }
+
+    fn from_bytes(text: &[u8]) -> Option<RecordType> {
+        Some(match text {
+            b"LineItem" => RecordType::LineItem,
+            b"Rounding" => RecordType::Rounding,
+            b"InvoiceTotal" => RecordType::InvoiceTotal,
+            b"AccountTotal" => RecordType::AccountTotal,
+            b"StatementTotal" => RecordType::StatementTotal,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the cost columns are: consolidated billing has blended and unblended costs; a payer
+/// without it has a single `Cost`, which is both.
+#[derive(Debug, Clone, Copy)]
+enum CostColumns {
+    Consolidated { blended: usize, unblended: usize },
+    SingleAccount { cost: usize },
+}
+
+/// The column layout of one report, taken from its header.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    names: Vec<String>,
+    invoice_id: usize,
+    payer: usize,
+    linked_account: usize,
+    record_type: usize,
+    product: usize,
+    usage_type: usize,
+    operation: usize,
+    availability_zone: usize,
+    usage_start: usize,
+    usage_quantity: usize,
+    costs: CostColumns,
+    resource_id: Option<usize>,
+    tags: Vec<usize>,
+}
+
+impl Columns {
+    /// True for the header record of a DBR (or of a look-alike report, refused by `from_header`).
+    fn is_header(record: &ByteRecord) -> bool {
+        let has = |name: &[u8]| record.iter().any(|f| strip_bom(f) == name);
+        has(b"RecordType") && has(b"PayerAccountId")
+    }
+
+    fn from_header(record: &ByteRecord, line: u64) -> Result<Columns, ParseError> {
+        let names: Vec<String> = record
+            .iter()
+            .map(|f| String::from_utf8_lossy(strip_bom(f)).trim().to_owned())
+            .collect();
+        let find = |name: &str| names.iter().position(|n| n == name);
+        let mut missing = Vec::new();
+        let mut need = |name: &'static str| {
+            find(name).unwrap_or_else(|| {
+                missing.push(name);
+                0
+            })
+        };
+        let invoice_id = need("InvoiceID");
+        let payer = need("PayerAccountId");
+        let linked_account = need("LinkedAccountId");
+        let record_type = need("RecordType");
+        let product = need("ProductName");
+        let usage_type = need("UsageType");
+        let operation = need("Operation");
+        let availability_zone = need("AvailabilityZone");
+        let usage_start = need("UsageStartDate");
+        let usage_quantity = need("UsageQuantity");
+        let costs = match (find("BlendedCost"), find("UnBlendedCost"), find("Cost")) {
+            (Some(blended), Some(unblended), _) => CostColumns::Consolidated { blended, unblended },
+            (_, _, Some(cost)) => CostColumns::SingleAccount { cost },
+            _ => CostColumns::SingleAccount {
+                cost: need("BlendedCost and UnBlendedCost, or Cost"),
+            },
+        };
+        if !missing.is_empty() {
+            return Err(ParseError {
+                line,
+                column: None,
+                message: format!(
+                    "not a detailed billing report: the header lacks {}",
+                    missing.join(", ")
+                ),
+            });
+        }
+        let tags = (0..names.len())
+            .filter(|&i| names[i].starts_with("user:") || names[i].starts_with("aws:"))
+            .collect();
+        Ok(Columns {
+            resource_id: find("ResourceId"),
+            names,
+            invoice_id,
+            payer,
+            linked_account,
+            record_type,
+            product,
+            usage_type,
+            operation,
+            availability_zone,
+            usage_start,
+            usage_quantity,
+            costs,
+            tags,
+        })
+    }
+
+    pub fn consolidated(&self) -> bool {
+        matches!(self.costs, CostColumns::Consolidated { .. })
+    }
+
+    /// The with-resources-and-tags variant has a `ResourceId` column; the plain one does not.
+    pub fn has_resources(&self) -> bool {
+        self.resource_id.is_some()
+    }
+
+    /// Names of the `user:`/`aws:` tag columns, in file order.
+    pub fn tag_names(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|&i| self.names[i].as_str())
+    }
+}
+
+fn strip_bom(field: &[u8]) -> &[u8] {
+    field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
+}
+
+/// Reads the rows of a DBR CSV from any byte stream, one at a time into a reused buffer.
+pub struct RowReader<R> {
+    records: Records<R>,
+    columns: Columns,
+    record: ByteRecord,
+}
+
+impl<R: Read> RowReader<R> {
+    /// Skips any preamble, reads the header and maps its columns.
+    pub fn new(input: R) -> Result<RowReader<R>, ParseError> {
+        let mut records = Records::new(input);
+        let mut record = ByteRecord::new();
+        loop {
+            let Some(line) = records.next(&mut record)? else {
+                return Err(ParseError {
+                    line: records.csv.position().line(),
+                    column: None,
+                    message: "no header: the report is empty".into(),
+                });
+            };
+            if Columns::is_header(&record) {
+                let columns = Columns::from_header(&record, line)?;
+                return Ok(RowReader {
+                    records,
+                    columns,
+                    record,
+                });
+            }
+            if line >= MAX_LINES_BEFORE_HEADER {
+                return Err(ParseError {
+                    line,
+                    column: None,
+                    message: format!(
+                        "not a detailed billing report: no header with RecordType and PayerAccountId in the first {MAX_LINES_BEFORE_HEADER} lines"
+                    ),
+                });
+            }
+        }
+    }
+
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
+    /// The next data row, or `None` at the end of the report.
+    pub fn next_row(&mut self) -> Result<Option<Row<'_>>, ParseError> {
+        let Some(line) = self.records.next(&mut self.record)? else {
+            return Ok(None);
+        };
+        if self.record.len() != self.columns.names.len() {
+            return Err(ParseError {
+                line,
+                column: None,
+                message: format!(
+                    "{} fields where the header has {}",
+                    self.record.len(),
+                    self.columns.names.len()
+                ),
+            });
+        }
+        Ok(Some(Row {
+            line,
+            record: &self.record,
+            columns: &self.columns,
+        }))
+    }
+}
+
+/// CSV records with the line each starts on. The csv crate counts a CRLF's `\n` only when it
+/// reads the next record, so every record after the first reports one line too few; the skew
+/// is measured on the first record (is its `\n` still unread?) and added back.
+struct Records<R> {
+    csv: csv::Reader<R>,
+    skew: Option<u64>,
+}
+
+impl<R: Read> Records<R> {
+    fn new(input: R) -> Records<R> {
+        let csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(READ_BUFFER)
+            .from_reader(input);
+        Records { csv, skew: None }
+    }
+
+    fn next(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, ParseError> {
+        let read = self.csv.read_byte_record(record).map_err(|error| {
+            let line = error
+                .position()
+                .map_or(self.csv.position().line(), |p| p.line());
+            let message = match error.into_kind() {
+                csv::ErrorKind::Io(io) => format!("reading the report: {io}"),
+                other => format!("{other:?}"),
+            };
+            ParseError {
+                line: line + self.skew.unwrap_or(0),
+                column: None,
+                message,
+            }
+        })?;
+        if !read {
+            return Ok(None);
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        match self.skew {
+            Some(skew) => Ok(Some(line + skew)),
+            None => {
+                self.skew = Some(u64::from(self.csv.position().line() == line));
+                Ok(Some(line))
+            }
+        }
+    }
+}
+
+/// One data row, borrowed from the reader. Fields are parsed when asked for.
+pub struct Row<'a> {
+    line: u64,
+    record: &'a ByteRecord,
+    columns: &'a Columns,
+}
+
+impl<'a> Row<'a> {
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    pub fn record_type(&self) -> Result<RecordType, ParseError> {
+        let raw = &self.record[self.columns.record_type];
+        RecordType::from_bytes(raw).ok_or_else(|| {
+            self.error(
+                self.columns.record_type,
+                format!("unknown record type {:?}", String::from_utf8_lossy(raw)),
+            )
+        })
+    }
+
+    pub fn payer(&self) -> &'a [u8] {
+        &self.record[self.columns.payer]
+    }
+
+    /// Empty for payer-level rows and for a payer without consolidated billing.
+    pub fn linked_account(&self) -> &'a [u8] {
+        &self.record[self.columns.linked_account]
+    }
+
+    pub fn invoice_id(&self) -> &'a [u8] {
+        &self.record[self.columns.invoice_id]
+    }
+
+    pub fn product(&self) -> Result<&'a str, ParseError> {
+        self.text(self.columns.product)
+    }
+
+    pub fn usage_type(&self) -> Result<&'a str, ParseError> {
+        self.text(self.columns.usage_type)
+    }
+
+    pub fn operation(&self) -> Result<&'a str, ParseError> {
+        self.text(self.columns.operation)
+    }
+
+    pub fn availability_zone(&self) -> Result<&'a str, ParseError> {
+        self.text(self.columns.availability_zone)
+    }
+
+    /// Empty for rows of a plain DBR.
+    pub fn resource_id(&self) -> Result<&'a str, ParseError> {
+        self.columns.resource_id.map_or(Ok(""), |i| self.text(i))
+    }
+
+    /// The day usage started (UTC), or `None` where the date is empty (footer, some fees).
+    pub fn usage_day(&self) -> Result<Option<NaiveDate>, ParseError> {
+        let column = self.columns.usage_start;
+        let raw = &self.record[column];
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        parse_day(raw).map(Some).ok_or_else(|| {
+            self.error(
+                column,
+                format!(
+                    "not a date (YYYY-MM-DD HH:MM:SS): {:?}",
+                    String::from_utf8_lossy(raw)
+                ),
+            )
+        })
+    }
+
+    pub fn usage_quantity(&self) -> Result<Decimal, ParseError> {
+        self.decimal(self.columns.usage_quantity)
+    }
+
+    pub fn unblended_cost(&self) -> Result<Decimal, ParseError> {
+        match self.columns.costs {
+            CostColumns::Consolidated { unblended, .. } => self.decimal(unblended),
+            CostColumns::SingleAccount { cost } => self.decimal(cost),
+        }
+    }
+
+    pub fn blended_cost(&self) -> Result<Decimal, ParseError> {
+        match self.columns.costs {
+            CostColumns::Consolidated { blended, .. } => self.decimal(blended),
+            CostColumns::SingleAccount { cost } => self.decimal(cost),
+        }
+    }
+
+    /// Non-empty tag values, as (column name, value).
+    pub fn tags(&self) -> impl Iterator<Item = Result<(&'a str, &'a str), ParseError>> + '_ {
+        let columns = self.columns;
+        columns
+            .tags
+            .iter()
+            .filter(|&&i| !self.record[i].is_empty())
+            .map(move |&i| Ok((columns.names[i].as_str(), self.text(i)?)))
+    }
+
+    fn text(&self, column: usize) -> Result<&'a str, ParseError> {
+        std::str::from_utf8(&self.record[column])
+            .map_err(|_| self.error(column, "not UTF-8 text".into()))
+    }
+
+    /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies.
+    fn decimal(&self, column: usize) -> Result<Decimal, ParseError> {
+        let raw = &self.record[column];
+        if raw.is_empty() {
+            return Ok(Decimal::ZERO);
+        }
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|text| Decimal::from_str(text).ok())
+            .ok_or_else(|| {
+                self.error(
+                    column,
+                    format!("not a decimal number: {:?}", String::from_utf8_lossy(raw)),
+                )
+            })
+    }
+
+    pub fn error(&self, column: usize, message: String) -> ParseError {
+        ParseError {
+            line: self.line,
+            column: Some(self.columns.names[column].clone()),
+            message,
+        }
+    }
+
+    /// An error about this row's linked account column.
+    pub fn linked_account_error(&self, message: String) -> ParseError {
+        self.error(self.columns.linked_account, message)
+    }
+
+    /// An error about this row's payer column.
+    pub fn payer_error(&self, message: String) -> ParseError {
+        self.error(self.columns.payer, message)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS`; only the day is kept.
+fn parse_day(raw: &[u8]) -> Option<NaiveDate> {
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        raw.get(range)?.iter().try_fold(0u32, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+        })
+    };
+    let separator = *raw.get(4)?;
+    if raw.len() != 19
+        || !matches!(separator, b'-' | b'/')
+        || raw[7] != separator
+        || raw[10] != b' '
+        || raw[13] != b':'
+        || raw[16] != b':'
+    {
+        return None;
+    }
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0..4)?).ok()?,
+        digits(5..7)?,
+        digits(8..10)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(text: &str) -> RowReader<&[u8]> {
+        RowReader::new(text.as_bytes()).unwrap()
+    }
+
+    const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,RecordId,ProductName,RateId,SubscriptionId,PricingPlanId,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageEndDate,UsageQuantity,BlendedRate,BlendedCost,UnBlendedRate,UnBlendedCost";
+
+    #[test]
+    fn days_in_both_formats() {
+        let day = NaiveDate::from_ymd_opt(2017, 3, 31);
+        assert_eq!(parse_day(b"2017-03-31 23:00:00"), day);
+        assert_eq!(parse_day(b"2017/03/31 23:59:59"), day);
+        for bad in [
+            "2017-03-32 00:00:00",
+            "2017-03-31",
+            "2017-03/31 00:00:00",
+            "2017-03-31T00:00:00",
+            "2017-03-31 24:00:00",
+            "abcd-03-31 00:00:00",
+        ] {
+            assert_eq!(parse_day(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn preamble_is_skipped_and_quoted_header_read() {
+        let text = format!(
+            "\"Don't see your tags in the report? Activate them.\"\r\n\"{}\"\r\n\"Estimated\",\"1\",\"2\",\"LineItem\",\"26894758374659283746592837\",\"Amazon S3\",\"\",\"\",\"\",\"Requests\",\"Get\",\"\",\"N\",\"First 1,000,000 requests\",\"2017-01-01 00:00:00\",\"2017-01-01 01:00:00\",\"12.5\",\"\",\"-0.00000001\",\"\",\"0.12345678901234\"\r\n",
+            HEADER.replace(',', "\",\"")
+        );
+        let mut rows = reader(&text);
+        assert!(rows.columns().consolidated());
+        assert!(!rows.columns().has_resources());
+        let row = rows.next_row().unwrap().unwrap();
+        assert_eq!(row.line(), 3);
+        assert_eq!(row.record_type().unwrap(), RecordType::LineItem);
+        assert_eq!(row.linked_account(), b"2");
+        assert_eq!(
+            row.unblended_cost().unwrap().to_string(),
+            "0.12345678901234"
+        );
+        assert_eq!(row.blended_cost().unwrap().to_string(), "-0.00000001");
+        assert_eq!(row.usage_quantity().unwrap().to_string(), "12.5");
+        assert_eq!(
+            row.usage_day().unwrap(),
+            NaiveDate::from_ymd_opt(2017, 1, 1)
+        );
+        assert!(rows.next_row().unwrap().is_none());
+    }
+
+    #[test]
+    fn single_account_cost_is_both_costs() {
+        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageEndDate,UsageQuantity,Rate,Cost";
+        let text = format!("{header}\n1,9,,LineItem,EC2,Box,Run,,,,1,0.5,0.5\n");
+        let mut rows = reader(&text);
+        assert!(!rows.columns().consolidated());
+        let row = rows.next_row().unwrap().unwrap();
+        assert_eq!(row.blended_cost().unwrap(), row.unblended_cost().unwrap());
+        assert_eq!(row.usage_day().unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let good = "1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,1";
+        let cases = [
+            (
+                format!(
+                    "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,x1\n"
+                ),
+                "line 3, column UnBlendedCost: not a decimal number: \"x1\"",
+            ),
+            (
+                format!(
+                    "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-13-01 00:00:00,,1,,1,,1\n"
+                ),
+                "line 3, column UsageStartDate: not a date (YYYY-MM-DD HH:MM:SS): \"2017-13-01 00:00:00\"",
+            ),
+            (
+                format!("{HEADER}\n{good}\n1,9,9,LineItem,,EC2\n"),
+                "line 3: 6 fields where the header has 21",
+            ),
+            (
+                format!("{HEADER}\n1,9,9,Total,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n"),
+                "line 2, column RecordType: unknown record type \"Total\"",
+            ),
+        ];
+        let both_line_endings = cases.into_iter().flat_map(|(text, expected)| {
+            let crlf = text.replace('\n', "\r\n");
+            [(text, expected), (crlf, expected)]
+        });
+        for (text, expected) in both_line_endings {
+            let mut rows = reader(&text);
+            let error = loop {
+                let row = match rows.next_row() {
+                    Ok(Some(row)) => row,
+                    Ok(None) => panic!("no error for {expected}"),
+                    Err(e) => break e,
+                };
+                if let Err(e) = row
+                    .record_type()
+                    .and(row.usage_day())
+                    .and(row.unblended_cost())
+                {
+                    break e;
+                }
+            };
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn monthly_report_is_not_a_dbr() {
+        let text = "\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"RecordID\",\"BillingPeriodStartDate\"\n";
+        let error = RowReader::new(text.as_bytes()).err().unwrap();
+        assert!(
+            error
+                .message
+                .starts_with("not a detailed billing report: the header lacks ProductName"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn no_header_at_all() {
+        let error = RowReader::new("a,b\n1,2\n3,4\n5,6\n7,8\n9,10\n".as_bytes())
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("no header"), "{error}");
+        let error = RowReader::new("".as_bytes()).err().unwrap();
+        assert!(error.to_string().contains("empty"), "{error}");
+    }
+}

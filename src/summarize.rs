@@ -1,0 +1,252 @@
+//! `dbr-ingest summarize`: reads local report files through the same stages as the daemon and
+//! prints per-account totals and their reconciliation, as text or one JSON document per file.
+
+use std::io::Write;
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::report::aggregate::{AccountMonth, Monitored, Month};
+use crate::report::key::{AccountId, NotDbr, Period, ReportKey, Variant};
+use crate::report::read::{Expected, read_report};
+
+/// What the report is, from its file name when that is a DBR name, else from its content.
+#[derive(Debug, Serialize)]
+pub struct ReportJson {
+    pub payer_account_id: String,
+    pub billing_period: String,
+    pub variant: &'static str,
+    pub entity: Option<String>,
+    pub invoice_status: &'static str,
+    /// `name` or `content`: where payer and period were taken from.
+    pub identified_by: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RowsJson {
+    pub line_items: u64,
+    pub kept: u64,
+    pub dropped_unmonitored: u64,
+    pub footer: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountJson {
+    pub linked_account_id: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unblended_cost: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub blended_cost: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub usage_quantity: Decimal,
+    pub line_items: u64,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub account_total_unblended: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub account_total_blended: Option<Decimal>,
+    /// `null` when the report has no `AccountTotal` row for the account.
+    pub reconciled: Option<bool>,
+}
+
+/// The summary of one file, as printed with `--json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub file: String,
+    pub report: ReportJson,
+    pub rows: RowsJson,
+    pub accounts: Vec<AccountJson>,
+}
+
+/// Summarizes every file; prints each summary as it is ready and each failure as one line on
+/// stderr. Returns whether every file was summarized.
+pub async fn run(files: &[impl AsRef<Path>], monitored: &Monitored, json: bool) -> bool {
+    let mut all_ok = true;
+    for file in files {
+        let file = file.as_ref();
+        match summarize_file(file, monitored).await {
+            Ok(summary) => {
+                let mut out = std::io::stdout().lock();
+                let printed = if json {
+                    serde_json::to_writer(&mut out, &summary)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| writeln!(out))
+                } else {
+                    write_text(&mut out, &summary)
+                };
+                if let Err(error) = printed {
+                    eprintln!("dbr-ingest: writing the summary: {error}");
+                    return false;
+                }
+            }
+            Err(error) => {
+                eprintln!("dbr-ingest: {}: {error}", file.display());
+                all_ok = false;
+            }
+        }
+    }
+    all_ok
+}
+
+/// Reads one local report file (`.csv.zip` or `.csv`) and summarizes it.
+pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summary, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let named = identify_by_name(&name)?;
+    if named.is_none() {
+        tracing::warn!(file = %path.display(), "not a DBR file name: payer and period are taken from the content");
+    }
+    let object = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let member_name = name.strip_suffix(".zip").unwrap_or(&name);
+    let expected = Expected {
+        member_name,
+        payer: named.as_ref().map(|key| key.payer.clone()),
+    };
+    let month = read_report(object, expected, monitored.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    summarize(path, named.as_ref(), &month)
+}
+
+/// The report's identity from a file name: `Ok(None)` when the name says nothing (the content
+/// will), an error when it names another kind of AWS report.
+fn identify_by_name(name: &str) -> Result<Option<ReportKey>, String> {
+    match ReportKey::parse(name) {
+        Ok(key) => Ok(Some(key)),
+        // A bare CSV extract of a DBR: its name is a DBR name but for the `.zip`.
+        Err(NotDbr::NotZipped) => Ok(ReportKey::parse(&format!("{name}.zip")).ok()),
+        Err(
+            reason @ (NotDbr::MonthlyReport
+            | NotDbr::CostAllocationReport
+            | NotDbr::AccessTestObject
+            | NotDbr::Folder),
+        ) => Err(format!("not a detailed billing report: {reason}")),
+        Err(_) => Ok(None),
+    }
+}
+
+fn summarize(path: &Path, named: Option<&ReportKey>, month: &Month) -> Result<Summary, String> {
+    let (payer, period, variant, entity, identified_by): (
+        AccountId,
+        Period,
+        Variant,
+        Option<String>,
+        _,
+    ) = match named {
+        Some(key) => (
+            key.payer.clone(),
+            key.period,
+            key.variant,
+            key.entity.clone(),
+            "name",
+        ),
+        None => {
+            let payer = month
+                .payer()
+                .cloned()
+                .ok_or("the report has no rows to take the payer from")?;
+            let period = month
+                .busiest_period()
+                .ok_or("the report has no dated line items to take the billing period from")?;
+            let variant = if month.has_resources() {
+                Variant::WithResourcesAndTags
+            } else {
+                Variant::Plain
+            };
+            (payer, period, variant, None, "content")
+        }
+    };
+    let rows = month.rows();
+    let accounts = month
+        .accounts()?
+        .into_iter()
+        .map(|account: AccountMonth| AccountJson {
+            reconciled: account.reconciled(),
+            linked_account_id: account.account.to_string(),
+            unblended_cost: account.sums.unblended_cost,
+            blended_cost: account.sums.blended_cost,
+            usage_quantity: account.sums.usage_quantity,
+            line_items: account.sums.line_items,
+            account_total_unblended: account.account_total.map(|t| t.unblended_cost),
+            account_total_blended: account.account_total.map(|t| t.blended_cost),
+        })
+        .collect();
+    Ok(Summary {
+        file: path.display().to_string(),
+        report: ReportJson {
+            payer_account_id: payer.to_string(),
+            billing_period: period.to_string(),
+            variant: variant.as_str(),
+            entity,
+            invoice_status: if month.is_estimated() {
+                "estimated"
+            } else {
+                "final"
+            },
+            identified_by,
+        },
+        rows: RowsJson {
+            line_items: rows.line_items,
+            kept: rows.kept,
+            dropped_unmonitored: rows.dropped_unmonitored,
+            footer: rows.footer,
+        },
+        accounts,
+    })
+}
+
+fn write_text(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
+    let report = &summary.report;
+    writeln!(out, "{}", summary.file)?;
+    writeln!(
+        out,
+        "  payer {}  period {}  {}{}  invoice {}",
+        report.payer_account_id,
+        report.billing_period,
+        report.variant,
+        report
+            .entity
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default(),
+        report.invoice_status,
+    )?;
+    let rows = &summary.rows;
+    writeln!(
+        out,
+        "  {} line items: {} kept, {} dropped (account not monitored); {} footer rows",
+        rows.line_items, rows.kept, rows.dropped_unmonitored, rows.footer
+    )?;
+    writeln!(
+        out,
+        "  {:<14} {:>20} {:>20} {:>20} {:>10} {:>20}  reconciled",
+        "account", "unblended cost", "blended cost", "usage quantity", "items", "AccountTotal"
+    )?;
+    for account in &summary.accounts {
+        let total = account
+            .account_total_unblended
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into());
+        let reconciled = match account.reconciled {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "no total",
+        };
+        writeln!(
+            out,
+            "  {:<14} {:>20} {:>20} {:>20} {:>10} {:>20}  {}",
+            account.linked_account_id,
+            account.unblended_cost,
+            account.blended_cost,
+            account.usage_quantity,
+            account.line_items,
+            total,
+            reconciled
+        )?;
+    }
+    Ok(())
+}
