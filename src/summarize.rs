@@ -95,15 +95,14 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let named = identify_by_name(&name)?;
-    if named.is_none() {
-        tracing::warn!(file = %path.display(), "not a DBR file name: payer and period are taken from the content");
-    }
     let object = tokio::fs::File::open(path)
         .await
         .map_err(|e| format!("cannot open: {e}"))?;
-    let member_name = name.strip_suffix(".zip").unwrap_or(&name);
+    if named.is_none() {
+        tracing::warn!(file = %path.display(), "not a DBR file name: payer and period are taken from the content");
+    }
     let expected = Expected {
-        member_name,
+        zip_member: name.strip_suffix(".zip"),
         payer: named.as_ref().map(|key| key.payer.clone()),
     };
     let month = read_report(object, expected, monitored.clone())

@@ -375,3 +375,276 @@ impl Month {
 fn index(position: usize) -> u32 {
     u32::try_from(position).expect("fewer than 2^32 distinct accounts and products")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    const ACCOUNTS: [&str; 4] = ["000000000001", "123456789012", "210987654321", ""];
+    const PAYER: &str = "123456789012";
+
+    /// An amount as (mantissa, scale): any value with 0 to 14 fractional digits.
+    fn amount() -> impl Strategy<Value = (i64, u32)> {
+        (-10_000_000_000_000i64..10_000_000_000_000, 0u32..=14)
+    }
+
+    #[derive(Debug, Clone)]
+    struct LineItem {
+        account: usize,
+        product: &'static str,
+        day: Option<u32>,
+        unblended: (i64, u32),
+        blended: (i64, u32),
+        quantity: (i64, u32),
+    }
+
+    fn line_item() -> impl Strategy<Value = LineItem> {
+        (
+            0..ACCOUNTS.len(),
+            prop::sample::select(vec!["Amazon EC2", "Amazon S3, \"Standard\"", ""]),
+            prop::option::of(1u32..=30),
+            amount(),
+            amount(),
+            amount(),
+        )
+            .prop_map(
+                |(account, product, day, unblended, blended, quantity)| LineItem {
+                    account,
+                    product,
+                    day,
+                    unblended,
+                    blended,
+                    quantity,
+                },
+            )
+    }
+
+    fn text((mantissa, scale): (i64, u32)) -> String {
+        Decimal::new(mantissa, scale).to_string()
+    }
+
+    /// The same amount in units of 1e-14, for an independent integer sum.
+    fn units((mantissa, scale): (i64, u32)) -> i128 {
+        i128::from(mantissa) * 10i128.pow(14 - scale)
+    }
+
+    fn write_report(items: &[LineItem], crlf: bool) -> Vec<u8> {
+        let terminator = if crlf {
+            csv::Terminator::CRLF
+        } else {
+            csv::Terminator::Any(b'\n')
+        };
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(terminator)
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(Vec::new());
+        writer
+            .write_record([
+                "InvoiceID",
+                "PayerAccountId",
+                "LinkedAccountId",
+                "RecordType",
+                "RecordId",
+                "ProductName",
+                "UsageType",
+                "Operation",
+                "AvailabilityZone",
+                "ItemDescription",
+                "UsageStartDate",
+                "UsageEndDate",
+                "UsageQuantity",
+                "BlendedRate",
+                "BlendedCost",
+                "UnBlendedRate",
+                "UnBlendedCost",
+                "ResourceId",
+                "user:Name",
+            ])
+            .unwrap();
+        for item in items {
+            let start = item
+                .day
+                .map(|d| format!("2017-04-{d:02} 10:00:00"))
+                .unwrap_or_default();
+            writer
+                .write_record([
+                    "Estimated",
+                    PAYER,
+                    ACCOUNTS[item.account],
+                    "LineItem",
+                    "12345678901234567890123456",
+                    item.product,
+                    "BoxUsage",
+                    "RunInstances",
+                    "",
+                    "First 1,000,000 requests",
+                    &start,
+                    "",
+                    &text(item.quantity),
+                    "0.1",
+                    &text(item.blended),
+                    "0.1",
+                    &text(item.unblended),
+                    "i-1",
+                    "web, \"front\"",
+                ])
+                .unwrap();
+        }
+        writer.into_inner().unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn random_rows_parse_back_to_the_same_totals(
+            items in prop::collection::vec(line_item(), 0..200),
+            monitored in prop::collection::btree_set(0..3usize, 0..=3),
+            crlf: bool,
+        ) {
+            let report = write_report(&items, crlf);
+            let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
+            let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
+            let month = Month::read(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone()).unwrap();
+
+            let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
+            for item in &items {
+                // An empty LinkedAccountId is the payer's own line item.
+                let account = if ACCOUNTS[item.account].is_empty() { PAYER } else { ACCOUNTS[item.account] };
+                if !filter.contains(&account.parse().unwrap()) {
+                    continue;
+                }
+                let sums = expected.entry(account.to_owned()).or_default();
+                sums[0] += units(item.unblended);
+                sums[1] += units(item.blended);
+                sums[2] += units(item.quantity);
+                sums[3] += 1;
+            }
+            let actual: BTreeMap<String, [i128; 4]> = month
+                .accounts()
+                .unwrap()
+                .into_iter()
+                .map(|a| {
+                    let at_scale_14 = |d: Decimal| {
+                        let mut d = d;
+                        d.rescale(14);
+                        d.mantissa()
+                    };
+                    let s = a.sums;
+                    (a.account.to_string(), [at_scale_14(s.unblended_cost), at_scale_14(s.blended_cost), at_scale_14(s.usage_quantity), i128::from(s.line_items)])
+                })
+                .collect();
+            prop_assert_eq!(&actual, &expected);
+            let kept: i128 = expected.values().map(|s| s[3]).sum();
+            let rows = month.rows();
+            prop_assert_eq!(i128::from(rows.kept), kept);
+            prop_assert_eq!(rows.line_items, items.len() as u64);
+            prop_assert_eq!(rows.kept + rows.dropped_unmonitored, rows.line_items);
+            prop_assert!(month.is_estimated() || items.is_empty());
+        }
+    }
+
+    fn month_of(text: &str, monitored: Monitored) -> Result<Month, ParseError> {
+        Month::read(text.as_bytes(), None, monitored)
+    }
+
+    const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
+
+    #[test]
+    fn footer_reconciles_monitored_accounts_only() {
+        let text = format!(
+            "{HEADER}\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,0.50,0.40\n\
+             1,9,1,LineItem,,,,,,0,0.10,0.10\n\
+             1,9,2,LineItem,EC2,Box,Run,,2017-01-02 00:00:00,1,7,7\n\
+             1,9,,Rounding,,,,,,,0.01,0.02\n\
+             1,9,,InvoiceTotal,,,,,,,7.61,7.52\n\
+             ,9,1,AccountTotal,,,,,,,0.60,0.50\n\
+             ,9,2,AccountTotal,,,,,,,7,7\n\
+             ,9,3,AccountTotal,,,,,,,1,1\n\
+             ,9,,StatementTotal,,,,,,,7.61,7.52\n"
+        );
+        let month = month_of(&text, Monitored::parse("1,3").unwrap()).unwrap();
+        assert_eq!(month.payer().unwrap().as_str(), "9");
+        assert!(!month.is_estimated());
+        let accounts = month.accounts().unwrap();
+        let ids: Vec<_> = accounts.iter().map(|a| a.account.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["1", "3"],
+            "account 2 is not monitored; 3 has a total but no line items"
+        );
+        assert_eq!(accounts[0].sums.unblended_cost, Decimal::new(50, 2));
+        assert_eq!(accounts[0].reconciled(), Some(true));
+        assert_eq!(accounts[1].reconciled(), Some(false));
+        assert_eq!(
+            month.rows(),
+            RowCounts {
+                line_items: 3,
+                kept: 2,
+                dropped_unmonitored: 1,
+                footer: 6
+            }
+        );
+        assert_eq!(month.footer().invoice_totals.len(), 1);
+        assert!(
+            month
+                .footer()
+                .account_totals
+                .keys()
+                .all(|a| a.as_str() != "2")
+        );
+        let daily = month.daily_costs();
+        assert_eq!(daily.len(), 2);
+        assert_eq!(daily[0].day, None, "undated tax row first");
+        assert_eq!(daily[1].day, NaiveDate::from_ymd_opt(2017, 1, 1));
+    }
+
+    #[test]
+    fn busiest_month_names_an_unnamed_report() {
+        let text = format!(
+            "{HEADER}\
+             1,9,1,LineItem,Domain,Renew,,,2016-12-15 00:00:00,1,12,12\n\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,1,1\n\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-02 00:00:00,1,1,1\n"
+        );
+        let month = month_of(&text, Monitored::All).unwrap();
+        assert_eq!(month.busiest_period(), "2017-01".parse().ok());
+    }
+
+    #[test]
+    fn a_payer_change_mid_file_is_an_error() {
+        let text = format!("{HEADER}1,9,1,LineItem,EC2,,,,,1,1,1\n1,8,1,LineItem,EC2,,,,,1,1,1\n");
+        let error = month_of(&text, Monitored::All).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 3, column PayerAccountId: payer \"8\" differs from the report's payer 9"
+        );
+    }
+
+    #[test]
+    fn a_linked_account_that_is_not_an_id_is_an_error() {
+        let text = format!("{HEADER}1,9,acct-1,LineItem,EC2,,,,,1,1,1\n");
+        let error = month_of(&text, Monitored::All).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 2, column LinkedAccountId: \"acct-1\" is not an AWS account ID (digits only)"
+        );
+    }
+
+    #[test]
+    fn monitored_list_parsing() {
+        assert_eq!(Monitored::parse("*"), Ok(Monitored::All));
+        let only = Monitored::parse(" 000000000001, 2 ,").unwrap();
+        assert!(only.contains(&"000000000001".parse().unwrap()));
+        assert!(
+            !only.contains(&"1".parse().unwrap()),
+            "leading zeros matter"
+        );
+        assert!(Monitored::parse("").is_err());
+        assert!(Monitored::parse("12a").is_err());
+    }
+}

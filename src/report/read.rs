@@ -40,9 +40,10 @@ impl From<io::Error> for ReadError {
 
 /// What the reader expects of the object.
 pub struct Expected<'a> {
-    /// The name the ZIP member should have (the object's name without `.zip`): a different one
-    /// is only worth a warning (re-zipped extracts, `zip - -` names it `-`).
-    pub member_name: &'a str,
+    /// For an object that must be a ZIP (its name ends in `.zip`), the name its member should
+    /// have: a different one is only worth a warning (re-zipped extracts; `zip - -` names it
+    /// `-`). `None` lets the content decide between ZIP and bare CSV.
+    pub zip_member: Option<&'a str>,
     /// The payer every row must carry; `None` takes it from the first row.
     pub payer: Option<AccountId>,
 }
@@ -63,12 +64,13 @@ where
     });
 
     let mut object = BufReader::with_capacity(CHUNK, object);
-    let sent = if zip::looks_like_zip(object.fill_buf().await.map_err(ReadError::Io)?) {
+    let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
+    let sent = if expected.zip_member.is_some() || zip::looks_like_zip(prefix) {
         let member = ZipMember::open(object).await?;
-        if member.name() != expected.member_name {
+        if let Some(expected) = expected.zip_member.filter(|&name| name != member.name()) {
             tracing::warn!(
                 member = member.name(),
-                expected = expected.member_name,
+                expected,
                 "zip member is not named like the object"
             );
         }

@@ -146,6 +146,7 @@ impl<R: AsyncBufRead + Unpin> ZipMember<R> {
             inner: source,
             consumed: 0,
             failed: false,
+            at_eof: false,
         };
         let body = match header.method {
             METHOD_DEFLATE => Body::Deflated(DeflateDecoder::new(source)),
@@ -202,9 +203,10 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for ZipMember<R> {
                 Body::Deflated(decoder) => {
                     let before = buf.filled().len();
                     if let Err(error) = ready!(Pin::new(&mut *decoder).poll_read(cx, buf)) {
-                        let error = if decoder.get_ref().failed {
+                        let source = decoder.get_ref();
+                        let error = if source.failed {
                             error
-                        } else if error.kind() == io::ErrorKind::UnexpectedEof {
+                        } else if source.at_eof || error.kind() == io::ErrorKind::UnexpectedEof {
                             ZipError::Truncated.into()
                         } else {
                             ZipError::Corrupt(error.to_string()).into()
@@ -390,11 +392,12 @@ fn poll_fill_to<R: AsyncBufRead + Unpin>(
 }
 
 /// Counts the compressed bytes the inflater takes, and remembers whether the source itself
-/// failed (a network error is not "corrupt data").
+/// failed (a network error is not "corrupt data") or ended (an inflate error is then truncation).
 struct Counted<R> {
     inner: R,
     consumed: u64,
     failed: bool,
+    at_eof: bool,
 }
 
 impl<R: AsyncBufRead + Unpin> AsyncRead for Counted<R> {
@@ -415,7 +418,10 @@ impl<R: AsyncBufRead + Unpin> AsyncBufRead for Counted<R> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         match ready!(Pin::new(&mut this.inner).poll_fill_buf(cx)) {
-            Ok(bytes) => Poll::Ready(Ok(bytes)),
+            Ok(bytes) => {
+                this.at_eof = bytes.is_empty();
+                Poll::Ready(Ok(bytes))
+            }
             Err(error) => {
                 this.failed = true;
                 Poll::Ready(Err(error))
