@@ -3,11 +3,12 @@
 //! to reconcile each account's sum with its `AccountTotal`. Plain computation, no I/O beyond the
 //! `Read` it is handed, so it can be tested and benchmarked alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 
 use super::key::{AccountId, Period};
 use super::rows::{ParseError, RecordType, Row, RowReader};
@@ -133,10 +134,10 @@ pub struct Month {
     monitored: Monitored,
     accounts: Vec<AccountId>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
-    account_slots: HashMap<Vec<u8>, Option<u32>>,
+    account_slots: FxHashMap<Vec<u8>, Option<u32>>,
     products: Vec<String>,
-    product_slots: HashMap<String, u32>,
-    daily: HashMap<DailyKey, Sums>,
+    product_slots: FxHashMap<Vec<u8>, u32>,
+    daily: FxHashMap<DailyKey, Sums>,
     footer: Footer,
     rows: RowCounts,
     estimated: bool,
@@ -165,10 +166,10 @@ impl Month {
             payer,
             monitored,
             accounts: Vec::new(),
-            account_slots: HashMap::new(),
+            account_slots: FxHashMap::default(),
             products: Vec::new(),
-            product_slots: HashMap::new(),
-            daily: HashMap::new(),
+            product_slots: FxHashMap::default(),
+            daily: FxHashMap::default(),
             footer: Footer::default(),
             rows: RowCounts::default(),
             estimated: false,
@@ -212,13 +213,13 @@ impl Month {
             return Ok(());
         };
         self.rows.kept += 1;
-        let product = row.product()?;
-        let product = match self.product_slots.get(product) {
+        let product = match self.product_slots.get(row.product_bytes()) {
             Some(&slot) => slot,
             None => {
+                let product = row.product()?;
                 let slot = index(self.products.len());
                 self.products.push(product.to_owned());
-                self.product_slots.insert(product.to_owned(), slot);
+                self.product_slots.insert(product.as_bytes().to_vec(), slot);
                 slot
             }
         };

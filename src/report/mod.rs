@@ -4,5 +4,6 @@
 pub mod aggregate;
 pub mod key;
 pub mod read;
+pub mod records;
 pub mod rows;
 pub mod zip;

@@ -5,15 +5,14 @@
 
 use std::fmt;
 use std::io::Read;
-use std::str::FromStr;
 
 use chrono::NaiveDate;
-use csv::ByteRecord;
 use rust_decimal::Decimal;
+
+use super::records::{Record, RecordError, Records};
 
 /// A preamble ("Don't see your tags in the report? …") is one line; a few more are tolerated.
 const MAX_LINES_BEFORE_HEADER: u64 = 5;
-const READ_BUFFER: usize = 256 * 1024;
 
 /// A problem with the CSV content, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,12 +94,12 @@ pub struct Columns {
 
 impl Columns {
     /// True for the header record of a DBR (or of a look-alike report, refused by `from_header`).
-    fn is_header(record: &ByteRecord) -> bool {
+    fn is_header(record: &Record<'_>) -> bool {
         let has = |name: &[u8]| record.iter().any(|f| strip_bom(f) == name);
         has(b"RecordType") && has(b"PayerAccountId")
     }
 
-    fn from_header(record: &ByteRecord, line: u64) -> Result<Columns, ParseError> {
+    fn from_header(record: &Record<'_>, line: u64) -> Result<Columns, ParseError> {
         let names: Vec<String> = record
             .iter()
             .map(|f| String::from_utf8_lossy(strip_bom(f)).trim().to_owned())
@@ -180,37 +179,43 @@ fn strip_bom(field: &[u8]) -> &[u8] {
     field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
 }
 
-/// Reads the rows of a DBR CSV from any byte stream, one at a time into a reused buffer.
+/// Reads the rows of a DBR CSV from any byte stream, one at a time.
 pub struct RowReader<R> {
     records: Records<R>,
     columns: Columns,
-    record: ByteRecord,
+}
+
+impl From<RecordError> for ParseError {
+    fn from(error: RecordError) -> ParseError {
+        ParseError {
+            line: error.line,
+            column: None,
+            message: error.message,
+        }
+    }
 }
 
 impl<R: Read> RowReader<R> {
     /// Skips any preamble, reads the header and maps its columns.
     pub fn new(input: R) -> Result<RowReader<R>, ParseError> {
         let mut records = Records::new(input);
-        let mut record = ByteRecord::new();
+        let mut lines = 0;
         loop {
-            let Some(line) = records.next(&mut record)? else {
+            let Some(record) = records.next_record()? else {
                 return Err(ParseError {
-                    line: records.csv.position().line(),
+                    line: lines + 1,
                     column: None,
                     message: "no header: the report is empty".into(),
                 });
             };
+            lines = record.line();
             if Columns::is_header(&record) {
-                let columns = Columns::from_header(&record, line)?;
-                return Ok(RowReader {
-                    records,
-                    columns,
-                    record,
-                });
+                let columns = Columns::from_header(&record, lines)?;
+                return Ok(RowReader { records, columns });
             }
-            if line >= MAX_LINES_BEFORE_HEADER {
+            if lines >= MAX_LINES_BEFORE_HEADER {
                 return Err(ParseError {
-                    line,
+                    line: lines,
                     column: None,
                     message: format!(
                         "not a detailed billing report: no header with RecordType and PayerAccountId in the first {MAX_LINES_BEFORE_HEADER} lines"
@@ -226,89 +231,41 @@ impl<R: Read> RowReader<R> {
 
     /// The next data row, or `None` at the end of the report.
     pub fn next_row(&mut self) -> Result<Option<Row<'_>>, ParseError> {
-        let Some(line) = self.records.next(&mut self.record)? else {
+        let Some(record) = self.records.next_record()? else {
             return Ok(None);
         };
-        if self.record.len() != self.columns.names.len() {
+        if record.len() != self.columns.names.len() {
             return Err(ParseError {
-                line,
+                line: record.line(),
                 column: None,
                 message: format!(
                     "{} fields where the header has {}",
-                    self.record.len(),
+                    record.len(),
                     self.columns.names.len()
                 ),
             });
         }
         Ok(Some(Row {
-            line,
-            record: &self.record,
+            record,
             columns: &self.columns,
         }))
     }
 }
 
-/// CSV records with the line each starts on. The csv crate counts a CRLF's `\n` only when it
-/// reads the next record, so every record after the first reports one line too few; the skew
-/// is measured on the first record (is its `\n` still unread?) and added back.
-struct Records<R> {
-    csv: csv::Reader<R>,
-    skew: Option<u64>,
-}
-
-impl<R: Read> Records<R> {
-    fn new(input: R) -> Records<R> {
-        let csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(READ_BUFFER)
-            .from_reader(input);
-        Records { csv, skew: None }
-    }
-
-    fn next(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, ParseError> {
-        let read = self.csv.read_byte_record(record).map_err(|error| {
-            let line = error
-                .position()
-                .map_or(self.csv.position().line(), |p| p.line());
-            let message = match error.into_kind() {
-                csv::ErrorKind::Io(io) => format!("reading the report: {io}"),
-                other => format!("{other:?}"),
-            };
-            ParseError {
-                line: line + self.skew.unwrap_or(0),
-                column: None,
-                message,
-            }
-        })?;
-        if !read {
-            return Ok(None);
-        }
-        let line = record.position().map_or(0, |p| p.line());
-        match self.skew {
-            Some(skew) => Ok(Some(line + skew)),
-            None => {
-                self.skew = Some(u64::from(self.csv.position().line() == line));
-                Ok(Some(line))
-            }
-        }
-    }
-}
-
 /// One data row, borrowed from the reader. Fields are parsed when asked for.
 pub struct Row<'a> {
-    line: u64,
-    record: &'a ByteRecord,
+    record: Record<'a>,
     columns: &'a Columns,
 }
 
 impl<'a> Row<'a> {
+    /// The line the row starts on (counted on demand: it is for error messages).
     pub fn line(&self) -> u64 {
-        self.line
+        self.record.line()
     }
 
     pub fn record_type(&self) -> Result<RecordType, ParseError> {
-        let raw = &self.record[self.columns.record_type];
+        let raw = self.record.get(self.columns.record_type);
         RecordType::from_bytes(raw).ok_or_else(|| {
             self.error(
                 self.columns.record_type,
@@ -318,20 +275,25 @@ impl<'a> Row<'a> {
     }
 
     pub fn payer(&self) -> &'a [u8] {
-        &self.record[self.columns.payer]
+        self.record.get(self.columns.payer)
     }
 
     /// Empty for payer-level rows and for a payer without consolidated billing.
     pub fn linked_account(&self) -> &'a [u8] {
-        &self.record[self.columns.linked_account]
+        self.record.get(self.columns.linked_account)
     }
 
     pub fn invoice_id(&self) -> &'a [u8] {
-        &self.record[self.columns.invoice_id]
+        self.record.get(self.columns.invoice_id)
     }
 
     pub fn product(&self) -> Result<&'a str, ParseError> {
         self.text(self.columns.product)
+    }
+
+    /// The product name as it is in the file, not yet checked to be UTF-8: a cheap map key.
+    pub fn product_bytes(&self) -> &'a [u8] {
+        self.record.get(self.columns.product)
     }
 
     pub fn usage_type(&self) -> Result<&'a str, ParseError> {
@@ -354,7 +316,7 @@ impl<'a> Row<'a> {
     /// The day usage started (UTC), or `None` where the date is empty (footer, some fees).
     pub fn usage_day(&self) -> Result<Option<NaiveDate>, ParseError> {
         let column = self.columns.usage_start;
-        let raw = &self.record[column];
+        let raw = self.record.get(column);
         if raw.is_empty() {
             return Ok(None);
         }
@@ -393,35 +355,32 @@ impl<'a> Row<'a> {
         columns
             .tags
             .iter()
-            .filter(|&&i| !self.record[i].is_empty())
+            .filter(|&&i| !self.record.get(i).is_empty())
             .map(move |&i| Ok((columns.names[i].as_str(), self.text(i)?)))
     }
 
     fn text(&self, column: usize) -> Result<&'a str, ParseError> {
-        std::str::from_utf8(&self.record[column])
+        std::str::from_utf8(self.record.get(column))
             .map_err(|_| self.error(column, "not UTF-8 text".into()))
     }
 
     /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies.
     fn decimal(&self, column: usize) -> Result<Decimal, ParseError> {
-        let raw = &self.record[column];
+        let raw = self.record.get(column);
         if raw.is_empty() {
             return Ok(Decimal::ZERO);
         }
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|text| Decimal::from_str(text).ok())
-            .ok_or_else(|| {
-                self.error(
-                    column,
-                    format!("not a decimal number: {:?}", String::from_utf8_lossy(raw)),
-                )
-            })
+        parse_decimal(raw).ok_or_else(|| {
+            self.error(
+                column,
+                format!("not a decimal number: {:?}", String::from_utf8_lossy(raw)),
+            )
+        })
     }
 
     pub fn error(&self, column: usize, message: String) -> ParseError {
         ParseError {
-            line: self.line,
+            line: self.line(),
             column: Some(self.columns.names[column].clone()),
             message,
         }
@@ -436,6 +395,40 @@ impl<'a> Row<'a> {
     pub fn payer_error(&self, message: String) -> ParseError {
         self.error(self.columns.payer, message)
     }
+}
+
+/// `[-+]digits[.digits]`, at most 28 digits, exactly. Straight from bytes because it runs three
+/// times per line item (via `str` and `Decimal::from_str` it was twice as slow); exponents,
+/// spaces and thousands separators are refused.
+fn parse_decimal(raw: &[u8]) -> Option<Decimal> {
+    const MAX_DIGITS: u32 = 28; // fits rust_decimal's 96-bit mantissa
+    let (negative, text) = match raw.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, raw),
+    };
+    let (mut mantissa, mut digits, mut scale) = (0i128, 0u32, None::<u32>);
+    for &byte in text {
+        match byte {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + i128::from(byte - b'0');
+                digits += 1;
+                if let Some(scale) = scale.as_mut() {
+                    *scale += 1;
+                }
+                if digits > MAX_DIGITS {
+                    return None;
+                }
+            }
+            b'.' if scale.is_none() => scale = Some(0),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let mantissa = if negative { -mantissa } else { mantissa };
+    Decimal::try_from_i128_with_scale(mantissa, scale.unwrap_or(0)).ok()
 }
 
 /// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS`; only the day is kept.
@@ -475,6 +468,41 @@ mod tests {
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,RecordId,ProductName,RateId,SubscriptionId,PricingPlanId,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageEndDate,UsageQuantity,BlendedRate,BlendedCost,UnBlendedRate,UnBlendedCost";
+
+    #[test]
+    fn decimals_are_exact() {
+        for (text, expected) in [
+            ("0.11997536721028", "0.11997536721028"),
+            ("150", "150"),
+            ("12.00", "12.00"),
+            ("-0.00000001", "-0.00000001"),
+            ("+3.5", "3.5"),
+            (".5", "0.5"),
+            (
+                "1234567890123456.789012345678",
+                "1234567890123456.789012345678",
+            ),
+        ] {
+            assert_eq!(
+                parse_decimal(text.as_bytes()).map(|d| d.to_string()),
+                Some(expected.into()),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "-",
+            ".",
+            "1.2.3",
+            "1e5",
+            " 1",
+            "1,000",
+            "12345678901234567890123456789",
+            "abc",
+        ] {
+            assert_eq!(parse_decimal(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn days_in_both_formats() {

@@ -527,3 +527,133 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(descriptor: bool, zip64: bool) -> LocalHeader {
+        LocalHeader {
+            name: "a.csv".into(),
+            method: METHOD_DEFLATE,
+            crc: 0xDEAD_BEEF,
+            compressed: 10,
+            inflated: 20,
+            descriptor,
+            zip64,
+        }
+    }
+
+    const ACTUAL: Actual = Actual {
+        crc: 0xDEAD_BEEF,
+        compressed: 10,
+        inflated: 20,
+    };
+
+    fn descriptor(signature: bool, wide: bool) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if signature {
+            bytes.extend(DATA_DESCRIPTOR.to_le_bytes());
+        }
+        bytes.extend(0xDEAD_BEEFu32.to_le_bytes());
+        if wide {
+            bytes.extend(10u64.to_le_bytes());
+            bytes.extend(20u64.to_le_bytes());
+        } else {
+            bytes.extend(10u32.to_le_bytes());
+            bytes.extend(20u32.to_le_bytes());
+        }
+        bytes.extend(CENTRAL_HEADER.to_le_bytes());
+        bytes.extend([0; 8]); // the rest of the central directory
+        bytes
+    }
+
+    fn judge(header: &LocalHeader, actual: &Actual, tail: &[u8]) -> Result<(), String> {
+        // Feed the tail as the reader would: only as many bytes as asked for.
+        let mut given = 0;
+        loop {
+            match judge_trailer(header, actual, &tail[..given]) {
+                Verdict::Need(want) if want > tail.len() => return Err("truncated".into()),
+                Verdict::Need(want) => given = want,
+                Verdict::Done => return Ok(()),
+                Verdict::Fail(error) => return Err(error.to_string()),
+            }
+        }
+    }
+
+    #[test]
+    fn every_descriptor_layout_is_accepted() {
+        for signature in [true, false] {
+            for wide in [true, false] {
+                for zip64 in [true, false] {
+                    let tail = descriptor(signature, wide);
+                    let verdict = judge(&header(true, zip64), &ACTUAL, &tail);
+                    assert_eq!(
+                        verdict,
+                        Ok(()),
+                        "signature {signature}, 64-bit {wide}, zip64 extra {zip64}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_in_the_header_are_checked() {
+        let tail = CENTRAL_HEADER.to_le_bytes();
+        assert_eq!(judge(&header(false, false), &ACTUAL, &tail), Ok(()));
+        let short = Actual {
+            inflated: 19,
+            ..ACTUAL
+        };
+        let error = judge(&header(false, false), &short, &tail).unwrap_err();
+        assert!(error.starts_with("size mismatch"), "{error}");
+        let bad_crc = Actual { crc: 1, ..ACTUAL };
+        let error = judge(&header(false, false), &bad_crc, &tail).unwrap_err();
+        assert_eq!(
+            error,
+            "CRC-32 mismatch: member says deadbeef, data has 00000001"
+        );
+    }
+
+    #[test]
+    fn what_follows_the_member_is_judged() {
+        let mut second = LOCAL_HEADER.to_le_bytes().to_vec();
+        second.extend([0; 22]);
+        second.extend(5u16.to_le_bytes());
+        second.extend(0u16.to_le_bytes());
+        second.extend(b"b.csv");
+        assert_eq!(
+            judge(&header(false, false), &ACTUAL, &second),
+            Err("the zip archive holds more than one member: \"b.csv\" follows the first".into())
+        );
+        assert_eq!(
+            judge(&header(false, false), &ACTUAL, &[1, 2]),
+            Err("truncated".into())
+        );
+        assert_eq!(
+            judge(&header(false, false), &ACTUAL, &[1, 2, 3, 4]),
+            Err("unexpected record 0x04030201 after the member".into())
+        );
+    }
+
+    #[test]
+    fn zip64_extra_sizes_replace_saturated_ones() {
+        let mut fixed = [0u8; LOCAL_HEADER_LEN];
+        fixed[..4].copy_from_slice(&LOCAL_HEADER.to_le_bytes());
+        fixed[8..10].copy_from_slice(&METHOD_DEFLATE.to_le_bytes());
+        fixed[18..26].copy_from_slice(&[0xFF; 8]);
+        fixed[26..28].copy_from_slice(&1u16.to_le_bytes());
+        fixed[28..30].copy_from_slice(&20u16.to_le_bytes());
+        let mut variable = b"-".to_vec();
+        variable.extend(ZIP64_EXTRA.to_le_bytes());
+        variable.extend(16u16.to_le_bytes());
+        variable.extend(8_312_381_342u64.to_le_bytes());
+        variable.extend(1_000_000_000u64.to_le_bytes());
+        let header = parse_local_header(&fixed, &variable).unwrap();
+        assert_eq!(
+            (header.inflated, header.compressed, header.zip64),
+            (8_312_381_342, 1_000_000_000, true)
+        );
+    }
+}
