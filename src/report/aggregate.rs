@@ -1,5 +1,5 @@
 //! One report's rows folded into sums: `LineItem` rows of monitored accounts are summed per
-//! (account, usage day, product); every other line item is counted as dropped; the footer is kept
+//! (account, usage day, usage: product, usage type, operation, zone, resource, tags); every other line item is counted as dropped; the footer is kept
 //! to reconcile each account's sum with its `AccountTotal`. Plain computation, no I/O beyond the
 //! `Read` it is handed, so it can be tested and benchmarked alone.
 
@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::key::{AccountId, Period};
-use super::rows::{ParseError, RecordType, Row, RowReader};
+use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 
 /// Which linked accounts' costs are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,12 +92,12 @@ pub struct RowCounts {
     pub footer: u64,
 }
 
-/// The grain of the daily sums; account and product are indexes into [`Month`]'s tables.
+/// The grain of the daily sums; account and usage are indexes into [`Month`]'s tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct DailyKey {
     account: u32,
     day: Option<NaiveDate>,
-    product: u32,
+    usage: u32,
 }
 
 /// One account's month: line-item sums and the reconciliation against its `AccountTotal`.
@@ -118,12 +118,12 @@ impl AccountMonth {
     }
 }
 
-/// One day's sums for one account and product. `day` is `None` for undated rows (fees, tax).
+/// One day's sums for one account and usage. `day` is `None` for undated rows (fees, tax).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DailyCost<'a> {
     pub account: &'a AccountId,
     pub day: Option<NaiveDate>,
-    pub product: &'a str,
+    pub usage: &'a Usage,
     pub sums: Sums,
 }
 
@@ -135,8 +135,11 @@ pub struct Month {
     accounts: Vec<AccountId>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
-    products: Vec<String>,
-    product_slots: FxHashMap<Vec<u8>, u32>,
+    usages: Vec<Usage>,
+    /// [`Row::usage_key`] bytes to the index in `usages`.
+    usage_slots: FxHashMap<Vec<u8>, u32>,
+    /// Reused for every row's usage key.
+    usage_key: Vec<u8>,
     daily: FxHashMap<DailyKey, Sums>,
     footer: Footer,
     rows: RowCounts,
@@ -167,8 +170,9 @@ impl Month {
             monitored,
             accounts: Vec::new(),
             account_slots: FxHashMap::default(),
-            products: Vec::new(),
-            product_slots: FxHashMap::default(),
+            usages: Vec::new(),
+            usage_slots: FxHashMap::default(),
+            usage_key: Vec::new(),
             daily: FxHashMap::default(),
             footer: Footer::default(),
             rows: RowCounts::default(),
@@ -213,20 +217,20 @@ impl Month {
             return Ok(());
         };
         self.rows.kept += 1;
-        let product = match self.product_slots.get(row.product_bytes()) {
+        row.usage_key(&mut self.usage_key);
+        let usage = match self.usage_slots.get(self.usage_key.as_slice()) {
             Some(&slot) => slot,
             None => {
-                let product = row.product()?;
-                let slot = index(self.products.len());
-                self.products.push(product.to_owned());
-                self.product_slots.insert(product.as_bytes().to_vec(), slot);
+                let slot = index(self.usages.len());
+                self.usages.push(row.usage()?);
+                self.usage_slots.insert(self.usage_key.clone(), slot);
                 slot
             }
         };
         let key = DailyKey {
             account,
             day: row.usage_day()?,
-            product,
+            usage,
         };
         let sums = Sums {
             unblended_cost: row.unblended_cost()?,
@@ -325,27 +329,20 @@ impl Month {
             .map(|(period, _)| period)
     }
 
-    /// Daily sums, ordered by account, day (undated first) and product.
+    /// Daily sums, ordered by account, day (undated first) and usage.
     pub fn daily_costs(&self) -> Vec<DailyCost<'_>> {
-        let mut keys: Vec<_> = self.daily.iter().collect();
-        keys.sort_by(|a, b| {
-            let order = |k: &DailyKey| {
-                (
-                    &self.accounts[k.account as usize],
-                    k.day,
-                    &self.products[k.product as usize],
-                )
-            };
-            order(a.0).cmp(&order(b.0))
-        });
-        keys.into_iter()
+        let mut costs: Vec<DailyCost<'_>> = self
+            .daily
+            .iter()
             .map(|(key, sums)| DailyCost {
                 account: &self.accounts[key.account as usize],
                 day: key.day,
-                product: &self.products[key.product as usize],
+                usage: &self.usages[key.usage as usize],
                 sums: *sums,
             })
-            .collect()
+            .collect();
+        costs.sort_by(|a, b| (a.account, a.day, a.usage).cmp(&(b.account, b.day, b.usage)));
+        costs
     }
 
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
@@ -374,7 +371,7 @@ impl Month {
 }
 
 fn index(position: usize) -> u32 {
-    u32::try_from(position).expect("fewer than 2^32 distinct accounts and products")
+    u32::try_from(position).expect("fewer than 2^32 distinct accounts and usages")
 }
 
 #[cfg(test)]

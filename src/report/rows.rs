@@ -32,6 +32,19 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// What a line item was for: the daily grain beyond account and day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Usage {
+    pub product: String,
+    pub usage_type: String,
+    pub operation: String,
+    pub availability_zone: String,
+    /// Empty in the plain variant, which has no `ResourceId` column.
+    pub resource_id: String,
+    /// Non-empty tag values by column name (`user:Name`), in file order.
+    pub tags: Vec<(String, String)>,
+}
+
 /// The kinds of record a DBR holds. Line items are costs; the rest is the footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordType {
@@ -287,32 +300,6 @@ impl<'a> Row<'a> {
         self.record.get(self.columns.invoice_id)
     }
 
-    pub fn product(&self) -> Result<&'a str, ParseError> {
-        self.text(self.columns.product)
-    }
-
-    /// The product name as it is in the file, not yet checked to be UTF-8: a cheap map key.
-    pub fn product_bytes(&self) -> &'a [u8] {
-        self.record.get(self.columns.product)
-    }
-
-    pub fn usage_type(&self) -> Result<&'a str, ParseError> {
-        self.text(self.columns.usage_type)
-    }
-
-    pub fn operation(&self) -> Result<&'a str, ParseError> {
-        self.text(self.columns.operation)
-    }
-
-    pub fn availability_zone(&self) -> Result<&'a str, ParseError> {
-        self.text(self.columns.availability_zone)
-    }
-
-    /// Empty for rows of a plain DBR.
-    pub fn resource_id(&self) -> Result<&'a str, ParseError> {
-        self.columns.resource_id.map_or(Ok(""), |i| self.text(i))
-    }
-
     /// The day usage started (UTC), or `None` where the date is empty (footer, some fees).
     pub fn usage_day(&self) -> Result<Option<NaiveDate>, ParseError> {
         let column = self.columns.usage_start;
@@ -349,14 +336,44 @@ impl<'a> Row<'a> {
         }
     }
 
-    /// Non-empty tag values, as (column name, value).
-    pub fn tags(&self) -> impl Iterator<Item = Result<(&'a str, &'a str), ParseError>> + '_ {
-        let columns = self.columns;
-        columns
-            .tags
-            .iter()
-            .filter(|&&i| !self.record.get(i).is_empty())
-            .map(move |&i| Ok((columns.names[i].as_str(), self.text(i)?)))
+    /// The columns that say what was used, in [`Usage`] order (the resource last but for tags).
+    fn usage_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        let c = self.columns;
+        [c.product, c.usage_type, c.operation, c.availability_zone]
+            .into_iter()
+            .chain(c.resource_id)
+            .chain(c.tags.iter().copied())
+    }
+
+    /// Writes what was used (product, usage type, operation, zone, resource, tag values) into
+    /// `key`, each field length-prefixed: equal keys, equal usage. No UTF-8 check: it is a map key.
+    pub fn usage_key(&self, key: &mut Vec<u8>) {
+        key.clear();
+        for column in self.usage_columns() {
+            let field = self.record.get(column);
+            key.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            key.extend_from_slice(field);
+        }
+    }
+
+    /// What was used, checked and owned.
+    pub fn usage(&self) -> Result<Usage, ParseError> {
+        let c = self.columns;
+        let mut tags = Vec::new();
+        for &column in &c.tags {
+            let value = self.text(column)?;
+            if !value.is_empty() {
+                tags.push((c.names[column].clone(), value.to_owned()));
+            }
+        }
+        Ok(Usage {
+            product: self.text(c.product)?.to_owned(),
+            usage_type: self.text(c.usage_type)?.to_owned(),
+            operation: self.text(c.operation)?.to_owned(),
+            availability_zone: self.text(c.availability_zone)?.to_owned(),
+            resource_id: c.resource_id.map_or(Ok(""), |i| self.text(i))?.to_owned(),
+            tags,
+        })
     }
 
     fn text(&self, column: usize) -> Result<&'a str, ParseError> {

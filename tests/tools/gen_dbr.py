@@ -56,6 +56,7 @@ def main():
     p.add_argument("--period", default="2017-03")
     p.add_argument("--rows", type=int, default=200, help="line items")
     p.add_argument("--bytes", type=int, help="write line items until this many bytes instead")
+    p.add_argument("--resources", type=int, default=300, help="distinct resources the line items use")
     p.add_argument("--variant", choices=["plain", "with-resources-and-tags"], default="with-resources-and-tags")
     p.add_argument("--billing", choices=["consolidated", "single"], default="consolidated")
     p.add_argument("--tags", default="user:Name,user:cost-center,aws:createdBy,user:team/app.tier")
@@ -117,12 +118,18 @@ def main():
     def date(day, hour, minute=0, second=0):
         return f"{year:04d}{sep}{month:02d}{sep}{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
 
+    # Like real reports, line items are hourly usage of a fixed set of resources.
+    resources = []
+    for _ in range(a.resources):
+        resource_tags = {t: rng.choice(["web", "db", "équipe-données", "batch, nightly"]) for t in tags if rng.random() < 0.5}
+        resources.append((rng.choice(accounts), rng.choice(PRODUCTS), rng.choice(ZONES),
+                          f"i-{rng.randint(0, 16 ** 8):08x}", resource_tags))
+
     while (count < a.rows) if a.bytes is None else (written < a.bytes):
         count += 1
         record_id += rng.randint(1, 10 ** 6)
-        acct = rng.choice(accounts)
+        acct, (product, usage_type, operation, description), zone, resource_id, resource_tags = rng.choice(resources)
         kind = rng.random()
-        product, usage_type, operation, description = rng.choice(PRODUCTS)
         day = rng.randint(1, days)
         hour = rng.randint(0, 22)
         start, end = date(day, hour), date(day, hour + 1)
@@ -155,16 +162,14 @@ def main():
             "RecordType": "LineItem", "RecordId": rid, "ProductName": product,
             "RateId": str(rng.randint(1, 10 ** 8)), "SubscriptionId": str(rng.randint(1, 10 ** 9)),
             "PricingPlanId": str(rng.randint(1, 10 ** 6)), "UsageType": usage_type, "Operation": operation,
-            "AvailabilityZone": rng.choice(ZONES), "ReservedInstance": "N", "ItemDescription": description,
+            "AvailabilityZone": zone, "ReservedInstance": "N", "ItemDescription": description,
             "UsageStartDate": start, "UsageEndDate": end, "UsageQuantity": fmt(quantity, 8),
             "BlendedRate": "0.0440000000", "BlendedCost": fmt(blended, 14 if abs(blended) % 10 ** 6 else 8),
             "UnBlendedRate": "0.0440000000", "UnBlendedCost": fmt(unblended, 14 if abs(unblended) % 10 ** 6 else 8),
             "Rate": "0.0440000000", "Cost": fmt(unblended, 14 if abs(unblended) % 10 ** 6 else 8),
-            "ResourceId": f"i-{rng.randint(0, 16 ** 8):08x}" if product else "",
+            "ResourceId": resource_id if product else "",
+            **resource_tags,
         }
-        for t in tags:
-            if rng.random() < 0.5:
-                row[t] = rng.choice(["web", "db", "équipe-données", "batch, nightly"])
         written += write(row)
         s = sums[acct]
         s[0] += unblended
