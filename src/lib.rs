@@ -1,4 +1,9 @@
 //! dbr-ingest: AWS legacy Detailed Billing Reports to exact per-account costs.
 
+pub mod config;
+pub mod daemon;
+pub mod ingest;
 pub mod report;
+pub mod source;
+pub mod store;
 pub mod summarize;

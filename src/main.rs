@@ -1,26 +1,71 @@
-//! The `dbr-ingest` command line.
+//! The `dbr-ingest` command line: thin glue over the library.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use dbr_ingest::config::{Settings, SourceSetting};
+use dbr_ingest::ingest::{PollOutcome, poll};
 use dbr_ingest::report::aggregate::Monitored;
+use dbr_ingest::report::key::AccountId;
+use dbr_ingest::source::Source;
+use dbr_ingest::store::Store;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "AWS Detailed Billing Reports to exact per-account costs"
+    about = "AWS Detailed Billing Reports to exact per-account costs in PostgreSQL"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct Config {
+    /// Configuration file (default: $DBR_CONFIG, else config/default.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SourceArg {
+    /// Where reports come from: s3 (the configured bucket) or dir:PATH.
+    #[arg(long, value_parser = SourceSetting::parse)]
+    source: Option<SourceSetting>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Poll once: ingest every new or changed report, then exit (non-zero if any failed).
+    Once {
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Run the daemon: poll at start, then every poll interval, until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Create the database if missing and apply the migrations.
+    Migrate {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Manage the monitored accounts table.
+    Accounts {
+        #[command(flatten)]
+        config: Config,
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
     /// Read local report files (.csv.zip or .csv) and print per-account totals and their
-    /// reconciliation with the report's AccountTotal rows.
+    /// reconciliation with the report's AccountTotal rows. No database involved.
     Summarize {
         /// Report files.
         #[arg(required = true)]
@@ -34,10 +79,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// List the monitored accounts (the table's; the configuration may name more).
+    List,
+    /// Monitor an account.
+    Add {
+        id: AccountId,
+        /// A name to remember it by.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop monitoring an account; its costs leave the views at the next poll.
+    Remove { id: AccountId },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,dbr_ingest=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -49,16 +110,141 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let succeeded = match Cli::parse().command {
+    match runtime.block_on(execute(Cli::parse().command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("dbr-ingest: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+/// Runs a command; `Ok(false)` when it ran but something in it failed (already reported).
+async fn execute(command: Command) -> Result<bool, Failure> {
+    match command {
         Command::Summarize {
             files,
             monitored,
             json,
-        } => runtime.block_on(dbr_ingest::summarize::run(&files, &monitored, json)),
-    };
-    if succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        } => Ok(dbr_ingest::summarize::run(&files, &monitored, json).await),
+        Command::Migrate { config } => {
+            let settings = Settings::load(config.config.as_deref(), env)?;
+            connect(&settings).await?;
+            println!("database {} is up to date", settings.database_display());
+            Ok(true)
+        }
+        Command::Accounts { config, action } => {
+            let settings = Settings::load(config.config.as_deref(), env)?;
+            accounts(&connect(&settings).await?, action).await
+        }
+        Command::Once { config, source } => {
+            let (settings, source, store) = start(config, source).await?;
+            let outcome = poll(&source, &store, settings.monitored.as_ref()).await?;
+            print_outcome(&outcome);
+            Ok(outcome.failed.is_empty())
+        }
+        Command::Run { config, source } => {
+            let (settings, source, store) = start(config, source).await?;
+            dbr_ingest::daemon::run(
+                &source,
+                &store,
+                settings.monitored.as_ref(),
+                settings.poll_interval,
+            )
+            .await?;
+            Ok(true)
+        }
     }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn connect(settings: &Settings) -> Result<Store, Failure> {
+    Store::connect(&settings.database_url)
+        .await
+        .map_err(|e| format!("{} ({})", e, settings.database_display()).into())
+}
+
+async fn start(config: Config, source: SourceArg) -> Result<(Settings, Source, Store), Failure> {
+    let mut settings = Settings::load(config.config.as_deref(), env)?;
+    if let Some(source) = source.source {
+        settings.source = source;
+    }
+    settings.check_source()?;
+    let store = connect(&settings).await?;
+    let source = Source::from_settings(&settings).await;
+    Ok((settings, source, store))
+}
+
+async fn accounts(store: &Store, action: AccountsAction) -> Result<bool, Failure> {
+    match action {
+        AccountsAction::List => {
+            for account in store.monitored_accounts().await? {
+                let name = account.name.as_deref().unwrap_or("");
+                println!(
+                    "{}\t{}\t{}",
+                    account.id,
+                    account.added_at.format("%Y-%m-%d"),
+                    name
+                );
+            }
+        }
+        AccountsAction::Add { id, name } => {
+            let new = store.add_monitored_account(&id, name.as_deref()).await?;
+            println!(
+                "{id} {}",
+                if new {
+                    "added"
+                } else {
+                    "was already monitored"
+                }
+            );
+        }
+        AccountsAction::Remove { id } => {
+            let removed = store.remove_monitored_account(&id).await?;
+            println!(
+                "{id} {}",
+                if removed {
+                    "removed"
+                } else {
+                    "was not in the table"
+                }
+            );
+        }
+    }
+    Ok(true)
+}
+
+fn print_outcome(outcome: &PollOutcome) {
+    for report in &outcome.ingested {
+        let reconciliation = match report.unreconciled_accounts {
+            0 => "totals match the report's AccountTotal rows".to_owned(),
+            n => format!("{n} account(s) do NOT match their AccountTotal"),
+        };
+        println!(
+            "ingested  {} ({}): {} line items, {} kept, {} dropped (not monitored); {} accounts, {}",
+            report.key.key,
+            report.reason,
+            report.line_items,
+            report.kept,
+            report.dropped_unmonitored,
+            report.accounts,
+            reconciliation
+        );
+    }
+    for failed in &outcome.failed {
+        println!("failed    {}: {}", failed.key, failed.error);
+    }
+    println!(
+        "{} ingested, {} failed, {} unchanged, {} other objects ignored",
+        outcome.ingested.len(),
+        outcome.failed.len(),
+        outcome.unchanged,
+        outcome.ignored
+    );
 }

@@ -38,6 +38,33 @@ impl Monitored {
         Ok(Monitored::Only(ids))
     }
 
+    /// Names the set, to tell whether stored data was filtered with the set in force: `*`, or
+    /// the number of accounts and a CRC-32 of their sorted IDs.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Monitored::All => "*".into(),
+            Monitored::Only(ids) => {
+                let mut crc = crc32fast::Hasher::new();
+                for id in ids {
+                    crc.update(id.as_str().as_bytes());
+                    crc.update(b",");
+                }
+                format!("{} accounts, crc32 {:08x}", ids.len(), crc.finalize())
+            }
+        }
+    }
+
+    /// The set named in the configuration joined with the `monitored_accounts` table's.
+    pub fn with(self, more: impl IntoIterator<Item = AccountId>) -> Monitored {
+        match self {
+            Monitored::All => Monitored::All,
+            Monitored::Only(mut ids) => {
+                ids.extend(more);
+                Monitored::Only(ids)
+            }
+        }
+    }
+
     pub fn contains(&self, account: &AccountId) -> bool {
         match self {
             Monitored::All => true,

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Writes examples/bucket: a billing bucket as AWS lays it out, with small generated reports of two
+# payers (several months, both variants), and objects that are not detailed billing reports.
+# Deterministic; the result is committed, so running this is only needed to change it.
+set -euo pipefail
+cd "$(dirname "$0")"
+rm -rf bucket && mkdir -p bucket
+gen() { # NAME ARGS… -> bucket/NAME.zip
+  local name=$1; shift
+  python3 ../tests/tools/gen_dbr.py --out "bucket/$name" --rows 300 --resources 40 "$@"
+  (cd bucket && zip -q -m -X "$name.zip" "$name")
+}
+gen 111111111111-aws-billing-detailed-line-items-with-resources-and-tags-2017-01.csv \
+  --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-01 --seed 1
+# The same month without resources: the with-resources-and-tags report above wins.
+gen 111111111111-aws-billing-detailed-line-items-2017-01.csv --variant plain \
+  --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-01 --seed 1
+gen 111111111111-aws-billing-detailed-line-items-with-resources-and-tags-2017-02.csv \
+  --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-02 --seed 2 \
+  --invoice estimated --preamble
+gen 999999999999-aws-billing-detailed-line-items-2017-02.csv --variant plain --billing single \
+  --payer 999999999999 --period 2017-02 --seed 3
+printf 'InvoiceID,PayerAccountId,LinkedAccountId,RecordType\n"Estimated","111111111111","","PayerLineItem"\n' \
+  > bucket/111111111111-aws-billing-csv-2017-01.csv
+: > bucket/aws-programmatic-access-test-object

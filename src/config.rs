@@ -1,0 +1,318 @@
+//! Settings: a TOML file (`config/default.toml` documents every key), then environment variables
+//! for containers. The database URL is a secret: it never appears in `Debug` output or logs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::report::aggregate::Monitored;
+
+const DEFAULT_FILE: &str = "config/default.toml";
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/dbr_ingest";
+
+/// A configuration that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Where reports are read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSetting {
+    /// The configured S3 bucket.
+    S3,
+    /// A local directory laid out like a bucket (demos, resellers' extracts).
+    Dir(PathBuf),
+}
+
+impl SourceSetting {
+    pub fn parse(text: &str) -> Result<SourceSetting, String> {
+        match text.split_once(':') {
+            _ if text == "s3" => Ok(SourceSetting::S3),
+            Some(("dir", path)) if !path.is_empty() => Ok(SourceSetting::Dir(PathBuf::from(path))),
+            _ => Err(format!(
+                "source {text:?} is neither \"s3\" nor \"dir:PATH\""
+            )),
+        }
+    }
+}
+
+/// S3 access beyond what the AWS SDK's own environment (`AWS_REGION`, `AWS_ENDPOINT_URL`,
+/// credentials, `AWS_PROFILE`, web identity) provides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Only keys under this prefix are listed.
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// Path-style URLs (`http://host/bucket/key`), as most S3-compatible servers want.
+    pub force_path_style: bool,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub database_url: SecretString,
+    pub source: SourceSetting,
+    pub s3: S3Settings,
+    /// `None` when the file and the environment name no account: the `monitored_accounts`
+    /// table must then name some.
+    pub monitored: Option<Monitored>,
+    pub poll_interval: Duration,
+}
+
+/// The file's layout; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    database_url: Option<String>,
+    source: Option<String>,
+    monitored_accounts: Option<MonitoredAccounts>,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    s3: S3File,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3File {
+    bucket: Option<String>,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    force_path_style: Option<bool>,
+}
+
+/// `"*"` or a list of account IDs.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MonitoredAccounts {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Settings {
+    /// Reads `file` (or `DBR_CONFIG`, or `config/default.toml` when it exists), then the
+    /// environment through `env` (the process environment, or a map in tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| env("DBR_CONFIG").map(PathBuf::from));
+        let parsed: File = match &path {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_FILE).exists() => read_file(Path::new(DEFAULT_FILE))?,
+            None => File::default(),
+        };
+        Settings::from_layers(parsed, env)
+    }
+
+    fn from_layers(
+        file: File,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let pick =
+            |var: &str, from_file: Option<String>| env(var).or(from_file).filter(|v| !v.is_empty());
+        let database_url =
+            pick("DATABASE_URL", file.database_url).unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let source = match pick("DBR_SOURCE", file.source) {
+            Some(text) => SourceSetting::parse(&text).map_err(ConfigError)?,
+            None => SourceSetting::S3,
+        };
+        let force_path_style = match env("DBR_S3_FORCE_PATH_STYLE") {
+            Some(text) => parse_bool(&text).ok_or_else(|| {
+                ConfigError(format!(
+                    "DBR_S3_FORCE_PATH_STYLE={text:?} is not true or false"
+                ))
+            })?,
+            None => file.s3.force_path_style.unwrap_or(false),
+        };
+        let s3 = S3Settings {
+            bucket: pick("DBR_BUCKET", file.s3.bucket).unwrap_or_default(),
+            prefix: pick("DBR_PREFIX", file.s3.prefix).unwrap_or_default(),
+            region: pick("DBR_S3_REGION", file.s3.region),
+            endpoint_url: pick("DBR_S3_ENDPOINT_URL", file.s3.endpoint_url),
+            force_path_style,
+        };
+        let monitored = match env("DBR_MONITORED_ACCOUNTS") {
+            Some(text) => monitored_from_text(&text)?,
+            None => match file.monitored_accounts {
+                Some(MonitoredAccounts::Text(text)) => monitored_from_text(&text)?,
+                Some(MonitoredAccounts::List(ids)) => monitored_from_text(&ids.join(","))?,
+                None => None,
+            },
+        };
+        let interval =
+            pick("DBR_POLL_INTERVAL", file.poll_interval).unwrap_or_else(|| "30m".into());
+        let poll_interval = humantime::parse_duration(&interval).map_err(|e| {
+            ConfigError(format!(
+                "poll interval {interval:?}: {e} (write it like 30m, 1h or 90s)"
+            ))
+        })?;
+        if poll_interval.is_zero() {
+            return Err(ConfigError(
+                "the poll interval must be longer than zero".into(),
+            ));
+        }
+        Ok(Settings {
+            database_url: SecretString::from(database_url),
+            source,
+            s3,
+            monitored,
+            poll_interval,
+        })
+    }
+
+    /// Checks what reading reports needs and commands that only touch the database do not.
+    pub fn check_source(&self) -> Result<(), ConfigError> {
+        if self.source == SourceSetting::S3 && self.s3.bucket.is_empty() {
+            return Err(ConfigError(
+                "no bucket: set DBR_BUCKET (or s3.bucket), or read a directory with --source dir:PATH".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL without its password, for messages.
+    pub fn database_display(&self) -> String {
+        redact_url(self.database_url.expose_secret())
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+fn monitored_from_text(text: &str) -> Result<Option<Monitored>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Monitored::parse(text)
+        .map(Some)
+        .map_err(|e| ConfigError(format!("monitored accounts: {e}")))
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable URL)".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let file = toml::from_str(toml).map_err(|e| e.to_string())?;
+        let settings = Settings::from_layers(file, |name| vars.get(name).cloned())
+            .map_err(|e| e.to_string())?;
+        settings.check_source().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file = "database_url = \"postgres://a@db/x\"\nmonitored_accounts = [\"1\"]\npoll_interval = \"1h\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\n";
+        let settings = load(
+            file,
+            &[
+                ("DBR_BUCKET", "billing"),
+                ("DBR_PREFIX", "dbr/"),
+                ("DBR_MONITORED_ACCOUNTS", "013328811177, 2"),
+                ("DBR_POLL_INTERVAL", "90s"),
+                ("DBR_S3_FORCE_PATH_STYLE", "true"),
+                ("DATABASE_URL", "postgres://u:hunter2@h:5432/d"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.s3.bucket, "billing");
+        assert_eq!(settings.s3.prefix, "dbr/");
+        assert!(settings.s3.force_path_style);
+        assert_eq!(settings.poll_interval, Duration::from_secs(90));
+        assert_eq!(
+            settings.monitored,
+            Some(Monitored::parse("013328811177,2").unwrap())
+        );
+        assert_eq!(settings.database_display(), "postgres://u:***@h:5432/d");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn file_values_and_defaults() {
+        let settings = load(
+            "source = \"dir:examples/bucket\"\nmonitored_accounts = \"*\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.source,
+            SourceSetting::Dir("examples/bucket".into())
+        );
+        assert_eq!(settings.monitored, Some(Monitored::All));
+        assert_eq!(settings.poll_interval, Duration::from_secs(30 * 60));
+        assert_eq!(settings.database_display(), DEFAULT_DATABASE_URL);
+        let none = load("source = \"dir:x\"\n", &[]).unwrap();
+        assert_eq!(none.monitored, None);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let cases = [
+            ("", vec![], "no bucket"),
+            (
+                "[s3]\nbucket = \"b\"\n",
+                vec![("DBR_POLL_INTERVAL", "soon")],
+                "poll interval \"soon\"",
+            ),
+            (
+                "[s3]\nbucket = \"b\"\n",
+                vec![("DBR_MONITORED_ACCOUNTS", "12,abc")],
+                "\"abc\" is not an AWS account ID",
+            ),
+            (
+                "[s3]\nbucket = \"b\"\n",
+                vec![("DBR_S3_FORCE_PATH_STYLE", "maybe")],
+                "DBR_S3_FORCE_PATH_STYLE",
+            ),
+            ("source = \"ftp:x\"\n", vec![], "neither"),
+            ("bukket = \"b\"\n", vec![], "unknown field"),
+        ];
+        for (file, vars, expected) in cases {
+            let error = load(file, &vars).unwrap_err();
+            assert!(error.contains(expected), "{error} should say {expected}");
+        }
+    }
+}

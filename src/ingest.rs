@@ -1,0 +1,337 @@
+//! One poll: list the source, pick the reports to read, and ingest each new or changed one into
+//! the store. `once` and `run` both come through here; a report that fails is recorded and the
+//! poll goes on with the others.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::Instrument;
+
+use crate::report::aggregate::{Monitored, Month};
+use crate::report::key::{self, ReportKey};
+use crate::report::read::{Expected, ReadError, read_report};
+use crate::source::{ObjectMeta, Source, SourceError};
+use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
+
+/// Reading a report again after its stream broke (network), before recording a failure.
+const READ_ATTEMPTS: u32 = 3;
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Why a poll could not run at all (as opposed to one report failing).
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "no monitored accounts: set DBR_MONITORED_ACCOUNTS (IDs separated by commas, or * for every account), or add some with `dbr-ingest accounts add ID`"
+    )]
+    NoMonitoredAccounts,
+}
+
+/// What one poll did.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub ingested: Vec<Ingested>,
+    pub failed: Vec<Failed>,
+    /// Chosen reports whose version was already handled.
+    pub unchanged: usize,
+    /// Objects that are not DBRs, or DBRs passed over for another of their statement.
+    pub ignored: usize,
+}
+
+#[derive(Debug)]
+pub struct Ingested {
+    pub key: ReportKey,
+    pub reason: &'static str,
+    pub line_items: u64,
+    pub kept: u64,
+    pub dropped_unmonitored: u64,
+    pub accounts: usize,
+    pub unreconciled_accounts: usize,
+}
+
+#[derive(Debug)]
+pub struct Failed {
+    pub key: String,
+    pub error: String,
+}
+
+/// The monitored set in force: the configuration's, joined with the table's.
+pub async fn monitored_accounts(
+    configured: Option<&Monitored>,
+    store: &Store,
+) -> Result<Monitored, PollError> {
+    let stored = store.monitored_accounts().await?.into_iter().map(|a| a.id);
+    let monitored = configured
+        .cloned()
+        .unwrap_or_else(|| Monitored::Only(BTreeSet::new()))
+        .with(stored);
+    match &monitored {
+        Monitored::Only(ids) if ids.is_empty() => Err(PollError::NoMonitoredAccounts),
+        _ => Ok(monitored),
+    }
+}
+
+/// Lists the source and ingests every chosen report that is new, changed, or was filtered with
+/// another monitored set.
+pub async fn poll(
+    source: &Source,
+    store: &Store,
+    configured: Option<&Monitored>,
+) -> Result<PollOutcome, PollError> {
+    let monitored = monitored_accounts(configured, store).await?;
+    let fingerprint = monitored.fingerprint();
+    let location = source.location();
+    let mut outcome = PollOutcome::default();
+
+    let mut reports = Vec::new();
+    for object in source.list().await? {
+        match ReportKey::parse(&object.key) {
+            Ok(key) => reports.push(Listed { key, object }),
+            Err(reason) => {
+                tracing::debug!(key = object.key, %reason, "ignored: not a detailed billing report");
+                outcome.ignored += 1;
+            }
+        }
+    }
+    let selection = key::choose(reports);
+    for (passed, reason) in &selection.passed_over {
+        tracing::debug!(
+            key = passed.key.key,
+            reason,
+            "ignored: another report covers its statement"
+        );
+    }
+    outcome.ignored += selection.passed_over.len();
+
+    let ledger = store.ledger(&location).await?;
+    for Listed { key, object } in selection.ingest {
+        let Some(reason) = why_ingest(ledger.get(&object.key), &object, &fingerprint) else {
+            outcome.unchanged += 1;
+            continue;
+        };
+        let report = ReportVersion {
+            bucket: &location,
+            object: &object,
+            key: &key,
+            started_at: Utc::now(),
+        };
+        let span = tracing::info_span!("report", key = object.key, etag = object.etag, reason);
+        match ingest(source, store, &report, &monitored, &fingerprint)
+            .instrument(span)
+            .await
+        {
+            Ok(month) => {
+                let rows = month.rows();
+                let accounts = month.accounts().unwrap_or_default();
+                let unreconciled_accounts = accounts
+                    .iter()
+                    .filter(|a| a.reconciled() == Some(false))
+                    .count();
+                tracing::info!(
+                    key = object.key,
+                    line_items = rows.line_items,
+                    kept = rows.kept,
+                    dropped_unmonitored = rows.dropped_unmonitored,
+                    "ingested"
+                );
+                if unreconciled_accounts > 0 {
+                    tracing::warn!(
+                        key = object.key,
+                        unreconciled_accounts,
+                        "line items do not add up to AccountTotal"
+                    );
+                }
+                outcome.ingested.push(Ingested {
+                    key: key.clone(),
+                    reason,
+                    line_items: rows.line_items,
+                    kept: rows.kept,
+                    dropped_unmonitored: rows.dropped_unmonitored,
+                    accounts: accounts.len(),
+                    unreconciled_accounts,
+                });
+            }
+            Err(error) => {
+                tracing::error!(key = object.key, %error, "report failed; its month keeps the data it had");
+                let message = error.to_string();
+                if let Err(store_error) = store
+                    .record_failure(&report, &message, error.retryable())
+                    .await
+                {
+                    tracing::error!(key = object.key, %store_error, "could not record the failure");
+                }
+                outcome.failed.push(Failed {
+                    key: object.key.clone(),
+                    error: message,
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+struct Listed {
+    key: ReportKey,
+    object: ObjectMeta,
+}
+
+impl AsRef<ReportKey> for Listed {
+    fn as_ref(&self) -> &ReportKey {
+        &self.key
+    }
+}
+
+/// Why a chosen report must be read now, or `None` when the ledger says it was handled.
+fn why_ingest(
+    entry: Option<&LedgerEntry>,
+    object: &ObjectMeta,
+    fingerprint: &str,
+) -> Option<&'static str> {
+    let Some(entry) = entry else {
+        return Some("new");
+    };
+    if entry.etag != object.etag || entry.size != object.size {
+        return Some("changed");
+    }
+    match entry.status {
+        Status::Ingested if entry.monitored_fingerprint.as_deref() != Some(fingerprint) => {
+            Some("monitored accounts changed")
+        }
+        Status::Ingested => None,
+        Status::Failed if entry.retryable => Some("retrying"),
+        // The same bytes would fail the same way: wait for AWS to write a new version.
+        Status::Failed => None,
+        Status::Superseded => Some("chosen again for its statement"),
+    }
+}
+
+/// Why one report could not be ingested.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// Whether the same version may succeed later: the network or the database failed, not the
+    /// report's content.
+    fn retryable(&self) -> bool {
+        match self {
+            IngestError::Source(_) | IngestError::Store(_) => true,
+            IngestError::Read(read) => matches!(read, ReadError::Io(_)),
+        }
+    }
+}
+
+async fn ingest(
+    source: &Source,
+    store: &Store,
+    report: &ReportVersion<'_>,
+    monitored: &Monitored,
+    fingerprint: &str,
+) -> Result<Month, IngestError> {
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut attempt = 1;
+    let month = loop {
+        match read(source, report, monitored).await {
+            Err(error) if error.retryable() && attempt < READ_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "reading the report failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            result => break result?,
+        }
+    };
+    store.replace_statement(report, &month, fingerprint).await?;
+    Ok(month)
+}
+
+async fn read(
+    source: &Source,
+    report: &ReportVersion<'_>,
+    monitored: &Monitored,
+) -> Result<Month, IngestError> {
+    let body = source.open(report.object).await?;
+    let name = report.object.key.rsplit('/').next().unwrap_or_default();
+    let expected = Expected {
+        zip_member: name.strip_suffix(".zip"),
+        payer: Some(report.key.payer.clone()),
+    };
+    Ok(read_report(body, expected, monitored.clone()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(etag: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: "k".into(),
+            etag: etag.into(),
+            size: 10,
+            last_modified: None,
+        }
+    }
+
+    fn entry(status: Status, retryable: bool, fingerprint: &str) -> LedgerEntry {
+        LedgerEntry {
+            etag: "e1".into(),
+            size: 10,
+            status,
+            retryable,
+            monitored_fingerprint: Some(fingerprint.into()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_ledger_decides_what_to_read() {
+        let fp = "*";
+        let cases = [
+            (None, "e1", Some("new")),
+            (Some(entry(Status::Ingested, false, fp)), "e1", None),
+            (
+                Some(entry(Status::Ingested, false, fp)),
+                "e2",
+                Some("changed"),
+            ),
+            (
+                Some(entry(Status::Ingested, false, "2 accounts, crc32 0")),
+                "e1",
+                Some("monitored accounts changed"),
+            ),
+            (
+                Some(entry(Status::Failed, true, fp)),
+                "e1",
+                Some("retrying"),
+            ),
+            (Some(entry(Status::Failed, false, fp)), "e1", None),
+            (
+                Some(entry(Status::Failed, false, fp)),
+                "e2",
+                Some("changed"),
+            ),
+            (
+                Some(entry(Status::Superseded, false, fp)),
+                "e1",
+                Some("chosen again for its statement"),
+            ),
+        ];
+        for (entry, etag, expected) in cases {
+            assert_eq!(
+                why_ingest(entry.as_ref(), &object(etag), fp),
+                expected,
+                "{entry:?} {etag}"
+            );
+        }
+    }
+}

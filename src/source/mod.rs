@@ -1,0 +1,82 @@
+//! Where report objects come from: an S3 bucket, or a local directory laid out like one. Both
+//! list every object under the prefix and open one object as a byte stream; what happens to the
+//! bytes after that does not depend on the source.
+
+mod dir;
+mod s3;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+pub use s3::S3Source;
+
+use crate::config::{Settings, SourceSetting};
+use dir::DirSource;
+
+/// One listed object: enough to tell whether it changed since it was last read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// An object's bytes as they arrive.
+pub type ObjectBody = Box<dyn AsyncRead + Send + Unpin>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("listing {location}: {message}")]
+    List { location: String, message: String },
+    #[error("reading {key}: {message}")]
+    Open { key: String, message: String },
+    /// The object was replaced between listing and reading: the next poll reads the new one.
+    #[error("{key} changed while it was being read")]
+    Changed { key: String },
+}
+
+pub enum Source {
+    S3(S3Source),
+    Dir(DirSource),
+}
+
+impl Source {
+    pub async fn from_settings(settings: &Settings) -> Source {
+        match &settings.source {
+            SourceSetting::S3 => Source::S3(S3Source::from_settings(&settings.s3).await),
+            SourceSetting::Dir(path) => Source::dir(path.clone()),
+        }
+    }
+
+    pub fn dir(root: PathBuf) -> Source {
+        Source::Dir(DirSource::new(root))
+    }
+
+    /// Names the bucket (or directory) in the ledger and in messages: `s3://bucket/prefix` or
+    /// `dir:PATH`.
+    pub fn location(&self) -> String {
+        match self {
+            Source::S3(s3) => s3.location(),
+            Source::Dir(dir) => dir.location(),
+        }
+    }
+
+    /// Every object under the configured prefix, page after page.
+    pub async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
+        match self {
+            Source::S3(s3) => s3.list().await,
+            Source::Dir(dir) => dir.list().await,
+        }
+    }
+
+    /// The bytes of exactly the listed version of `object`.
+    pub async fn open(&self, object: &ObjectMeta) -> Result<ObjectBody, SourceError> {
+        match self {
+            Source::S3(s3) => s3.open(object).await,
+            Source::Dir(dir) => dir.open(object).await,
+        }
+    }
+}
