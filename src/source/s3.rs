@@ -5,6 +5,7 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
@@ -25,6 +26,15 @@ impl S3Source {
     /// Credentials, region and endpoint come from the SDK's default chain (environment,
     /// profile, web identity, instance metadata), overridden by the settings where given.
     pub async fn from_settings(settings: &S3Settings) -> S3Source {
+        S3Source::build(settings, None).await
+    }
+
+    /// The same, with fixed credentials instead of the default chain's.
+    pub async fn with_credentials(settings: &S3Settings, credentials: Credentials) -> S3Source {
+        S3Source::build(settings, Some(credentials)).await
+    }
+
+    async fn build(settings: &S3Settings, credentials: Option<Credentials>) -> S3Source {
         let https = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -35,18 +45,16 @@ impl S3Source {
         if let Some(endpoint) = &settings.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
         let sdk = loader.load().await;
         let config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(settings.force_path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .build();
-        S3Source::new(Client::from_conf(config), settings)
-    }
-
-    /// A source over a client built elsewhere (tests point one at a local S3 server).
-    pub fn new(client: Client, settings: &S3Settings) -> S3Source {
         S3Source {
-            client,
+            client: Client::from_conf(config),
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
         }

@@ -3,9 +3,13 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -185,4 +189,46 @@ pub fn assert_totals(actual: &Value, expected: &Value, context: &str) {
             assert_eq!(a[field], e[field], "{context}: account {id} {field}");
         }
     }
+}
+
+/// A database of its own for one test, created by the store on first connection.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub fn new() -> TestDatabase {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let test = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("dbr_test_{}_{test}_{nanos}", std::process::id());
+        TestDatabase {
+            url: format!("{}/{name}", server_url()),
+            name,
+        }
+    }
+
+    pub async fn store(&self) -> dbr_ingest::store::Store {
+        dbr_ingest::store::Store::connect(&secrecy::SecretString::from(self.url.clone()))
+            .await
+            .unwrap()
+    }
+
+    /// Drops the database (tests call it at their end; a failed test leaves its database to look at).
+    pub async fn drop_database(self) {
+        use sqlx::migrate::MigrateDatabase;
+        sqlx::Postgres::force_drop_database(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("dropping {}: {e}", self.name));
+    }
+}
+
+/// The PostgreSQL server the tests use: `TEST_DATABASE_SERVER`, else the local one.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

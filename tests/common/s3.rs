@@ -1,0 +1,116 @@
+//! A real S3 protocol server for the tests: s3s-fs serving a temporary directory over HTTP on
+//! 127.0.0.1, and a client of the AWS SDK pointed at it.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use dbr_ingest::config::S3Settings;
+use dbr_ingest::source::{S3Source, Source};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+pub const ACCESS_KEY: &str = "dbr-test-access-key";
+pub const SECRET_KEY: &str = "dbr-test-secret-key";
+pub const REGION: &str = "us-east-1";
+
+pub struct S3Server {
+    pub endpoint: String,
+    pub client: Client,
+    _root: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts a server on a free port of 127.0.0.1; it stops with the test's runtime.
+    pub async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let service = {
+            let mut builder = S3ServiceBuilder::new(s3s_fs::FileSystem::new(root.path()).unwrap());
+            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            builder.build()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let http = ConnectionBuilder::new(TokioExecutor::new());
+            while let Ok((socket, _)) = listener.accept().await {
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(connection);
+            }
+        });
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .region(Region::new(REGION))
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .build_https(),
+            )
+            .build();
+        S3Server {
+            endpoint,
+            client: Client::from_conf(config),
+            _root: root,
+        }
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    /// The daemon's source for `bucket` and `prefix`, through the production client setup
+    /// (HTTPS-capable connector, retries) with the test credentials.
+    pub async fn source(&self, bucket: &str, prefix: &str) -> Source {
+        let settings = S3Settings {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            region: Some(REGION.into()),
+            endpoint_url: Some(self.endpoint.clone()),
+            force_path_style: true,
+        };
+        Source::S3(
+            S3Source::with_credentials(
+                &settings,
+                Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"),
+            )
+            .await,
+        )
+    }
+
+    /// What the binary needs in its environment to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("DBR_S3_FORCE_PATH_STYLE", "true".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}

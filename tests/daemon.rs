@@ -1,0 +1,624 @@
+//! The service against a real S3 protocol server (s3s-fs on 127.0.0.1) and a real PostgreSQL: what
+//! a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::s3::S3Server;
+use common::*;
+use dbr_ingest::ingest::{PollOutcome, poll};
+use dbr_ingest::report::aggregate::Monitored;
+use dbr_ingest::source::Source;
+use dbr_ingest::store::Store;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::PgPool;
+
+const BUCKET: &str = "billing";
+
+/// A zipped report made by the generator, and the totals it computed.
+struct Report {
+    key: String,
+    zip: Vec<u8>,
+    expected: Value,
+}
+
+/// Generates `<payer>-aws-billing-detailed-line-items…-<period>.csv.zip` under `prefix`.
+fn report(
+    dir: &Path,
+    prefix: &str,
+    payer: &str,
+    variant: &str,
+    period: &str,
+    args: &[&str],
+) -> Report {
+    let name = dbr_name(variant, period).replacen(PAYER, payer, 1);
+    let case = tempfile::tempdir_in(dir).unwrap().keep();
+    let mut all = vec![
+        "--payer",
+        payer,
+        "--variant",
+        variant,
+        "--period",
+        period,
+        "--rows",
+        "300",
+    ];
+    all.extend_from_slice(args);
+    let (csv, expected) = generate(&case, &name, &all);
+    let zip = std::fs::read(zip_with("info-zip-pipe", &csv)).unwrap();
+    Report {
+        key: format!("{prefix}{name}.zip"),
+        zip,
+        expected,
+    }
+}
+
+/// (payer, account, period) → (unblended, blended, usage, line items, invoice status), from the view.
+type Monthly = BTreeMap<(String, String, String), (Decimal, Decimal, Decimal, i64, String)>;
+
+#[derive(sqlx::FromRow)]
+struct MonthlyRow {
+    payer_account_id: String,
+    linked_account_id: String,
+    period: String,
+    unblended_cost: Decimal,
+    blended_cost: Decimal,
+    usage_quantity: Decimal,
+    line_items: i64,
+    invoice_status: String,
+}
+
+async fn monthly_costs(pool: &PgPool) -> Monthly {
+    let rows: Vec<MonthlyRow> = sqlx::query_as(
+        "SELECT payer_account_id, linked_account_id, to_char(billing_period, 'YYYY-MM') AS period,
+                unblended_cost, blended_cost, usage_quantity, line_items, invoice_status
+         FROM account_monthly_costs",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let key = (r.payer_account_id, r.linked_account_id, r.period);
+            (
+                key,
+                (
+                    r.unblended_cost,
+                    r.blended_cost,
+                    r.usage_quantity,
+                    r.line_items,
+                    r.invoice_status,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// What the view must hold for these reports, from the generator's own totals.
+fn expected_monthly(reports: &[&Report]) -> Monthly {
+    let mut monthly = Monthly::new();
+    for report in reports {
+        let r = &report.expected["report"];
+        for account in report.expected["accounts"].as_array().unwrap() {
+            let key = (
+                r["payer_account_id"].as_str().unwrap().to_owned(),
+                account["linked_account_id"].as_str().unwrap().to_owned(),
+                r["billing_period"].as_str().unwrap().to_owned(),
+            );
+            let value = (
+                decimal(&account["unblended_cost"]).unwrap(),
+                decimal(&account["blended_cost"]).unwrap(),
+                decimal(&account["usage_quantity"]).unwrap(),
+                account["line_items"].as_i64().unwrap(),
+                r["invoice_status"].as_str().unwrap().to_owned(),
+            );
+            monthly.insert(key, value);
+        }
+    }
+    monthly
+}
+
+/// The view's values equal the expected ones as decimals (NUMERIC keeps the file's scale).
+fn assert_monthly(actual: &Monthly, expected: &Monthly) {
+    let keys: Vec<_> = actual.keys().collect();
+    assert_eq!(keys, expected.keys().collect::<Vec<_>>());
+    for (key, value) in expected {
+        assert_eq!(&actual[key], value, "{key:?}");
+    }
+}
+
+struct Setup {
+    server: S3Server,
+    db: TestDatabase,
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    Setup {
+        server,
+        db,
+        store,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Setup {
+    async fn upload(&self, report: &Report) {
+        self.server
+            .put(BUCKET, &report.key, report.zip.clone())
+            .await;
+    }
+
+    async fn poll(&self, source: &Source, monitored: &Monitored) -> PollOutcome {
+        poll(source, &self.store, Some(monitored)).await.unwrap()
+    }
+
+    async fn finish(self) {
+        self.store.pool().close().await;
+        self.db.drop_database().await;
+    }
+}
+
+fn ingested_keys(outcome: &PollOutcome) -> Vec<&str> {
+    let mut keys: Vec<&str> = outcome
+        .ingested
+        .iter()
+        .map(|i| i.key.key.as_str())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_is_ingested_once_and_then_kept_in_step() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let prefix = "dbr/";
+    let a1 = report(
+        dir,
+        prefix,
+        "111111111111",
+        "with-resources-and-tags",
+        "2017-01",
+        &["--seed", "1"],
+    );
+    // The plain variant of the same statement: must not be counted again.
+    let a1_plain = report(
+        dir,
+        prefix,
+        "111111111111",
+        "plain",
+        "2017-01",
+        &["--seed", "1"],
+    );
+    let a2 = report(
+        dir,
+        prefix,
+        "111111111111",
+        "plain",
+        "2017-02",
+        &["--seed", "2", "--invoice", "estimated"],
+    );
+    let b1 = report(
+        dir,
+        prefix,
+        "222222222222",
+        "with-resources-and-tags",
+        "2017-01",
+        &["--seed", "3", "--billing", "single"],
+    );
+    // Outside the prefix: never listed.
+    let outside = report(
+        dir,
+        "other/",
+        "333333333333",
+        "plain",
+        "2017-01",
+        &["--seed", "4"],
+    );
+    for r in [&a1, &a1_plain, &a2, &b1, &outside] {
+        s.upload(r).await;
+    }
+    for junk in [
+        "dbr/111111111111-aws-billing-csv-2017-01.csv",
+        "dbr/aws-programmatic-access-test-object",
+        "dbr/cur/20170101-20170201/manifest.json",
+        "dbr/111111111111-aws-billing-detailed-line-items-2017-13.csv.zip",
+    ] {
+        s.server.put(BUCKET, junk, b"not a report".to_vec()).await;
+    }
+    let source = s.server.source(BUCKET, prefix).await;
+
+    let first = s.poll(&source, &Monitored::All).await;
+    assert!(first.failed.is_empty(), "{:?}", first.failed);
+    let mut expected_keys = [a1.key.as_str(), a2.key.as_str(), b1.key.as_str()];
+    expected_keys.sort();
+    assert_eq!(ingested_keys(&first), expected_keys);
+    assert_eq!(
+        first.ignored, 5,
+        "four non-DBR objects and the plain variant"
+    );
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&a1, &a2, &b1]),
+    );
+
+    // Nothing changed: nothing is read, nothing moves.
+    let second = s.poll(&source, &Monitored::All).await;
+    assert!(second.ingested.is_empty() && second.failed.is_empty());
+    assert_eq!(second.unchanged, 3);
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&a1, &a2, &b1]),
+    );
+
+    // AWS rewrites February: exactly that month is replaced, not added to.
+    let a2_new = Report {
+        key: a2.key.clone(),
+        ..report(
+            dir,
+            prefix,
+            "111111111111",
+            "plain",
+            "2017-02",
+            &["--seed", "22", "--rows", "450"],
+        )
+    };
+    s.upload(&a2_new).await;
+    let third = s.poll(&source, &Monitored::All).await;
+    assert_eq!(ingested_keys(&third), [a2.key.as_str()]);
+    assert_eq!(third.ingested[0].reason, "changed");
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&a1, &a2_new, &b1]),
+    );
+
+    let statuses: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT key, status, rows_kept FROM report_status ORDER BY key")
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(statuses.len(), 3);
+    assert!(statuses.iter().all(|(_, status, _)| status == "ingested"));
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_pages_past_a_thousand_objects() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let reports: Vec<Report> = ["2016-01", "2016-02"]
+        .iter()
+        .enumerate()
+        .map(|(i, period)| {
+            report(
+                dir,
+                "",
+                "111111111111",
+                "plain",
+                period,
+                &["--seed", &i.to_string()],
+            )
+        })
+        .collect();
+    // Keys sort after the reports' and before them, so each lands on another page.
+    for batch in (0..1100).collect::<Vec<_>>().chunks(20) {
+        let mut uploads = tokio::task::JoinSet::new();
+        for &i in batch {
+            let client = s.server.client.clone();
+            uploads.spawn(async move {
+                let prefix = if i % 2 == 0 { "000" } else { "zzz" };
+                let request = client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(format!("{prefix}-note-{i:04}.txt"));
+                request.body(b"x".to_vec().into()).send().await.unwrap();
+            });
+        }
+        uploads.join_all().await;
+    }
+    for r in &reports {
+        s.upload(r).await;
+    }
+    let first_page = s
+        .server
+        .client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first_page.is_truncated(),
+        Some(true),
+        "the server pages its listings"
+    );
+    let source = s.server.source(BUCKET, "").await;
+    let outcome = s.poll(&source, &Monitored::All).await;
+    assert_eq!(outcome.ingested.len(), 2);
+    assert_eq!(outcome.ignored, 1100);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_monitored_set_reingests_what_it_affects() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let accounts = "111111111111,222222222222,333333333333";
+    let only_one = report(
+        dir,
+        "",
+        "111111111111",
+        "plain",
+        "2017-05",
+        &["--accounts", accounts, "--monitored", "222222222222"],
+    );
+    s.upload(&only_one).await;
+    let source = s.server.source(BUCKET, "").await;
+    let configured = Monitored::parse("222222222222").unwrap();
+    let first = s.poll(&source, &configured).await;
+    assert_eq!(first.ingested.len(), 1);
+    assert!(first.ingested[0].dropped_unmonitored > 0);
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&only_one]),
+    );
+
+    // An account added to the table joins the configured one: the report is read again.
+    s.store
+        .add_monitored_account(&"333333333333".parse().unwrap(), Some("team c"))
+        .await
+        .unwrap();
+    let second = s.poll(&source, &configured).await;
+    assert_eq!(second.ingested.len(), 1);
+    assert_eq!(second.ingested[0].reason, "monitored accounts changed");
+    let two = Report {
+        expected: generate(
+            dir,
+            "again.csv",
+            &[
+                "--payer",
+                "111111111111",
+                "--variant",
+                "plain",
+                "--period",
+                "2017-05",
+                "--rows",
+                "300",
+                "--accounts",
+                accounts,
+                "--monitored",
+                "222222222222,333333333333",
+            ],
+        )
+        .1,
+        ..only_one
+    };
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&two]),
+    );
+
+    // The same set again: nothing to do.
+    assert!(s.poll(&source, &configured).await.ingested.is_empty());
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_report_fails_alone_and_keeps_the_previous_month() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let good = report(
+        dir,
+        "",
+        "111111111111",
+        "plain",
+        "2017-03",
+        &["--seed", "5"],
+    );
+    let other = report(
+        dir,
+        "",
+        "111111111111",
+        "plain",
+        "2017-04",
+        &["--seed", "6"],
+    );
+    s.upload(&good).await;
+    let source = s.server.source(BUCKET, "").await;
+    assert_eq!(s.poll(&source, &Monitored::All).await.ingested.len(), 1);
+
+    // The file is overwritten with a truncated copy, and another month arrives.
+    s.server
+        .put(BUCKET, &good.key, good.zip[..good.zip.len() / 2].to_vec())
+        .await;
+    s.upload(&other).await;
+    let outcome = s.poll(&source, &Monitored::All).await;
+    assert_eq!(
+        ingested_keys(&outcome),
+        [other.key.as_str()],
+        "the other report goes on"
+    );
+    assert_eq!(outcome.failed.len(), 1);
+    assert!(
+        outcome.failed[0].error.contains("truncated"),
+        "{}",
+        outcome.failed[0].error
+    );
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&good, &other]),
+    );
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM report_status WHERE key = $1")
+            .bind(&good.key)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("truncated"));
+
+    // The same broken bytes are not read again; a good version is.
+    assert!(s.poll(&source, &Monitored::All).await.failed.is_empty());
+    s.upload(&good).await;
+    assert_eq!(
+        ingested_keys(&s.poll(&source, &Monitored::All).await),
+        [good.key.as_str()]
+    );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_partial_or_empty_month() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let small = report(
+        dir,
+        "",
+        "111111111111",
+        "with-resources-and-tags",
+        "2017-07",
+        &["--seed", "7", "--rows", "500"],
+    );
+    let large = Report {
+        key: small.key.clone(),
+        ..report(
+            dir,
+            "",
+            "111111111111",
+            "with-resources-and-tags",
+            "2017-07",
+            &["--seed", "8", "--rows", "3000"],
+        )
+    };
+    let total = |r: &Report| -> i64 { r.expected["rows"]["kept"].as_i64().unwrap() };
+    let allowed = [total(&small), total(&large)];
+    s.upload(&small).await;
+    let source = s.server.source(BUCKET, "").await;
+    s.poll(&source, &Monitored::All).await;
+
+    let pool = s.store.pool().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let items: Option<i64> =
+                    sqlx::query_scalar("SELECT sum(line_items)::bigint FROM account_monthly_costs")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                seen.push(items.unwrap_or(0));
+            }
+            seen
+        })
+    };
+    for round in 0..6 {
+        let next = if round % 2 == 0 { &large } else { &small };
+        s.upload(next).await;
+        assert_eq!(s.poll(&source, &Monitored::All).await.ingested.len(), 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.len() > 10,
+        "the reader ran during the replacements ({} reads)",
+        seen.len()
+    );
+    let odd: Vec<_> = seen.iter().filter(|n| !allowed.contains(n)).collect();
+    assert!(
+        odd.is_empty(),
+        "a reader saw {odd:?}, not one of {allowed:?}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_polls_once_and_manages_accounts() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let r = report(
+        dir,
+        "in/",
+        "111111111111",
+        "plain",
+        "2017-09",
+        &["--seed", "9"],
+    );
+    s.upload(&r).await;
+    let run = |args: &[&str], monitored: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &s.db.url)
+            .env("DBR_BUCKET", BUCKET)
+            .env("DBR_PREFIX", "in/")
+            .env("DBR_CONFIG", "/dev/null")
+            .env("RUST_LOG", "warn")
+            .envs(s.server.env());
+        if let Some(monitored) = monitored {
+            command.env("DBR_MONITORED_ACCOUNTS", monitored);
+        }
+        command.output().unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let refused = run(&["once"], None);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no monitored accounts"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let added = run(&["accounts", "add", "123456789012", "--name", "prod"], None);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let listed = run(&["accounts", "list"], None);
+    assert!(
+        text(&listed.stdout).contains("123456789012"),
+        "{}",
+        text(&listed.stdout)
+    );
+
+    let once = run(&["once"], None);
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    assert!(
+        text(&once.stdout).contains(&format!("ingested  {}", r.key)),
+        "{}",
+        text(&once.stdout)
+    );
+    assert!(
+        text(&once.stdout).contains("1 ingested, 0 failed"),
+        "{}",
+        text(&once.stdout)
+    );
+
+    // A broken version makes `once` exit non-zero.
+    s.server
+        .put(BUCKET, &r.key, b"PK\x03\x04broken".to_vec())
+        .await;
+    let failed = run(&["once"], Some("*"));
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stdout).contains("failed"),
+        "{}",
+        text(&failed.stdout)
+    );
+
+    let removed = run(&["accounts", "remove", "123456789012"], None);
+    assert!(
+        text(&removed.stdout).contains("removed"),
+        "{}",
+        text(&removed.stdout)
+    );
+    s.finish().await;
+}
