@@ -622,3 +622,56 @@ async fn the_binary_polls_once_and_manages_accounts() {
     );
     s.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_polls_at_start_and_stops_on_sigterm() {
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let bucket = tempfile::tempdir().unwrap();
+    let r = report(
+        bucket.path(),
+        "",
+        "111111111111",
+        "plain",
+        "2017-10",
+        &["--seed", "10"],
+    );
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .args([
+            "run",
+            "--source",
+            &format!("dir:{}", bucket.path().display()),
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("DBR_CONFIG", "/dev/null")
+        .env("DBR_MONITORED_ACCOUNTS", "*")
+        .env("DBR_POLL_INTERVAL", "1h")
+        .spawn()
+        .unwrap();
+    let mut ingested = 0i64;
+    for _ in 0..100 {
+        ingested =
+            sqlx::query_scalar("SELECT count(*) FROM report_status WHERE status = 'ingested'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if ingested == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ingested, 1, "the first poll runs at start");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    store.pool().close().await;
+    db.drop_database().await;
+}
