@@ -627,9 +627,9 @@ async fn the_binary_polls_once_and_manages_accounts() {
 async fn the_daemon_polls_at_start_and_stops_on_sigterm() {
     let db = TestDatabase::new();
     let store = db.store().await;
-    let bucket = tempfile::tempdir().unwrap();
+    let (work, bucket) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let r = report(
-        bucket.path(),
+        work.path(),
         "",
         "111111111111",
         "plain",
