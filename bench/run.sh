@@ -5,7 +5,8 @@
 #   - wall time against the time one core needs merely to inflate the member (target: <= 1.5x),
 #   - peak RSS (target: <= 100 MB), and the same for a report a tenth the size (memory must not
 #     grow with the report),
-#   - that the totals equal the generator's own, to the last decimal.
+#   - that the totals equal the generator's own, to the last decimal,
+#   - `once` from a directory into PostgreSQL (a fresh database each run).
 # Generated reports are kept in BENCH_DIR (default /tmp/dbr-bench) for the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,13 +65,30 @@ done
 read -r big_seconds big_rss < <(measure "$big")
 read -r small_seconds small_rss < <(measure "$small")
 
-python3 - "$inflated" "$inflate_best" "$big_seconds" "$big_rss" "$small_seconds" "$small_rss" <<'PY'
+# The same report from a directory into PostgreSQL (`once`), into a fresh database each run.
+server=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
+once_best="" once_rss=0
+for run in $(seq "$runs"); do
+  url="$server/dbr_bench_$$_$run"
+  /usr/bin/time -f "%e %M" -o "$dir/time.txt" env DATABASE_URL="$url" DBR_CONFIG=/dev/null \
+    DBR_MONITORED_ACCOUNTS='*' RUST_LOG=warn "$binary" once --source "dir:$(dirname "$big")" > /dev/null
+  read -r seconds kb < "$dir/time.txt"
+  once_best=$(python3 -c "print(min(float('$seconds'), float('${once_best:-inf}')))")
+  [ "$kb" -gt "$once_rss" ] && once_rss=$kb
+  stored=$(psql "$url" -Atc "SELECT sum(line_items) FROM account_monthly_costs")
+  expected=$(python3 -c "import json; print(json.load(open('$(dirname "$big")/expected.json'))['rows']['kept'])")
+  [ "$stored" = "$expected" ] || { echo "once stored $stored line items, expected $expected" >&2; exit 1; }
+  psql "$server/postgres" -qc "DROP DATABASE \"dbr_bench_$$_$run\""
+done
+
+python3 - "$inflated" "$inflate_best" "$big_seconds" "$big_rss" "$small_seconds" "$small_rss" "$once_best" "$once_rss" <<'PY'
 import sys
-inflated, inflate, big, big_rss, small, small_rss = sys.argv[1:]
-inflated, inflate, big, small = int(inflated), float(inflate), float(big), float(small)
+inflated, inflate, big, big_rss, small, small_rss, once, once_rss = sys.argv[1:]
+inflated, inflate, big, small, once = int(inflated), float(inflate), float(big), float(small), float(once)
 print(f"report:        {inflated / 1e9:.2f} GB uncompressed (best of runs)")
 print(f"inflate only:  {inflate:.2f} s  (one core, zlib-rs)")
 print(f"summarize:     {big:.2f} s  = {big / inflate:.2f}x inflate   (target <= 1.5x)  {inflated / big / 1e6:.0f} MB/s")
 print(f"peak RSS:      {int(big_rss) / 1024:.1f} MB at full size, {int(small_rss) / 1024:.1f} MB at a tenth ({small:.2f} s)  (target <= 100 MB)")
+print(f"once:          {once:.2f} s  = {once / inflate:.2f}x inflate, directory to PostgreSQL, peak RSS {int(once_rss) / 1024:.1f} MB")
 print("totals:        equal to the generator's, to the last decimal")
 PY

@@ -9,7 +9,7 @@ use chrono::Utc;
 use tracing::Instrument;
 
 use crate::report::aggregate::{Monitored, Month};
-use crate::report::key::{self, ReportKey};
+use crate::report::key::{self, AccountId, ReportKey};
 use crate::report::read::{Expected, ReadError, read_report};
 use crate::source::{ObjectMeta, Source, SourceError};
 use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
@@ -59,20 +59,28 @@ pub struct Failed {
     pub error: String,
 }
 
-/// The monitored set in force: the configuration's, joined with the table's.
+/// The monitored set in force: every account when the configuration says `*`; else the
+/// `monitored_accounts` table, after copying the configuration's accounts into it.
 pub async fn monitored_accounts(
     configured: Option<&Monitored>,
     store: &Store,
 ) -> Result<Monitored, PollError> {
-    let stored = store.monitored_accounts().await?.into_iter().map(|a| a.id);
-    let monitored = configured
-        .cloned()
-        .unwrap_or_else(|| Monitored::Only(BTreeSet::new()))
-        .with(stored);
-    match &monitored {
-        Monitored::Only(ids) if ids.is_empty() => Err(PollError::NoMonitoredAccounts),
-        _ => Ok(monitored),
+    let configured_ids: Vec<AccountId> = match configured {
+        Some(Monitored::All) => return Ok(Monitored::All),
+        Some(Monitored::Only(ids)) => ids.iter().cloned().collect(),
+        None => Vec::new(),
+    };
+    store.seed_monitored_accounts(&configured_ids).await?;
+    let ids: BTreeSet<AccountId> = store
+        .monitored_accounts()
+        .await?
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    if ids.is_empty() {
+        return Err(PollError::NoMonitoredAccounts);
     }
+    Ok(Monitored::Only(ids))
 }
 
 /// Lists the source and ingests every chosen report that is new, changed, or was filtered with

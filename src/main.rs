@@ -81,7 +81,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AccountsAction {
-    /// List the monitored accounts (the table's; the configuration may name more).
+    /// List the monitored accounts: ID, origin (configuration or command), date added, name.
     List,
     /// Monitor an account.
     Add {
@@ -138,7 +138,12 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Accounts { config, action } => {
             let settings = Settings::load(config.config.as_deref(), env)?;
-            accounts(&connect(&settings).await?, action).await
+            accounts(
+                &connect(&settings).await?,
+                settings.monitored.as_ref(),
+                action,
+            )
+            .await
         }
         Command::Once { config, source } => {
             let (settings, source, store) = start(config, source).await?;
@@ -181,17 +186,17 @@ async fn start(config: Config, source: SourceArg) -> Result<(Settings, Source, S
     Ok((settings, source, store))
 }
 
-async fn accounts(store: &Store, action: AccountsAction) -> Result<bool, Failure> {
+async fn accounts(
+    store: &Store,
+    configured: Option<&Monitored>,
+    action: AccountsAction,
+) -> Result<bool, Failure> {
     match action {
         AccountsAction::List => {
             for account in store.monitored_accounts().await? {
                 let name = account.name.as_deref().unwrap_or("");
-                println!(
-                    "{}\t{}\t{}",
-                    account.id,
-                    account.added_at.format("%Y-%m-%d"),
-                    name
-                );
+                let added = account.added_at.format("%Y-%m-%d");
+                println!("{}\t{}\t{added}\t{name}", account.id, account.origin);
             }
         }
         AccountsAction::Add { id, name } => {
@@ -215,6 +220,11 @@ async fn accounts(store: &Store, action: AccountsAction) -> Result<bool, Failure
                     "was not in the table"
                 }
             );
+            if matches!(configured, Some(Monitored::Only(ids)) if ids.contains(&id)) {
+                println!(
+                    "{id} is in the configuration too: the next poll adds it again unless it is removed there"
+                );
+            }
         }
     }
     Ok(true)

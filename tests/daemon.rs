@@ -647,6 +647,7 @@ async fn the_daemon_polls_at_start_and_stops_on_sigterm() {
         .env("DBR_CONFIG", "/dev/null")
         .env("DBR_MONITORED_ACCOUNTS", "*")
         .env("DBR_POLL_INTERVAL", "1h")
+        .env("RUST_LOG", "error")
         .spawn()
         .unwrap();
     let mut ingested = 0i64;
@@ -672,6 +673,57 @@ async fn the_daemon_polls_at_start_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_accounts_are_kept_in_the_table() {
+    use dbr_ingest::ingest::monitored_accounts;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let ids = |m: Monitored| match m {
+        Monitored::Only(ids) => ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        Monitored::All => vec!["*".to_owned()],
+    };
+    let configured = Monitored::parse("111111111111,222222222222").unwrap();
+    let set = monitored_accounts(Some(&configured), &store).await.unwrap();
+    assert_eq!(ids(set), ["111111111111", "222222222222"]);
+    store
+        .add_monitored_account(&"333333333333".parse().unwrap(), None)
+        .await
+        .unwrap();
+    // The configuration drops one account: it leaves the table; the one added by command stays.
+    let configured = Monitored::parse("222222222222").unwrap();
+    let set = monitored_accounts(Some(&configured), &store).await.unwrap();
+    assert_eq!(ids(set), ["222222222222", "333333333333"]);
+    // Nothing configured: the table alone.
+    assert_eq!(
+        ids(monitored_accounts(None, &store).await.unwrap()),
+        ["333333333333"]
+    );
+    let origins: Vec<String> = store
+        .monitored_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.origin)
+        .collect();
+    assert_eq!(origins, ["command"]);
+    assert_eq!(
+        ids(monitored_accounts(Some(&Monitored::All), &store)
+            .await
+            .unwrap()),
+        ["*"]
+    );
+    store
+        .remove_monitored_account(&"333333333333".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        monitored_accounts(None, &store).await.is_err(),
+        "no account at all is refused"
+    );
     store.pool().close().await;
     db.drop_database().await;
 }

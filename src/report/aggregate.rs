@@ -54,17 +54,6 @@ impl Monitored {
         }
     }
 
-    /// The set named in the configuration joined with the `monitored_accounts` table's.
-    pub fn with(self, more: impl IntoIterator<Item = AccountId>) -> Monitored {
-        match self {
-            Monitored::All => Monitored::All,
-            Monitored::Only(mut ids) => {
-                ids.extend(more);
-                Monitored::Only(ids)
-            }
-        }
-    }
-
     pub fn contains(&self, account: &AccountId) -> bool {
         match self {
             Monitored::All => true,

@@ -1,5 +1,5 @@
-//! The `monitored_accounts` table, managed by `dbr-ingest accounts` and seeded from the
-//! configuration.
+//! The `monitored_accounts` table: the accounts named in the configuration, kept in step with
+//! it, and those added by `dbr-ingest accounts add`.
 
 use chrono::{DateTime, Utc};
 
@@ -10,22 +10,55 @@ use crate::report::key::AccountId;
 pub struct MonitoredAccount {
     pub id: AccountId,
     pub name: Option<String>,
+    /// `configuration` or `command`.
+    pub origin: String,
     pub added_at: DateTime<Utc>,
 }
 
 impl Store {
     pub async fn monitored_accounts(&self) -> Result<Vec<MonitoredAccount>, StoreError> {
-        let rows: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT linked_account_id, name, added_at FROM monitored_accounts ORDER BY linked_account_id",
+        let rows: Vec<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT linked_account_id, name, origin, added_at FROM monitored_accounts ORDER BY linked_account_id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, name, added_at)| {
+            .map(|(id, name, origin, added_at)| {
                 let id = id.parse().map_err(StoreError::Invalid)?;
-                Ok(MonitoredAccount { id, name, added_at })
+                Ok(MonitoredAccount {
+                    id,
+                    name,
+                    origin,
+                    added_at,
+                })
             })
             .collect()
+    }
+
+    /// Makes the configuration's accounts those of origin `configuration`: adds the new ones,
+    /// removes those it no longer names. Accounts added by command stay.
+    pub async fn seed_monitored_accounts(
+        &self,
+        configured: &[AccountId],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = configured.iter().map(AccountId::as_str).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM monitored_accounts WHERE origin = 'configuration' AND linked_account_id <> ALL($1)",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO monitored_accounts (linked_account_id, origin)
+             SELECT id, 'configuration' FROM UNNEST($1::text[]) AS id
+             ON CONFLICT (linked_account_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds an account, or renames it when `name` is given. Returns whether it was new.
@@ -35,7 +68,7 @@ impl Store {
         name: Option<&str>,
     ) -> Result<bool, StoreError> {
         let new: bool = sqlx::query_scalar(
-            "INSERT INTO monitored_accounts (linked_account_id, name) VALUES ($1, $2)
+            "INSERT INTO monitored_accounts (linked_account_id, name, origin) VALUES ($1, $2, 'command')
              ON CONFLICT (linked_account_id) DO UPDATE SET name = coalesce(EXCLUDED.name, monitored_accounts.name)
              RETURNING (xmax = 0)",
         )
