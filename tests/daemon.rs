@@ -727,3 +727,54 @@ async fn the_configured_accounts_are_kept_in_the_table() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let plain = report(
+        dir,
+        "",
+        "111111111111",
+        "plain",
+        "2017-11",
+        &["--seed", "11"],
+    );
+    s.upload(&plain).await;
+    let source = s.server.source(BUCKET, "").await;
+    assert_eq!(
+        ingested_keys(&s.poll(&source, &Monitored::All).await),
+        [plain.key.as_str()]
+    );
+
+    // AWS starts writing the variant with resources and tags (same line items, here new ones).
+    let tagged = report(
+        dir,
+        "",
+        "111111111111",
+        "with-resources-and-tags",
+        "2017-11",
+        &["--seed", "12"],
+    );
+    s.upload(&tagged).await;
+    let outcome = s.poll(&source, &Monitored::All).await;
+    assert_eq!(ingested_keys(&outcome), [tagged.key.as_str()]);
+    assert_eq!(outcome.ignored, 1, "the plain report is passed over");
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&tagged]),
+    );
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, status FROM report_status ORDER BY key")
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        [
+            (plain.key.clone(), "superseded".to_owned()),
+            (tagged.key.clone(), "ingested".to_owned())
+        ]
+    );
+    s.finish().await;
+}
