@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::{ReportVersion, Store, StoreError};
+use sqlx::PgExecutor;
+
+use super::{ReportVersion, Store, StoreError, bigint};
+use crate::report::aggregate::RowCounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -80,31 +83,78 @@ impl Store {
         error: &str,
         retryable: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO reports (bucket, key, etag, size, last_modified, payer_account_id, billing_period,
-                                  entity, variant, status, retryable, error, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'failed', $10, $11, $12, now())
-             ON CONFLICT (bucket, key) DO UPDATE SET
-                 etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
-                 status = 'failed', retryable = EXCLUDED.retryable, error = EXCLUDED.error,
-                 rows_read = NULL, rows_kept = NULL, rows_dropped = NULL, invoice_status = NULL,
-                 monitored_fingerprint = NULL,
-                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
-        )
-        .bind(report.bucket)
-        .bind(&report.object.key)
-        .bind(&report.object.etag)
-        .bind(i64::try_from(report.object.size).unwrap_or(i64::MAX))
-        .bind(report.object.last_modified)
-        .bind(report.key.payer.as_str())
-        .bind(report.key.period.first_day())
-        .bind(report.key.entity.as_deref().unwrap_or(""))
-        .bind(report.key.variant.as_str())
-        .bind(retryable)
-        .bind(error)
-        .bind(report.started_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        write_entry(&self.pool, report, &Outcome::Failed { error, retryable }).await
     }
+}
+
+/// What became of a report version.
+pub(super) enum Outcome<'a> {
+    Ingested {
+        rows: RowCounts,
+        invoice_status: &'a str,
+        monitored_fingerprint: &'a str,
+    },
+    Failed {
+        error: &'a str,
+        retryable: bool,
+    },
+}
+
+/// Writes the ledger row of `report`'s object: its version and what became of it.
+pub(super) async fn write_entry(
+    executor: impl PgExecutor<'_>,
+    report: &ReportVersion<'_>,
+    outcome: &Outcome<'_>,
+) -> Result<(), StoreError> {
+    let (status, retryable, rows, invoice_status, fingerprint, error) = match outcome {
+        Outcome::Ingested {
+            rows,
+            invoice_status,
+            monitored_fingerprint,
+        } => (
+            "ingested",
+            false,
+            Some(rows),
+            Some(*invoice_status),
+            Some(*monitored_fingerprint),
+            None,
+        ),
+        Outcome::Failed { error, retryable } => {
+            ("failed", *retryable, None, None, None, Some(*error))
+        }
+    };
+    sqlx::query(
+        "INSERT INTO reports (bucket, key, etag, size, last_modified, payer_account_id, billing_period,
+                              entity, variant, status, retryable, rows_read, rows_kept, rows_dropped,
+                              invoice_status, monitored_fingerprint, error, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now())
+         ON CONFLICT (bucket, key) DO UPDATE SET
+             etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
+             status = EXCLUDED.status, retryable = EXCLUDED.retryable,
+             rows_read = EXCLUDED.rows_read, rows_kept = EXCLUDED.rows_kept,
+             rows_dropped = EXCLUDED.rows_dropped, invoice_status = EXCLUDED.invoice_status,
+             monitored_fingerprint = EXCLUDED.monitored_fingerprint, error = EXCLUDED.error,
+             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
+    )
+    .bind(report.bucket)
+    .bind(&report.object.key)
+    .bind(&report.object.etag)
+    .bind(bigint(report.object.size))
+    .bind(report.object.last_modified)
+    .bind(report.key.payer.as_str())
+    .bind(report.key.period.first_day())
+    .bind(report.key.entity.as_deref().unwrap_or(""))
+    .bind(report.key.variant.as_str())
+    .bind(status)
+    .bind(retryable)
+    .bind(rows.map(|r| bigint(r.line_items + r.footer)))
+    .bind(rows.map(|r| bigint(r.kept)))
+    .bind(rows.map(|r| bigint(r.dropped_unmonitored)))
+    .bind(invoice_status)
+    .bind(fingerprint)
+    .bind(error)
+    .bind(report.started_at)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

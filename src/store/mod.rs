@@ -54,3 +54,8 @@ impl Store {
         &self.pool
     }
 }
+
+/// Counts and sizes as PostgreSQL `bigint`.
+fn bigint(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 
-use super::{Store, StoreError};
+use super::ledger::{Outcome, write_entry};
+use super::{Store, StoreError, bigint};
 use crate::report::aggregate::{DailyCost, Month};
 use crate::report::key::ReportKey;
 use crate::source::ObjectMeta;
@@ -88,37 +89,12 @@ impl Store {
         .bind(&report.object.key)
         .execute(&mut *tx)
         .await?;
-        let rows = month.rows();
-        sqlx::query(
-            "INSERT INTO reports (bucket, key, etag, size, last_modified, payer_account_id, billing_period,
-                                  entity, variant, status, retryable, rows_read, rows_kept, rows_dropped,
-                                  invoice_status, monitored_fingerprint, error, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ingested', false, $10, $11, $12, $13, $14, NULL, $15, now())
-             ON CONFLICT (bucket, key) DO UPDATE SET
-                 etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
-                 status = 'ingested', retryable = false, rows_read = EXCLUDED.rows_read,
-                 rows_kept = EXCLUDED.rows_kept, rows_dropped = EXCLUDED.rows_dropped,
-                 invoice_status = EXCLUDED.invoice_status,
-                 monitored_fingerprint = EXCLUDED.monitored_fingerprint, error = NULL,
-                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
-        )
-        .bind(report.bucket)
-        .bind(&report.object.key)
-        .bind(&report.object.etag)
-        .bind(i64::try_from(report.object.size).unwrap_or(i64::MAX))
-        .bind(report.object.last_modified)
-        .bind(statement.payer)
-        .bind(statement.period)
-        .bind(statement.entity)
-        .bind(key.variant.as_str())
-        .bind(count(rows.line_items + rows.footer))
-        .bind(count(rows.kept))
-        .bind(count(rows.dropped_unmonitored))
-        .bind(invoice_status)
-        .bind(monitored_fingerprint)
-        .bind(report.started_at)
-        .execute(&mut *tx)
-        .await?;
+        let outcome = Outcome::Ingested {
+            rows: month.rows(),
+            invoice_status,
+            monitored_fingerprint,
+        };
+        write_entry(&mut *tx, report, &outcome).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -128,10 +104,6 @@ struct Statement<'a> {
     payer: &'a str,
     entity: &'a str,
     period: chrono::NaiveDate,
-}
-
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Bulk-loads the daily sums with COPY (text format): row-by-row inserts are what made earlier
@@ -228,7 +200,7 @@ async fn insert_account_months(
             .map(|a| a.account_total.as_ref().map(f))
             .collect()
     };
-    let line_items: Vec<i64> = accounts.iter().map(|a| count(a.sums.line_items)).collect();
+    let line_items: Vec<i64> = accounts.iter().map(|a| bigint(a.sums.line_items)).collect();
     sqlx::query(
         "INSERT INTO account_months (payer_account_id, entity, billing_period, linked_account_id,
                                      unblended_cost, blended_cost, usage_quantity, line_items,
