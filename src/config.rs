@@ -60,6 +60,10 @@ pub struct Settings {
     /// table must then name some.
     pub monitored: Option<Monitored>,
     pub poll_interval: Duration,
+    /// Reports read at the same time in one poll.
+    pub concurrency: usize,
+    /// How long `run` waits for connections to close after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 /// The file's layout; every key is optional.
@@ -70,6 +74,8 @@ struct File {
     source: Option<String>,
     monitored_accounts: Option<MonitoredAccounts>,
     poll_interval: Option<String>,
+    concurrency: Option<usize>,
+    shutdown_grace: Option<String>,
     #[serde(default)]
     s3: S3File,
 }
@@ -145,17 +151,29 @@ impl Settings {
                 None => None,
             },
         };
-        let interval =
-            pick("DBR_POLL_INTERVAL", file.poll_interval).unwrap_or_else(|| "30m".into());
-        let poll_interval = humantime::parse_duration(&interval).map_err(|e| {
-            ConfigError(format!(
-                "poll interval {interval:?}: {e} (write it like 30m, 1h or 90s)"
-            ))
-        })?;
+        let poll_interval = duration(
+            "poll interval",
+            pick("DBR_POLL_INTERVAL", file.poll_interval),
+            "30m",
+        )?;
+        let shutdown_grace = duration(
+            "shutdown grace",
+            pick("DBR_SHUTDOWN_GRACE", file.shutdown_grace),
+            "30s",
+        )?;
         if poll_interval.is_zero() {
             return Err(ConfigError(
                 "the poll interval must be longer than zero".into(),
             ));
+        }
+        let concurrency = match env("DBR_CONCURRENCY") {
+            Some(text) => text.trim().parse().map_err(|_| {
+                ConfigError(format!("DBR_CONCURRENCY={text:?} is not a whole number"))
+            })?,
+            None => file.concurrency.unwrap_or(2),
+        };
+        if concurrency == 0 {
+            return Err(ConfigError("concurrency must be at least 1".into()));
         }
         Ok(Settings {
             database_url: SecretString::from(database_url),
@@ -163,6 +181,8 @@ impl Settings {
             s3,
             monitored,
             poll_interval,
+            concurrency,
+            shutdown_grace,
         })
     }
 
@@ -180,6 +200,15 @@ impl Settings {
     pub fn database_display(&self) -> String {
         redact_url(self.database_url.expose_secret())
     }
+}
+
+fn duration(what: &str, text: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = text.unwrap_or_else(|| default.into());
+    humantime::parse_duration(&text).map_err(|e| {
+        ConfigError(format!(
+            "{what} {text:?}: {e} (write it like 30m, 1h or 90s)"
+        ))
+    })
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
@@ -252,6 +281,7 @@ mod tests {
                 ("DBR_PREFIX", "dbr/"),
                 ("DBR_MONITORED_ACCOUNTS", "013328811177, 2"),
                 ("DBR_POLL_INTERVAL", "90s"),
+                ("DBR_CONCURRENCY", "3"),
                 ("DBR_S3_FORCE_PATH_STYLE", "true"),
                 ("DATABASE_URL", "postgres://u:hunter2@h:5432/d"),
             ],
@@ -261,6 +291,7 @@ mod tests {
         assert_eq!(settings.s3.prefix, "dbr/");
         assert!(settings.s3.force_path_style);
         assert_eq!(settings.poll_interval, Duration::from_secs(90));
+        assert_eq!(settings.concurrency, 3);
         assert_eq!(
             settings.monitored,
             Some(Monitored::parse("013328811177,2").unwrap())
@@ -308,6 +339,11 @@ mod tests {
                 "DBR_S3_FORCE_PATH_STYLE",
             ),
             ("source = \"ftp:x\"\n", vec![], "neither"),
+            (
+                "source = \"dir:x\"\nconcurrency = 0\n",
+                vec![],
+                "at least 1",
+            ),
             ("bukket = \"b\"\n", vec![], "unknown field"),
         ];
         for (file, vars, expected) in cases {

@@ -1,52 +1,85 @@
-//! The long-running service: a poll at start, then one every interval, until SIGTERM or SIGINT.
-//! A signal during a poll drops the report in flight: its transaction is rolled back, so its
-//! month keeps the previous data.
+//! The long-running service: a poll at start, then one every interval (plus a random jitter of
+//! up to a tenth of it, so replicas started together drift apart), until SIGTERM or SIGINT. Polls
+//! never overlap: the next one is scheduled when the last one ends.
+//!
+//! On a signal the poll in flight is dropped: its report transactions roll back (their months
+//! keep the previous data) and its claims' connections close. The pool is then closed within the
+//! grace period.
 
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::Instrument;
 
-use crate::ingest::{PollError, poll};
-use crate::report::aggregate::Monitored;
+use crate::config::Settings;
+use crate::ingest::{PollError, PollOutcome, poll};
 use crate::source::Source;
 use crate::store::Store;
 
-/// Polls until a shutdown signal. Returns an error only if the signal handlers cannot be set.
-pub async fn run(
-    source: &Source,
-    store: &Store,
-    configured: Option<&Monitored>,
-    interval: Duration,
-) -> std::io::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut ticks = tokio::time::interval(interval);
-    // A poll longer than the interval is not followed by a burst of catch-up polls.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Polls until a shutdown signal. Fails only if the signal handlers cannot be set.
+pub async fn run(source: &Source, store: &Store, settings: &Settings) -> std::io::Result<()> {
+    let mut shutdown = Shutdown::listen()?;
+    let interval = settings.poll_interval;
     tracing::info!(source = source.location(), every = %humantime::format_duration(interval), "polling");
     loop {
+        let polling = poll(
+            source,
+            store,
+            settings.monitored.as_ref(),
+            settings.concurrency,
+        );
         tokio::select! {
-            _ = ticks.tick() => {}
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            outcome = polling.instrument(tracing::info_span!("poll")) => log(outcome),
+            () = shutdown.requested() => break,
         }
-        let span = tracing::info_span!("poll");
+        let pause = interval + jitter(interval / 10);
         tokio::select! {
-            outcome = tracing::Instrument::instrument(poll(source, store, configured), span) => log(outcome),
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.requested() => break,
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: reports in flight were rolled back");
+    if tokio::time::timeout(settings.shutdown_grace, store.pool().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?settings.shutdown_grace, "database connections did not close in time");
+    }
     Ok(())
 }
 
-fn log(outcome: Result<crate::ingest::PollOutcome, PollError>) {
+struct Shutdown {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Shutdown {
+    fn listen() -> std::io::Result<Shutdown> {
+        Ok(Shutdown {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+fn jitter(at_most: Duration) -> Duration {
+    at_most.mul_f64(fastrand::f64())
+}
+
+fn log(outcome: Result<PollOutcome, PollError>) {
     match outcome {
         Ok(outcome) => tracing::info!(
             ingested = outcome.ingested.len(),
             failed = outcome.failed.len(),
             unchanged = outcome.unchanged,
+            claimed_elsewhere = outcome.claimed_elsewhere,
             ignored = outcome.ignored,
             "poll done"
         ),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::{StreamExt, stream};
 use tracing::Instrument;
 
 use crate::report::aggregate::{Monitored, Month};
@@ -40,6 +41,8 @@ pub struct PollOutcome {
     pub unchanged: usize,
     /// Objects that are not DBRs, or DBRs passed over for another of their statement.
     pub ignored: usize,
+    /// Reports another replica was ingesting.
+    pub claimed_elsewhere: usize,
 }
 
 #[derive(Debug)]
@@ -85,10 +88,12 @@ pub async fn monitored_accounts(
 
 /// Lists the source and ingests every chosen report that is new, changed, or was filtered with
 /// another monitored set.
+/// Reads at most `concurrency` reports at once.
 pub async fn poll(
     source: &Source,
     store: &Store,
     configured: Option<&Monitored>,
+    concurrency: usize,
 ) -> Result<PollOutcome, PollError> {
     let monitored = monitored_accounts(configured, store).await?;
     let fingerprint = monitored.fingerprint();
@@ -116,21 +121,103 @@ pub async fn poll(
     outcome.ignored += selection.passed_over.len();
 
     let ledger = store.ledger(&location).await?;
-    for Listed { key, object } in selection.ingest {
-        let Some(reason) = why_ingest(ledger.get(&object.key), &object, &fingerprint) else {
-            outcome.unchanged += 1;
-            continue;
+    let mut jobs = Vec::new();
+    for listed in selection.ingest {
+        match why_ingest(ledger.get(&listed.object.key), &listed.object, &fingerprint) {
+            Some(reason) => jobs.push((listed, reason)),
+            None => outcome.unchanged += 1,
+        }
+    }
+    let poll = Poll {
+        source,
+        store,
+        location: &location,
+        monitored: &monitored,
+        fingerprint: &fingerprint,
+    };
+    let mut results = stream::iter(jobs)
+        .map(|(listed, reason)| poll.job(listed, reason))
+        .buffer_unordered(concurrency.max(1));
+    while let Some(result) = results.next().await {
+        match result {
+            Job::Ingested(ingested) => outcome.ingested.push(ingested),
+            Job::Failed(failed) => outcome.failed.push(failed),
+            Job::Unchanged => outcome.unchanged += 1,
+            Job::ClaimedElsewhere => outcome.claimed_elsewhere += 1,
+        }
+    }
+    Ok(outcome)
+}
+
+/// What one poll works with.
+struct Poll<'a> {
+    source: &'a Source,
+    store: &'a Store,
+    location: &'a str,
+    monitored: &'a Monitored,
+    fingerprint: &'a str,
+}
+
+/// How one chosen report fared.
+enum Job {
+    Ingested(Ingested),
+    Failed(Failed),
+    Unchanged,
+    ClaimedElsewhere,
+}
+
+impl Poll<'_> {
+    /// Claims the report's statement, checks the ledger again (another replica may have just
+    /// ingested it), then ingests it or records why not.
+    async fn job(&self, Listed { key, object }: Listed, reason: &'static str) -> Job {
+        let span = tracing::info_span!(
+            "report",
+            key = object.key,
+            payer = %key.payer,
+            period = %key.period,
+            etag = object.etag,
+            reason
+        );
+        self.claimed_job(key, object, reason).instrument(span).await
+    }
+
+    async fn claimed_job(&self, key: ReportKey, object: ObjectMeta, reason: &'static str) -> Job {
+        let failed = |error: String| {
+            tracing::error!(%error, "report failed; its month keeps the data it had");
+            Job::Failed(Failed {
+                key: object.key.clone(),
+                error,
+            })
+        };
+        let _claim = match self.store.try_claim(&key).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
+                tracing::info!("another replica is ingesting this statement");
+                return Job::ClaimedElsewhere;
+            }
+            Err(error) => return failed(error.to_string()),
+        };
+        let reason = match self.store.ledger_entry(self.location, &object.key).await {
+            Ok(entry) => match why_ingest(entry.as_ref(), &object, self.fingerprint) {
+                Some(_) => reason,
+                None => return Job::Unchanged,
+            },
+            Err(error) => return failed(error.to_string()),
         };
         let report = ReportVersion {
-            bucket: &location,
+            bucket: self.location,
             object: &object,
             key: &key,
             started_at: Utc::now(),
         };
-        let span = tracing::info_span!("report", key = object.key, etag = object.etag, reason);
-        match ingest(source, store, &report, &monitored, &fingerprint)
-            .instrument(span)
-            .await
+        match ingest(
+            self.source,
+            self.store,
+            &report,
+            self.monitored,
+            self.fingerprint,
+        )
+        .await
         {
             Ok(month) => {
                 let rows = month.rows();
@@ -140,7 +227,6 @@ pub async fn poll(
                     .filter(|a| a.reconciled() == Some(false))
                     .count();
                 tracing::info!(
-                    key = object.key,
                     line_items = rows.line_items,
                     kept = rows.kept,
                     dropped_unmonitored = rows.dropped_unmonitored,
@@ -148,38 +234,33 @@ pub async fn poll(
                 );
                 if unreconciled_accounts > 0 {
                     tracing::warn!(
-                        key = object.key,
                         unreconciled_accounts,
                         "line items do not add up to AccountTotal"
                     );
                 }
-                outcome.ingested.push(Ingested {
-                    key: key.clone(),
+                Job::Ingested(Ingested {
+                    key,
                     reason,
                     line_items: rows.line_items,
                     kept: rows.kept,
                     dropped_unmonitored: rows.dropped_unmonitored,
                     accounts: accounts.len(),
                     unreconciled_accounts,
-                });
+                })
             }
             Err(error) => {
-                tracing::error!(key = object.key, %error, "report failed; its month keeps the data it had");
                 let message = error.to_string();
-                if let Err(store_error) = store
+                if let Err(store_error) = self
+                    .store
                     .record_failure(&report, &message, error.retryable())
                     .await
                 {
-                    tracing::error!(key = object.key, %store_error, "could not record the failure");
+                    tracing::error!(%store_error, "could not record the failure");
                 }
-                outcome.failed.push(Failed {
-                    key: object.key.clone(),
-                    error: message,
-                });
+                failed(message)
             }
         }
     }
-    Ok(outcome)
 }
 
 struct Listed {

@@ -147,19 +147,19 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Once { config, source } => {
             let (settings, source, store) = start(config, source).await?;
-            let outcome = poll(&source, &store, settings.monitored.as_ref()).await?;
+            let outcome = poll(
+                &source,
+                &store,
+                settings.monitored.as_ref(),
+                settings.concurrency,
+            )
+            .await?;
             print_outcome(&outcome);
             Ok(outcome.failed.is_empty())
         }
         Command::Run { config, source } => {
             let (settings, source, store) = start(config, source).await?;
-            dbr_ingest::daemon::run(
-                &source,
-                &store,
-                settings.monitored.as_ref(),
-                settings.poll_interval,
-            )
-            .await?;
+            dbr_ingest::daemon::run(&source, &store, &settings).await?;
             Ok(true)
         }
     }
@@ -170,7 +170,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 async fn connect(settings: &Settings) -> Result<Store, Failure> {
-    Store::connect(&settings.database_url)
+    Store::connect(&settings.database_url, settings.concurrency)
         .await
         .map_err(|e| format!("{} ({})", e, settings.database_display()).into())
 }

@@ -158,7 +158,7 @@ impl Setup {
     }
 
     async fn poll(&self, source: &Source, monitored: &Monitored) -> PollOutcome {
-        poll(source, &self.store, Some(monitored)).await.unwrap()
+        poll(source, &self.store, Some(monitored), 2).await.unwrap()
     }
 
     async fn finish(self) {
@@ -776,5 +776,64 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
             (tagged.key.clone(), "ingested".to_owned())
         ]
     );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_ingest_each_report_once() {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let reports: Vec<Report> = (1..=6)
+        .map(|month| {
+            let period = format!("2018-{month:02}");
+            report(
+                dir,
+                "",
+                "111111111111",
+                "plain",
+                &period,
+                &["--seed", &month.to_string(), "--rows", "2000"],
+            )
+        })
+        .collect();
+    for r in &reports {
+        s.upload(r).await;
+    }
+    // A second replica: its own connections and its own client, the same bucket and database.
+    let other_store = s.db.store().await;
+    let (source_a, source_b) = (
+        s.server.source(BUCKET, "").await,
+        s.server.source(BUCKET, "").await,
+    );
+    let (a, b) = tokio::join!(
+        poll(&source_a, &s.store, Some(&Monitored::All), 2),
+        poll(&source_b, &other_store, Some(&Monitored::All), 2),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        a.failed.is_empty() && b.failed.is_empty(),
+        "{:?} {:?}",
+        a.failed,
+        b.failed
+    );
+    let mut ingested: Vec<&str> = ingested_keys(&a)
+        .into_iter()
+        .chain(ingested_keys(&b))
+        .collect();
+    ingested.sort();
+    let mut expected: Vec<&str> = reports.iter().map(|r| r.key.as_str()).collect();
+    expected.sort();
+    assert_eq!(
+        ingested, expected,
+        "every report exactly once, between the two"
+    );
+    assert_eq!(a.ingested.len() + a.claimed_elsewhere + a.unchanged, 6);
+    assert_eq!(b.ingested.len() + b.claimed_elsewhere + b.unchanged, 6);
+    let refs: Vec<&Report> = reports.iter().collect();
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&refs),
+    );
+    other_store.pool().close().await;
     s.finish().await;
 }

@@ -50,6 +50,20 @@ type LedgerRow = (
     Option<String>,
 );
 
+fn entry(
+    (key, etag, size, status, retryable, monitored_fingerprint, error): LedgerRow,
+) -> Result<(String, LedgerEntry), StoreError> {
+    let entry = LedgerEntry {
+        etag,
+        size: u64::try_from(size).unwrap_or_default(),
+        status: Status::parse(&status)?,
+        retryable,
+        monitored_fingerprint,
+        error,
+    };
+    Ok((key, entry))
+}
+
 impl Store {
     /// The ledger of one bucket (or directory), by object key.
     pub async fn ledger(&self, bucket: &str) -> Result<HashMap<String, LedgerEntry>, StoreError> {
@@ -59,21 +73,25 @@ impl Store {
         .bind(bucket)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(
-                |(key, etag, size, status, retryable, monitored_fingerprint, error)| {
-                    let entry = LedgerEntry {
-                        etag,
-                        size: u64::try_from(size).unwrap_or_default(),
-                        status: Status::parse(&status)?,
-                        retryable,
-                        monitored_fingerprint,
-                        error,
-                    };
-                    Ok((key, entry))
-                },
-            )
-            .collect()
+        rows.into_iter().map(entry).collect()
+    }
+
+    /// The ledger entry of one object, read afresh.
+    pub async fn ledger_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<LedgerEntry>, StoreError> {
+        let row: Option<LedgerRow> = sqlx::query_as(
+            "SELECT key, etag, size, status, retryable, monitored_fingerprint, error
+             FROM reports WHERE bucket = $1 AND key = $2",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| entry(row).map(|(_, entry)| entry))
+            .transpose()
     }
 
     /// Records a failed attempt. The statement's data, if any, stays as it was.

@@ -7,8 +7,12 @@ mod ledger;
 mod statement;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::Postgres;
 use sqlx::migrate::MigrateDatabase;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::report::key::ReportKey;
 
 pub use accounts::MonitoredAccount;
 pub use ledger::{LedgerEntry, Status};
@@ -33,13 +37,18 @@ pub struct Store {
 
 impl Store {
     /// Connects, creating the database when it does not exist yet, and applies the migrations.
-    pub async fn connect(url: &SecretString) -> Result<Store, StoreError> {
+    /// `concurrency` reports at a time each hold a claim and a transaction.
+    pub async fn connect(url: &SecretString, concurrency: usize) -> Result<Store, StoreError> {
         let url = url.expose_secret();
         if !sqlx::Postgres::database_exists(url).await? {
             sqlx::Postgres::create_database(url).await?;
             tracing::info!("created the database");
         }
-        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+        let connections = u32::try_from(concurrency * 2 + 2).unwrap_or(u32::MAX);
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .connect(url)
+            .await?;
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
@@ -53,6 +62,33 @@ impl Store {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Claims the statement `key` belongs to, or `None` when another process holds it. The claim
+    /// is a session advisory lock on a connection of its own, closed when the claim is dropped:
+    /// a crashed replica's claims go with its connections.
+    pub async fn try_claim(&self, key: &ReportKey) -> Result<Option<Claim>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        connection.close_on_drop();
+        let claimed: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(lock_name("claim", key))
+                .fetch_one(&mut *connection)
+                .await?;
+        Ok(claimed.then_some(Claim {
+            _connection: connection,
+        }))
+    }
+}
+
+/// Held while a report of a statement is being ingested; see [`Store::try_claim`].
+pub struct Claim {
+    _connection: PoolConnection<Postgres>,
+}
+
+/// The name of an advisory lock on the statement `key` belongs to.
+fn lock_name(purpose: &str, key: &ReportKey) -> String {
+    let entity = key.entity.as_deref().unwrap_or("");
+    format!("dbr-ingest:{purpose}:{}:{entity}:{}", key.payer, key.period)
 }
 
 /// Counts and sizes as PostgreSQL `bigint`.

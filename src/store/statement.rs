@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 
 use super::ledger::{Outcome, write_entry};
-use super::{Store, StoreError, bigint};
+use super::{Store, StoreError, bigint, lock_name};
 use crate::report::aggregate::{DailyCost, Month};
 use crate::report::key::ReportKey;
 use crate::source::ObjectMeta;
@@ -46,12 +46,9 @@ impl Store {
             "final"
         };
         let mut tx = self.pool.begin().await?;
-        // Writers of one statement queue here rather than interleave (several replicas).
+        // Writers of one statement queue here rather than interleave, claimed or not.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!(
-                "dbr-ingest:{}:{}:{}",
-                statement.payer, statement.entity, statement.period
-            ))
+            .bind(lock_name("write", key))
             .execute(&mut *tx)
             .await?;
         // Cascades to the statement's daily costs, account months and footer totals.

@@ -213,7 +213,7 @@ impl TestDatabase {
     }
 
     pub async fn store(&self) -> dbr_ingest::store::Store {
-        dbr_ingest::store::Store::connect(&secrecy::SecretString::from(self.url.clone()))
+        dbr_ingest::store::Store::connect(&secrecy::SecretString::from(self.url.clone()), 2)
             .await
             .unwrap()
     }
