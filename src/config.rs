@@ -1,6 +1,7 @@
 //! Settings: a TOML file (`config/default.toml` documents every key), then environment variables
 //! for containers. The database URL is a secret: it never appears in `Debug` output or logs.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +50,17 @@ pub struct S3Settings {
     pub endpoint_url: Option<String>,
     /// Path-style URLs (`http://host/bucket/key`), as most S3-compatible servers want.
     pub force_path_style: bool,
+    /// A role in the bucket owner's account to assume through STS, on top of the default
+    /// credential chain.
+    pub assume_role: Option<AssumeRole>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    /// The external ID the role's trust policy requires, if any.
+    pub external_id: Option<String>,
+    pub session_name: String,
 }
 
 #[derive(Debug)]
@@ -64,6 +76,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// How long `run` waits for connections to close after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where `run` serves `/healthz`, `/readyz` and `/metrics`.
+    pub http_addr: SocketAddr,
+    /// JSON lines instead of human-readable logs.
+    pub json_logs: bool,
 }
 
 /// The file's layout; every key is optional.
@@ -76,6 +92,8 @@ struct File {
     poll_interval: Option<String>,
     concurrency: Option<usize>,
     shutdown_grace: Option<String>,
+    http_addr: Option<String>,
+    log_format: Option<String>,
     #[serde(default)]
     s3: S3File,
 }
@@ -88,6 +106,9 @@ struct S3File {
     region: Option<String>,
     endpoint_url: Option<String>,
     force_path_style: Option<bool>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    role_session_name: Option<String>,
 }
 
 /// `"*"` or a list of account IDs.
@@ -136,12 +157,19 @@ impl Settings {
             })?,
             None => file.s3.force_path_style.unwrap_or(false),
         };
+        let assume_role = pick("DBR_ROLE_ARN", file.s3.role_arn).map(|role_arn| AssumeRole {
+            role_arn,
+            external_id: pick("DBR_EXTERNAL_ID", file.s3.external_id),
+            session_name: pick("DBR_ROLE_SESSION_NAME", file.s3.role_session_name)
+                .unwrap_or_else(|| "dbr-ingest".into()),
+        });
         let s3 = S3Settings {
             bucket: pick("DBR_BUCKET", file.s3.bucket).unwrap_or_default(),
             prefix: pick("DBR_PREFIX", file.s3.prefix).unwrap_or_default(),
             region: pick("DBR_S3_REGION", file.s3.region),
             endpoint_url: pick("DBR_S3_ENDPOINT_URL", file.s3.endpoint_url),
             force_path_style,
+            assume_role,
         };
         let monitored = match env("DBR_MONITORED_ACCOUNTS") {
             Some(text) => monitored_from_text(&text)?,
@@ -175,6 +203,20 @@ impl Settings {
         if concurrency == 0 {
             return Err(ConfigError("concurrency must be at least 1".into()));
         }
+        let http_addr =
+            pick("DBR_HTTP_ADDR", file.http_addr).unwrap_or_else(|| "0.0.0.0:9187".into());
+        let http_addr = http_addr
+            .parse()
+            .map_err(|_| ConfigError(format!("HTTP address {http_addr:?} is not IP:PORT")))?;
+        let json_logs = match pick("DBR_LOG_FORMAT", file.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "log format {other:?} is neither text nor json"
+                )));
+            }
+        };
         Ok(Settings {
             database_url: SecretString::from(database_url),
             source,
@@ -183,6 +225,8 @@ impl Settings {
             poll_interval,
             concurrency,
             shutdown_grace,
+            http_addr,
+            json_logs,
         })
     }
 
@@ -282,6 +326,8 @@ mod tests {
                 ("DBR_MONITORED_ACCOUNTS", "013328811177, 2"),
                 ("DBR_POLL_INTERVAL", "90s"),
                 ("DBR_CONCURRENCY", "3"),
+                ("DBR_HTTP_ADDR", "127.0.0.1:9999"),
+                ("DBR_LOG_FORMAT", "json"),
                 ("DBR_S3_FORCE_PATH_STYLE", "true"),
                 ("DATABASE_URL", "postgres://u:hunter2@h:5432/d"),
             ],
@@ -292,6 +338,8 @@ mod tests {
         assert!(settings.s3.force_path_style);
         assert_eq!(settings.poll_interval, Duration::from_secs(90));
         assert_eq!(settings.concurrency, 3);
+        assert_eq!(settings.http_addr, "127.0.0.1:9999".parse().unwrap());
+        assert!(settings.json_logs);
         assert_eq!(
             settings.monitored,
             Some(Monitored::parse("013328811177,2").unwrap())
@@ -299,6 +347,20 @@ mod tests {
         assert_eq!(settings.database_display(), "postgres://u:***@h:5432/d");
         let debug = format!("{settings:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn assume_role_settings() {
+        let file = "[s3]\nbucket = \"b\"\nrole_arn = \"arn:aws:iam::123456789012:role/billing\"\n";
+        let settings = load(file, &[("DBR_EXTERNAL_ID", "ext-42")]).unwrap();
+        let role = settings.s3.assume_role.unwrap();
+        assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/billing");
+        assert_eq!(role.external_id.as_deref(), Some("ext-42"));
+        assert_eq!(role.session_name, "dbr-ingest");
+        assert_eq!(
+            load("[s3]\nbucket = \"b\"\n", &[]).unwrap().s3.assume_role,
+            None
+        );
     }
 
     #[test]

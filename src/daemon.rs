@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::Instrument;
 
@@ -16,9 +17,33 @@ use crate::ingest::{PollError, PollOutcome, poll};
 use crate::source::Source;
 use crate::store::Store;
 
-/// Polls until a shutdown signal. Fails only if the signal handlers cannot be set.
-pub async fn run(source: &Source, store: &Store, settings: &Settings) -> std::io::Result<()> {
+/// Serves the HTTP endpoint and polls until a shutdown signal. Fails if the signal handlers
+/// cannot be set or the HTTP address cannot be bound.
+pub async fn run(
+    source: &Source,
+    store: &Store,
+    settings: &Settings,
+    metrics: PrometheusHandle,
+) -> std::io::Result<()> {
     let mut shutdown = Shutdown::listen()?;
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("HTTP address {}: {e}", settings.http_addr),
+            )
+        })?;
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(());
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        store.clone(),
+        metrics,
+        async move {
+            let mut stopped = http_stopped;
+            let _ = stopped.changed().await;
+        },
+    ));
     let interval = settings.poll_interval;
     tracing::info!(source = source.location(), every = %humantime::format_duration(interval), "polling");
     loop {
@@ -29,7 +54,7 @@ pub async fn run(source: &Source, store: &Store, settings: &Settings) -> std::io
             settings.concurrency,
         );
         tokio::select! {
-            outcome = polling.instrument(tracing::info_span!("poll")) => log(outcome),
+            outcome = polling.instrument(tracing::info_span!("poll")) => record(outcome),
             () = shutdown.requested() => break,
         }
         let pause = interval + jitter(interval / 10);
@@ -39,6 +64,8 @@ pub async fn run(source: &Source, store: &Store, settings: &Settings) -> std::io
         }
     }
     tracing::info!("shutting down: reports in flight were rolled back");
+    let _ = stop_http.send(());
+    let _ = http.await;
     if tokio::time::timeout(settings.shutdown_grace, store.pool().close())
         .await
         .is_err()
@@ -73,16 +100,22 @@ fn jitter(at_most: Duration) -> Duration {
     at_most.mul_f64(fastrand::f64())
 }
 
-fn log(outcome: Result<PollOutcome, PollError>) {
+fn record(outcome: Result<PollOutcome, PollError>) {
     match outcome {
-        Ok(outcome) => tracing::info!(
-            ingested = outcome.ingested.len(),
-            failed = outcome.failed.len(),
-            unchanged = outcome.unchanged,
-            claimed_elsewhere = outcome.claimed_elsewhere,
-            ignored = outcome.ignored,
-            "poll done"
-        ),
-        Err(error) => tracing::error!(%error, "poll failed"),
+        Ok(outcome) => {
+            crate::telemetry::poll_succeeded();
+            tracing::info!(
+                ingested = outcome.ingested.len(),
+                failed = outcome.failed.len(),
+                unchanged = outcome.unchanged,
+                claimed_elsewhere = outcome.claimed_elsewhere,
+                ignored = outcome.ignored,
+                "poll done"
+            )
+        }
+        Err(error) => {
+            crate::telemetry::poll_failed();
+            tracing::error!(%error, "poll failed");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! poll goes on with the others.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::{StreamExt, stream};
@@ -11,9 +12,10 @@ use tracing::Instrument;
 
 use crate::report::aggregate::{Monitored, Month};
 use crate::report::key::{self, AccountId, ReportKey};
-use crate::report::read::{Expected, ReadError, read_report};
+use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{ObjectMeta, Source, SourceError};
 use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
+use crate::telemetry;
 
 /// Reading a report again after its stream broke (network), before recording a failure.
 const READ_ATTEMPTS: u32 = 3;
@@ -100,32 +102,21 @@ pub async fn poll(
     let location = source.location();
     let mut outcome = PollOutcome::default();
 
-    let mut reports = Vec::new();
-    for object in source.list().await? {
-        match ReportKey::parse(&object.key) {
-            Ok(key) => reports.push(Listed { key, object }),
-            Err(reason) => {
-                tracing::debug!(key = object.key, %reason, "ignored: not a detailed billing report");
-                outcome.ignored += 1;
-            }
-        }
+    let listing = sort_listing(source.list().await?);
+    for (key, reason) in &listing.ignored {
+        tracing::debug!(key, reason, "ignored");
     }
-    let selection = key::choose(reports);
-    for (passed, reason) in &selection.passed_over {
-        tracing::debug!(
-            key = passed.key.key,
-            reason,
-            "ignored: another report covers its statement"
-        );
-    }
-    outcome.ignored += selection.passed_over.len();
+    outcome.ignored = listing.ignored.len();
 
     let ledger = store.ledger(&location).await?;
     let mut jobs = Vec::new();
-    for listed in selection.ingest {
+    for listed in listing.chosen {
         match why_ingest(ledger.get(&listed.object.key), &listed.object, &fingerprint) {
             Some(reason) => jobs.push((listed, reason)),
-            None => outcome.unchanged += 1,
+            None => {
+                telemetry::report_skipped(&listed.key);
+                outcome.unchanged += 1;
+            }
         }
     }
     let poll = Poll {
@@ -193,23 +184,26 @@ impl Poll<'_> {
             Ok(Some(claim)) => claim,
             Ok(None) => {
                 tracing::info!("another replica is ingesting this statement");
+                telemetry::report_skipped(&key);
                 return Job::ClaimedElsewhere;
             }
             Err(error) => return failed(error.to_string()),
         };
-        let reason = match self.store.ledger_entry(self.location, &object.key).await {
-            Ok(entry) => match why_ingest(entry.as_ref(), &object, self.fingerprint) {
-                Some(_) => reason,
-                None => return Job::Unchanged,
-            },
+        match self.store.ledger_entry(self.location, &object.key).await {
+            Ok(entry) if why_ingest(entry.as_ref(), &object, self.fingerprint).is_none() => {
+                telemetry::report_skipped(&key);
+                return Job::Unchanged;
+            }
+            Ok(_) => {}
             Err(error) => return failed(error.to_string()),
-        };
+        }
         let report = ReportVersion {
             bucket: self.location,
             object: &object,
             key: &key,
             started_at: Utc::now(),
         };
+        let started = Instant::now();
         match ingest(
             self.source,
             self.store,
@@ -230,6 +224,7 @@ impl Poll<'_> {
                     line_items = rows.line_items,
                     kept = rows.kept,
                     dropped_unmonitored = rows.dropped_unmonitored,
+                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                     "ingested"
                 );
                 if unreconciled_accounts > 0 {
@@ -238,6 +233,14 @@ impl Poll<'_> {
                         "line items do not add up to AccountTotal"
                     );
                 }
+                telemetry::report_ingested(
+                    &key,
+                    rows.line_items,
+                    rows.kept,
+                    rows.dropped_unmonitored,
+                    unreconciled_accounts,
+                    started.elapsed().as_secs_f64(),
+                );
                 Job::Ingested(Ingested {
                     key,
                     reason,
@@ -249,6 +252,7 @@ impl Poll<'_> {
                 })
             }
             Err(error) => {
+                telemetry::report_failed(&key, started.elapsed().as_secs_f64());
                 let message = error.to_string();
                 if let Err(store_error) = self
                     .store
@@ -263,9 +267,42 @@ impl Poll<'_> {
     }
 }
 
-struct Listed {
-    key: ReportKey,
-    object: ObjectMeta,
+/// A listed object that is a detailed billing report.
+pub struct Listed {
+    pub key: ReportKey,
+    pub object: ObjectMeta,
+}
+
+/// A listing sorted out: one report per statement to consider, and every other object with
+/// the reason it is ignored.
+pub struct SortedListing {
+    pub chosen: Vec<Listed>,
+    pub ignored: Vec<(String, String)>,
+}
+
+pub fn sort_listing(objects: Vec<ObjectMeta>) -> SortedListing {
+    let mut reports = Vec::new();
+    let mut ignored = Vec::new();
+    for object in objects {
+        match ReportKey::parse(&object.key) {
+            Ok(key) => reports.push(Listed { key, object }),
+            Err(reason) => ignored.push((
+                object.key,
+                format!("not a detailed billing report: {reason}"),
+            )),
+        }
+    }
+    let selection = key::choose(reports);
+    ignored.extend(
+        selection
+            .passed_over
+            .into_iter()
+            .map(|(listed, reason)| (listed.object.key, reason)),
+    );
+    SortedListing {
+        chosen: selection.ingest,
+        ignored,
+    }
 }
 
 impl AsRef<ReportKey> for Listed {
@@ -354,8 +391,12 @@ async fn read(
     let expected = Expected {
         zip_member: name.strip_suffix(".zip"),
         payer: Some(report.key.payer.clone()),
+        size: Some(report.object.size),
     };
-    Ok(read_report(body, expected, monitored.clone()).await?)
+    let progress = Arc::new(Progress::default());
+    let month = read_report(body, expected, monitored.clone(), progress.clone()).await;
+    telemetry::bytes_read(&progress);
+    Ok(month?)
 }
 
 #[cfg(test)]

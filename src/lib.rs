@@ -1,9 +1,12 @@
 //! dbr-ingest: AWS legacy Detailed Billing Reports to exact per-account costs.
 
+pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod ingest;
 pub mod report;
 pub mod source;
 pub mod store;
 pub mod summarize;
+pub mod telemetry;

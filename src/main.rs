@@ -1,6 +1,5 @@
 //! The `dbr-ingest` command line: thin glue over the library.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +10,7 @@ use dbr_ingest::report::aggregate::Monitored;
 use dbr_ingest::report::key::AccountId;
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
+use dbr_ingest::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,14 @@ enum Command {
     },
     /// Run the daemon: poll at start, then every poll interval, until SIGTERM or SIGINT.
     Run {
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Check the configuration, the database and the bucket; list the reports a poll would read
+    /// and the objects it ignores, with why. Changes nothing. Exit status 1 on any problem.
+    Check {
         #[command(flatten)]
         config: Config,
         #[command(flatten)]
@@ -95,14 +103,6 @@ enum AccountsAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,dbr_ingest=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -129,15 +129,29 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             files,
             monitored,
             json,
-        } => Ok(dbr_ingest::summarize::run(&files, &monitored, json).await),
+        } => {
+            telemetry::init_logs(env("DBR_LOG_FORMAT").as_deref() == Some("json"));
+            Ok(dbr_ingest::summarize::run(&files, &monitored, json).await)
+        }
+        Command::Check { config, source } => {
+            let mut settings = load(&config)?;
+            if let Some(source) = source.source {
+                settings.source = source;
+            }
+            settings.check_source()?;
+            let source = Source::from_settings(&settings).await;
+            let checked = dbr_ingest::check::check(&settings, &source).await;
+            print!("{}", checked.text);
+            Ok(checked.ok)
+        }
         Command::Migrate { config } => {
-            let settings = Settings::load(config.config.as_deref(), env)?;
+            let settings = load(&config)?;
             connect(&settings).await?;
             println!("database {} is up to date", settings.database_display());
             Ok(true)
         }
         Command::Accounts { config, action } => {
-            let settings = Settings::load(config.config.as_deref(), env)?;
+            let settings = load(&config)?;
             accounts(
                 &connect(&settings).await?,
                 settings.monitored.as_ref(),
@@ -159,7 +173,8 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Run { config, source } => {
             let (settings, source, store) = start(config, source).await?;
-            dbr_ingest::daemon::run(&source, &store, &settings).await?;
+            let metrics = telemetry::init_metrics()?;
+            dbr_ingest::daemon::run(&source, &store, &settings, metrics).await?;
             Ok(true)
         }
     }
@@ -175,8 +190,15 @@ async fn connect(settings: &Settings) -> Result<Store, Failure> {
         .map_err(|e| format!("{} ({})", e, settings.database_display()).into())
 }
 
+/// Loads the settings, and starts the logs as they say.
+fn load(config: &Config) -> Result<Settings, Failure> {
+    let settings = Settings::load(config.config.as_deref(), env)?;
+    telemetry::init_logs(settings.json_logs);
+    Ok(settings)
+}
+
 async fn start(config: Config, source: SourceArg) -> Result<(Settings, Source, Store), Failure> {
-    let mut settings = Settings::load(config.config.as_deref(), env)?;
+    let mut settings = load(&config)?;
     if let Some(source) = source.source {
         settings.source = source;
     }

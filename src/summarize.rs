@@ -101,11 +101,13 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     if named.is_none() {
         tracing::warn!(file = %path.display(), "not a DBR file name: payer and period are taken from the content");
     }
+    let size = object.metadata().await.ok().map(|m| m.len());
     let expected = Expected {
         zip_member: name.strip_suffix(".zip"),
         payer: named.as_ref().map(|key| key.payer.clone()),
+        size,
     };
-    let month = read_report(object, expected, monitored.clone())
+    let month = read_report(object, expected, monitored.clone(), Default::default())
         .await
         .map_err(|e| e.to_string())?;
     summarize(path, named.as_ref(), &month)

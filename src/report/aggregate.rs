@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -166,17 +167,27 @@ pub struct Month {
 impl Month {
     /// Reads a whole report. With `payer` given, every row must carry it; without, the first
     /// row's payer is taken and every later row must match.
+    ///
+    /// `rows_read` follows the progress, for whoever reports it.
     pub fn read(
         input: impl Read,
         payer: Option<AccountId>,
         monitored: Monitored,
+        rows_read: &AtomicU64,
     ) -> Result<Month, ParseError> {
+        const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input)?;
         let mut month = Month::new(payer, monitored);
         month.has_resources = rows.columns().has_resources();
+        let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
             month.add(&row)?;
+            read += 1;
+            if read.is_multiple_of(PROGRESS_EVERY) {
+                rows_read.store(read, Ordering::Relaxed);
+            }
         }
+        rows_read.store(read, Ordering::Relaxed);
         Ok(month)
     }
 
@@ -522,7 +533,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = Month::read(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone()).unwrap();
+            let month = Month::read(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone(), &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -562,7 +573,7 @@ mod tests {
     }
 
     fn month_of(text: &str, monitored: Monitored) -> Result<Month, ParseError> {
-        Month::read(text.as_bytes(), None, monitored)
+        Month::read(text.as_bytes(), None, monitored, &AtomicU64::default())
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";

@@ -3,8 +3,13 @@
 //! two meet in a small bounded channel, so memory stays flat whatever the report's size.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::aggregate::{Monitored, Month};
@@ -46,24 +51,60 @@ pub struct Expected<'a> {
     pub zip_member: Option<&'a str>,
     /// The payer every row must carry; `None` takes it from the first row.
     pub payer: Option<AccountId>,
+    /// The object's size, for progress in percent and time left.
+    pub size: Option<u64>,
 }
 
-/// Reads a report object (a `.csv.zip`, or a bare CSV) and aggregates it.
+/// How far a report has been read; the counters move while it is.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of the object read (compressed, for a ZIP).
+    pub downloaded: AtomicU64,
+    /// Bytes of CSV handed to the parser.
+    pub inflated: AtomicU64,
+    /// CSV records read.
+    pub rows: AtomicU64,
+}
+
+/// Reads a report object (a `.csv.zip`, or a bare CSV) and aggregates it. A long read is logged
+/// every `PROGRESS_LOG_EVERY`.
 pub async fn read_report<R>(
     object: R,
     expected: Expected<'_>,
     monitored: Monitored,
+    progress: Arc<Progress>,
+) -> Result<Month, ReadError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let logger = tokio::spawn(log_progress(progress.clone(), expected.size));
+    let read = read(object, &expected, monitored, progress).await;
+    logger.abort();
+    read
+}
+
+async fn read<R>(
+    object: R,
+    expected: &Expected<'_>,
+    monitored: Monitored,
+    progress: Arc<Progress>,
 ) -> Result<Month, ReadError>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let payer = expected.payer.clone();
-    let parser = tokio::task::spawn_blocking(move || {
-        Month::read(ChunkReader::new(receiver), payer, monitored)
-    });
-
-    let mut object = BufReader::with_capacity(CHUNK, object);
+    let parser = {
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            Month::read(ChunkReader::new(receiver), payer, monitored, &progress.rows)
+        })
+    };
+    let counted = Counted {
+        inner: object,
+        progress: progress.clone(),
+    };
+    let mut object = BufReader::with_capacity(CHUNK, counted);
     let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
     let sent = if expected.zip_member.is_some() || zip::looks_like_zip(prefix) {
         let member = ZipMember::open(object).await?;
@@ -74,9 +115,9 @@ where
                 "zip member is not named like the object"
             );
         }
-        send_chunks(member, chunks).await
+        send_chunks(member, chunks, &progress).await
     } else {
-        send_chunks(object, chunks).await
+        send_chunks(object, chunks, &progress).await
     };
     let parsed = parser
         .await
@@ -86,22 +127,72 @@ where
     Ok(parsed?)
 }
 
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(15);
+
+async fn log_progress(progress: Arc<Progress>, size: Option<u64>) {
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_LOG_EVERY, PROGRESS_LOG_EVERY);
+    loop {
+        ticks.tick().await;
+        let seconds = started.elapsed().as_secs_f64();
+        let downloaded = progress.downloaded.load(Ordering::Relaxed);
+        let rate = downloaded as f64 / seconds;
+        let percent = size
+            .filter(|&s| s > 0)
+            .map(|s| 100.0 * downloaded as f64 / s as f64);
+        let seconds_left = size.map(|s| s.saturating_sub(downloaded) as f64 / rate.max(1.0));
+        tracing::info!(
+            downloaded_bytes = downloaded,
+            inflated_bytes = progress.inflated.load(Ordering::Relaxed),
+            rows = progress.rows.load(Ordering::Relaxed),
+            mb_per_second = format!("{:.1}", rate / 1e6),
+            percent = percent.map(|p| format!("{p:.1}")),
+            seconds_left = seconds_left.map(|s| s.round() as u64),
+            "reading"
+        );
+    }
+}
+
 /// Sends the reader's bytes to the parser until EOF, or until the parser stops listening.
 async fn send_chunks<R: AsyncRead + Unpin>(
     mut reader: R,
     chunks: mpsc::Sender<Vec<u8>>,
+    progress: &Progress,
 ) -> Result<(), ReadError> {
     loop {
         let mut chunk = Vec::with_capacity(CHUNK);
         // `read_buf` fills the spare capacity without zeroing it first.
         while chunk.len() < CHUNK && reader.read_buf(&mut chunk).await? > 0 {}
         let done = chunk.len() < CHUNK;
+        progress
+            .inflated
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if !chunk.is_empty() && chunks.send(chunk).await.is_err() {
             return Ok(()); // The parser stopped early; its error says why.
         }
         if done {
             return Ok(());
         }
+    }
+}
+
+/// Counts the object's bytes as they are read.
+struct Counted<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.progress.downloaded.fetch_add(read, Ordering::Relaxed);
+        polled
     }
 }
 

@@ -1,17 +1,20 @@
 //! An S3 bucket through the AWS SDK: `ListObjectsV2` of the configured prefix, every page, and
 //! `GetObject` pinned to the listed ETag. Throttling and transient errors are retried by the
-//! SDK's standard retry strategy.
+//! SDK's standard retry strategy. Errors say what to fix: which permission on which resource,
+//! which region.
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Credentials;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
 
 use super::{ObjectBody, ObjectMeta, SourceError};
-use crate::config::S3Settings;
+use crate::config::{AssumeRole, S3Settings};
 
 /// Attempts per request (the first and the retries), with exponential backoff.
 const MAX_ATTEMPTS: u32 = 5;
@@ -24,7 +27,8 @@ pub struct S3Source {
 
 impl S3Source {
     /// Credentials, region and endpoint come from the SDK's default chain (environment,
-    /// profile, web identity, instance metadata), overridden by the settings where given.
+    /// profile, web identity, instance metadata), overridden by the settings where given; with
+    /// a role to assume, those credentials only serve to assume it.
     pub async fn from_settings(settings: &S3Settings) -> S3Source {
         S3Source::build(settings, None).await
     }
@@ -49,12 +53,15 @@ impl S3Source {
             loader = loader.credentials_provider(credentials);
         }
         let sdk = loader.load().await;
-        let config = aws_sdk_s3::config::Builder::from(&sdk)
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(settings.force_path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .build();
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        if let Some(role) = &settings.assume_role {
+            let provider = assume_role(role).configure(&sdk).build().await;
+            config = config.credentials_provider(SharedCredentialsProvider::new(provider));
+        }
         S3Source {
-            client: Client::from_conf(config),
+            client: Client::from_conf(config.build()),
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
         }
@@ -76,7 +83,11 @@ impl S3Source {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| SourceError::List {
                 location: self.location(),
-                message: describe(&e),
+                message: explain(
+                    &e,
+                    "s3:ListBucket",
+                    &format!("arn:aws:s3:::{}", self.bucket),
+                ),
             })?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
@@ -111,9 +122,10 @@ impl S3Source {
                     key: object.key.clone(),
                 }
             } else {
+                let resource = format!("arn:aws:s3:::{}/{}", self.bucket, object.key);
                 SourceError::Open {
                     key: object.key.clone(),
-                    message: describe(&e),
+                    message: explain(&e, "s3:GetObject", &resource),
                 }
             }
         })?;
@@ -121,7 +133,69 @@ impl S3Source {
     }
 }
 
-/// The SDK error with its causes (access denied, no such bucket, …), on one line.
-fn describe(error: &impl std::error::Error) -> String {
-    DisplayErrorContext(error).to_string()
+fn assume_role(role: &AssumeRole) -> aws_config::sts::AssumeRoleProviderBuilder {
+    let builder = AssumeRoleProvider::builder(&role.role_arn).session_name(&role.session_name);
+    match &role.external_id {
+        Some(id) => builder.external_id(id),
+        None => builder,
+    }
+}
+
+/// Turns an SDK error into what to do about it.
+fn explain<E>(error: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    // S3 names the bucket's region in a header when it is asked in the wrong one.
+    let region = error
+        .raw_response()
+        .and_then(|response| response.headers().get("x-amz-bucket-region"));
+    match error.code() {
+        Some("AccessDenied" | "AllAccessDisabled") => {
+            format!("access denied: the credentials need {action} on {resource}")
+        }
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => {
+            format!(
+                "the credentials were refused ({}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the role",
+                error.code().unwrap_or_default()
+            )
+        }
+        Some("NoSuchBucket") => format!("there is no such bucket ({resource})"),
+        Some(
+            "PermanentRedirect"
+            | "AuthorizationHeaderMalformed"
+            | "IllegalLocationConstraintException",
+        ) => match region {
+            Some(region) => {
+                format!("the bucket is in region {region}: set AWS_REGION (or DBR_S3_REGION) to it")
+            }
+            None => {
+                "the bucket is in another region: set AWS_REGION (or DBR_S3_REGION) to the bucket's"
+                    .into()
+            }
+        },
+        _ => DisplayErrorContext(error).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_is_assumed_with_its_external_id_and_session_name() {
+        let role = AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/billing-reader".into(),
+            external_id: Some("ext-42".into()),
+            session_name: "dbr-ingest".into(),
+        };
+        let builder = format!("{:?}", assume_role(&role));
+        for expected in [
+            "arn:aws:iam::123456789012:role/billing-reader",
+            "ext-42",
+            "dbr-ingest",
+        ] {
+            assert!(builder.contains(expected), "{builder} lacks {expected}");
+        }
+    }
 }

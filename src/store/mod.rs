@@ -20,6 +20,8 @@ pub use statement::ReportVersion;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -54,8 +56,42 @@ impl Store {
         Ok(store)
     }
 
+    /// Connects to an existing database, changing nothing (for `check`).
+    pub async fn connect_existing(url: &SecretString) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(READY_TIMEOUT)
+            .connect(url.expose_secret())
+            .await?;
+        Ok(Store { pool })
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers (within two seconds) with every migration applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max();
+        let applied = tokio::time::timeout(
+            READY_TIMEOUT,
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT max(version) FROM _sqlx_migrations WHERE success",
+            )
+            .fetch_one(&self.pool),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Invalid(format!(
+                "the database did not answer within {READY_TIMEOUT:?}"
+            ))
+        })??;
+        if applied < latest {
+            return Err(StoreError::Invalid(format!(
+                "migrations applied up to {applied:?}, this version needs {latest:?}"
+            )));
+        }
         Ok(())
     }
 

@@ -92,6 +92,7 @@ impl S3Server {
             region: Some(REGION.into()),
             endpoint_url: Some(self.endpoint.clone()),
             force_path_style: true,
+            assume_role: None,
         };
         Source::S3(
             S3Source::with_credentials(
