@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod net;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -63,6 +63,10 @@ impl S3Server {
         }
     }
 
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.endpoint.trim_start_matches("http://").parse().unwrap()
+    }
+
     pub async fn create_bucket(&self, bucket: &str) {
         self.client
             .create_bucket()

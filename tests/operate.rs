@@ -1,0 +1,358 @@
+//! Operating the daemon: its HTTP endpoint and metrics, readiness following the database,
+//! several replicas, a clean stop in the middle of a report, and `check`.
+
+mod common;
+
+use std::path::Path;
+
+use common::net::{Daemon, Proxy, eventually, http_get};
+use common::s3::S3Server;
+use common::*;
+use sqlx::PgPool;
+
+const BUCKET: &str = "billing";
+const PAYER_ID: &str = "111111111111";
+
+/// Uploads a generated, zipped report; returns its key and the generator's totals.
+async fn upload(
+    server: &S3Server,
+    dir: &Path,
+    period: &str,
+    args: &[&str],
+) -> (String, serde_json::Value) {
+    let case = tempfile::tempdir_in(dir).unwrap().keep();
+    let name = dbr_name("plain", period).replacen(PAYER, PAYER_ID, 1);
+    let mut all = vec![
+        "--payer",
+        PAYER_ID,
+        "--variant",
+        "plain",
+        "--period",
+        period,
+    ];
+    all.extend_from_slice(args);
+    let (csv, expected) = generate(&case, &name, &all);
+    let key = format!("{name}.zip");
+    server
+        .put(
+            BUCKET,
+            &key,
+            std::fs::read(zip_with("info-zip", &csv)).unwrap(),
+        )
+        .await;
+    (key, expected)
+}
+
+/// The daemon's environment for this bucket and database.
+fn daemon_env(
+    server: &S3Server,
+    database_url: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut env = server.env();
+    env.push(("DATABASE_URL", database_url.to_owned()));
+    env.push(("DBR_BUCKET", BUCKET.to_owned()));
+    env.push(("DBR_MONITORED_ACCOUNTS", "*".to_owned()));
+    for (name, value) in extra {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        env.push((name, value.to_string()));
+    }
+    env
+}
+
+async fn ingested_keys(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT key FROM report_status WHERE status = 'ingested' ORDER BY key")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_an_ingest_and_readiness_follows_the_database() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, january) = upload(
+        &server,
+        dir.path(),
+        "2017-01",
+        &["--rows", "300", "--seed", "1"],
+    )
+    .await;
+    let (_, february) = upload(
+        &server,
+        dir.path(),
+        "2017-02",
+        &["--rows", "200", "--seed", "2"],
+    )
+    .await;
+    server
+        .put(BUCKET, "aws-programmatic-access-test-object", Vec::new())
+        .await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    // The daemon reaches PostgreSQL through a proxy the test can cut.
+    let postgres = Proxy::start("127.0.0.1:5432".parse().unwrap(), None).await;
+    let through_proxy =
+        db.url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", postgres.port), 1);
+    let daemon = Daemon::start(&daemon_env(
+        &server,
+        &through_proxy,
+        &[("DBR_POLL_INTERVAL", "1h")],
+    ));
+
+    let ingested = r#"dbr_reports_ingested_total{payer="111111111111"}"#;
+    assert!(
+        eventually(30, || async { daemon.metric(ingested).await == Some(2.0) }).await,
+        "two reports ingested"
+    );
+    let kept =
+        january["rows"]["kept"].as_u64().unwrap() + february["rows"]["kept"].as_u64().unwrap();
+    assert_eq!(
+        daemon
+            .metric(r#"dbr_rows_kept_total{payer="111111111111"}"#)
+            .await,
+        Some(kept as f64)
+    );
+    assert_eq!(
+        daemon
+            .metric(r#"dbr_rows_dropped_total{payer="111111111111"}"#)
+            .await,
+        Some(0.0)
+    );
+    assert!(daemon.metric("dbr_bytes_downloaded_total").await.unwrap() > 0.0);
+    assert!(daemon.metric("dbr_bytes_inflated_total").await.unwrap() > 0.0);
+    assert!(
+        daemon
+            .metric("dbr_last_successful_poll_timestamp_seconds")
+            .await
+            .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(
+        daemon
+            .metric("dbr_report_ingest_duration_seconds_count")
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(ingested_keys(store.pool()).await.len(), 2);
+
+    assert_eq!(
+        http_get(daemon.http_port, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(daemon.http_port, "/readyz").await.map(|r| r.0),
+        Some(200)
+    );
+    postgres.down();
+    let not_ready =
+        || async { http_get(daemon.http_port, "/readyz").await.map(|r| r.0) == Some(503) };
+    assert!(
+        eventually(20, not_ready).await,
+        "/readyz says 503 without the database"
+    );
+    assert_eq!(
+        http_get(daemon.http_port, "/healthz").await.map(|r| r.0),
+        Some(200),
+        "still alive"
+    );
+    postgres.up().await;
+    let ready = || async { http_get(daemon.http_port, "/readyz").await.map(|r| r.0) == Some(200) };
+    assert!(
+        eventually(30, ready).await,
+        "/readyz recovers with the database"
+    );
+
+    assert!(daemon.terminate().await, "SIGTERM stops it cleanly");
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_bucket_ingest_every_report_once() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for month in 1..=6 {
+        let period = format!("2019-{month:02}");
+        keys.push(
+            upload(
+                &server,
+                dir.path(),
+                &period,
+                &["--rows", "3000", "--seed", &month.to_string()],
+            )
+            .await
+            .0,
+        );
+    }
+    keys.sort();
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "1s")]);
+    let (first, second) = (Daemon::start(&env), Daemon::start(&env));
+    assert!(
+        eventually(60, || async { ingested_keys(store.pool()).await == keys }).await,
+        "all six ingested"
+    );
+    // A few more polls: nothing is read again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let series = r#"dbr_reports_ingested_total{payer="111111111111"}"#;
+    let a = first.metric(series).await.unwrap_or(0.0);
+    let b = second.metric(series).await.unwrap_or(0.0);
+    assert_eq!(a + b, 6.0, "each report once between the two ({a} + {b})");
+    assert!(first.terminate().await && second.terminate().await);
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_report_leaves_its_month_as_it_was() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, old) = upload(
+        &server,
+        dir.path(),
+        "2020-03",
+        &["--rows", "200", "--seed", "3"],
+    )
+    .await;
+    // S3 answers slowly, so the new version of the report is still being read at SIGTERM.
+    let slow_s3 = Proxy::start(server.address(), Some(64 * 1024)).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let mut env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "1s")]);
+    env.retain(|(name, _)| *name != "AWS_ENDPOINT_URL");
+    env.push((
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", slow_s3.port),
+    ));
+    let daemon = Daemon::start(&env);
+    let etag_of = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT etag FROM report_status WHERE status = 'ingested'")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(30, || async {
+            etag_of(store.pool().clone()).await.is_some()
+        })
+        .await
+    );
+    let old_etag = etag_of(store.pool().clone()).await.unwrap();
+
+    upload(
+        &server,
+        dir.path(),
+        "2020-03",
+        &["--rows", "40000", "--seed", "4"],
+    )
+    .await;
+    let reading = || async {
+        daemon
+            .metric("dbr_bytes_downloaded_total")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    };
+    assert!(eventually(30, reading).await);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(daemon.terminate().await, "SIGTERM stops it cleanly");
+
+    assert_eq!(
+        etag_of(store.pool().clone()).await,
+        Some(old_etag),
+        "the ledger still has the old version"
+    );
+    let items: i64 =
+        sqlx::query_scalar("SELECT sum(line_items)::bigint FROM account_monthly_costs")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        items,
+        old["rows"]["kept"].as_i64().unwrap(),
+        "the month is the old one, whole"
+    );
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = upload(&server, dir.path(), "2021-05", &["--rows", "50"]).await;
+    server
+        .put(
+            BUCKET,
+            "111111111111-aws-billing-csv-2021-05.csv",
+            b"x".to_vec(),
+        )
+        .await;
+    server.put(BUCKET, "notes/readme.txt", b"x".to_vec()).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let check = |extra: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+            .arg("check")
+            .env("DBR_CONFIG", "/dev/null")
+            .env("RUST_LOG", "error")
+            .envs(
+                daemon_env(&server, &db.url, extra)
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str())),
+            )
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+
+    let (ok, text) = check(&[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("payer 111111111111  2021-05  {key}")),
+        "{text}"
+    );
+    assert!(text.contains("111111111111-aws-billing-csv-2021-05.csv: not a detailed billing report: the monthly report"), "{text}");
+    assert!(
+        text.contains("notes/readme.txt: not a detailed billing report"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("ok      reading {key}")), "{text}");
+
+    let (ok, text) = check(&[("DBR_PREFIX", "nothing-here/")]);
+    assert!(!ok);
+    assert!(
+        text.contains("FAILED  no detailed billing report under s3://billing/nothing-here/"),
+        "{text}"
+    );
+
+    let (ok, text) = check(&[("AWS_SECRET_ACCESS_KEY", "wrong")]);
+    assert!(!ok);
+    assert!(
+        text.contains("the credentials were refused (SignatureDoesNotMatch)"),
+        "{text}"
+    );
+
+    let (ok, text) = check(&[(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/dbr_no_such_database",
+    )]);
+    assert!(!ok);
+    assert!(
+        text.contains("`dbr-ingest migrate` creates the database"),
+        "{text}"
+    );
+    store.pool().close().await;
+    db.drop_database().await;
+}
