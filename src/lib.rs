@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod ingest;
+pub mod progress;
 pub mod report;
 pub mod source;
 pub mod store;

@@ -131,6 +131,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             json,
         } => {
             telemetry::init_logs(env("DBR_LOG_FORMAT").as_deref() == Some("json"));
+            dbr_ingest::progress::enable();
             Ok(dbr_ingest::summarize::run(&files, &monitored, json).await)
         }
         Command::Check { config, source } => {
@@ -161,6 +162,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Once { config, source } => {
             let (settings, source, store) = start(config, source).await?;
+            dbr_ingest::progress::enable();
             let outcome = poll(
                 &source,
                 &store,

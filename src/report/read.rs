@@ -78,7 +78,10 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let logger = tokio::spawn(log_progress(progress.clone(), expected.size));
+    let name = expected.zip_member.unwrap_or("report");
+    let bar = crate::progress::track(name, expected.size, progress.clone());
     let read = read(object, &expected, monitored, progress).await;
+    drop(bar);
     logger.abort();
     read
 }
