@@ -26,5 +26,7 @@ COPY --from=build /src/target/release/dbr-ingest /usr/local/bin/dbr-ingest
 COPY config/default.toml /etc/dbr-ingest/default.toml
 ENV DBR_CONFIG=/etc/dbr-ingest/default.toml
 USER 10001
+# /healthz, /readyz, /metrics
+EXPOSE 9187
 ENTRYPOINT ["dbr-ingest"]
 CMD ["run"]
