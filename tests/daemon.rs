@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::s3::S3Server;
 use common::*;
@@ -13,48 +12,9 @@ use dbr_ingest::report::aggregate::Monitored;
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sqlx::PgPool;
 
 const BUCKET: &str = "billing";
-
-/// A zipped report made by the generator, and the totals it computed.
-struct Report {
-    key: String,
-    zip: Vec<u8>,
-    expected: Value,
-}
-
-/// Generates `<payer>-aws-billing-detailed-line-items…-<period>.csv.zip` under `prefix`.
-fn report(
-    dir: &Path,
-    prefix: &str,
-    payer: &str,
-    variant: &str,
-    period: &str,
-    args: &[&str],
-) -> Report {
-    let name = dbr_name(variant, period).replacen(PAYER, payer, 1);
-    let case = tempfile::tempdir_in(dir).unwrap().keep();
-    let mut all = vec![
-        "--payer",
-        payer,
-        "--variant",
-        variant,
-        "--period",
-        period,
-        "--rows",
-        "300",
-    ];
-    all.extend_from_slice(args);
-    let (csv, expected) = generate(&case, &name, &all);
-    let zip = std::fs::read(zip_with("info-zip-pipe", &csv)).unwrap();
-    Report {
-        key: format!("{prefix}{name}.zip"),
-        zip,
-        expected,
-    }
-}
 
 /// (payer, account, period) → (unblended, blended, usage, line items, invoice status), from the view.
 type Monthly = BTreeMap<(String, String, String), (Decimal, Decimal, Decimal, i64, String)>;

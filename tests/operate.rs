@@ -13,34 +13,16 @@ use sqlx::PgPool;
 const BUCKET: &str = "billing";
 const PAYER_ID: &str = "111111111111";
 
-/// Uploads a generated, zipped report; returns its key and the generator's totals.
+/// Uploads a generated report of `PAYER_ID`; returns its key and the generator's totals.
 async fn upload(
     server: &S3Server,
     dir: &Path,
     period: &str,
     args: &[&str],
 ) -> (String, serde_json::Value) {
-    let case = tempfile::tempdir_in(dir).unwrap().keep();
-    let name = dbr_name("plain", period).replacen(PAYER, PAYER_ID, 1);
-    let mut all = vec![
-        "--payer",
-        PAYER_ID,
-        "--variant",
-        "plain",
-        "--period",
-        period,
-    ];
-    all.extend_from_slice(args);
-    let (csv, expected) = generate(&case, &name, &all);
-    let key = format!("{name}.zip");
-    server
-        .put(
-            BUCKET,
-            &key,
-            std::fs::read(zip_with("info-zip", &csv)).unwrap(),
-        )
-        .await;
-    (key, expected)
+    let report = report(dir, "", PAYER_ID, "plain", period, args);
+    server.put(BUCKET, &report.key, report.zip).await;
+    (report.key, report.expected)
 }
 
 /// The daemon's environment for this bucket and database.

@@ -63,6 +63,44 @@ pub fn generate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, Value) {
     (csv, expected)
 }
 
+/// A zipped report made by the generator, and the totals it computed.
+pub struct Report {
+    pub key: String,
+    pub zip: Vec<u8>,
+    pub expected: Value,
+}
+
+/// Generates `<payer>-aws-billing-detailed-line-items…-<period>.csv.zip` under `prefix`.
+pub fn report(
+    dir: &Path,
+    prefix: &str,
+    payer: &str,
+    variant: &str,
+    period: &str,
+    args: &[&str],
+) -> Report {
+    let name = dbr_name(variant, period).replacen(PAYER, payer, 1);
+    let case = tempfile::tempdir_in(dir).unwrap().keep();
+    let mut all = vec![
+        "--payer",
+        payer,
+        "--variant",
+        variant,
+        "--period",
+        period,
+        "--rows",
+        "300",
+    ];
+    all.extend_from_slice(args);
+    let (csv, expected) = generate(&case, &name, &all);
+    let zip = std::fs::read(zip_with("info-zip-pipe", &csv)).unwrap();
+    Report {
+        key: format!("{prefix}{name}.zip"),
+        zip,
+        expected,
+    }
+}
+
 /// The ZIP writers the tests cover: Python's zipfile in each layout, and Info-ZIP.
 pub const WRITERS: &[&str] = &[
     "header",
