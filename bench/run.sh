@@ -29,8 +29,9 @@ report() { # SIZE -> path of a zipped report of about SIZE bytes, generated once
   echo "$zip"
 }
 
-cargo build --release --quiet
-cargo bench --no-run --quiet --bench inflate 2>/dev/null
+# One build of both, so that the benchmark's dev-dependencies do not make cargo rebuild the
+# binary with other features on the next call.
+cargo build --release --quiet --bin dbr-ingest --bench inflate
 binary=target/release/dbr-ingest
 
 measure() { # ZIP -> prints "best_seconds max_rss_kb" over $runs runs, checks the totals
