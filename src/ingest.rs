@@ -89,8 +89,7 @@ pub async fn monitored_accounts(
 }
 
 /// Lists the source and ingests every chosen report that is new, changed, or was filtered with
-/// another monitored set.
-/// Reads at most `concurrency` reports at once.
+/// another monitored set, at most `concurrency` at once.
 pub async fn poll(
     source: &Source,
     store: &Store,

@@ -5,8 +5,6 @@
 mod dir;
 mod s3;
 
-use std::path::PathBuf;
-
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
@@ -47,12 +45,8 @@ impl Source {
     pub async fn from_settings(settings: &Settings) -> Source {
         match &settings.source {
             SourceSetting::S3 => Source::S3(S3Source::from_settings(&settings.s3).await),
-            SourceSetting::Dir(path) => Source::dir(path.clone()),
+            SourceSetting::Dir(path) => Source::Dir(DirSource::new(path.clone())),
         }
-    }
-
-    pub fn dir(root: PathBuf) -> Source {
-        Source::Dir(DirSource::new(root))
     }
 
     /// Names the bucket (or directory) in the ledger and in messages: `s3://bucket/prefix` or
