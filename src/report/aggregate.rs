@@ -8,8 +8,9 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
+use indexmap::IndexSet;
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::key::{AccountId, Period};
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
@@ -140,7 +141,7 @@ impl AccountMonth {
 pub struct DailyCost<'a> {
     pub account: &'a AccountId,
     pub day: Option<NaiveDate>,
-    pub usage: &'a Usage,
+    pub usage: Usage<'a>,
     pub sums: Sums,
 }
 
@@ -152,9 +153,9 @@ pub struct Month {
     accounts: Vec<AccountId>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
-    usages: Vec<Usage>,
-    /// [`Row::usage_key`] bytes to the index in `usages`.
-    usage_slots: FxHashMap<Vec<u8>, u32>,
+    /// Every distinct usage as its [`Row::usage_key`] bytes, the only copy kept: a month holds
+    /// as many as a report has resources × days, so they are kept compact.
+    usages: IndexSet<Box<[u8]>, FxBuildHasher>,
     /// Reused for every row's usage key.
     usage_key: Vec<u8>,
     daily: FxHashMap<DailyKey, Sums>,
@@ -197,8 +198,7 @@ impl Month {
             monitored,
             accounts: Vec::new(),
             account_slots: FxHashMap::default(),
-            usages: Vec::new(),
-            usage_slots: FxHashMap::default(),
+            usages: IndexSet::default(),
             usage_key: Vec::new(),
             daily: FxHashMap::default(),
             footer: Footer::default(),
@@ -245,13 +245,11 @@ impl Month {
         };
         self.rows.kept += 1;
         row.usage_key(&mut self.usage_key);
-        let usage = match self.usage_slots.get(self.usage_key.as_slice()) {
-            Some(&slot) => slot,
+        let usage = match self.usages.get_index_of(self.usage_key.as_slice()) {
+            Some(slot) => index(slot),
             None => {
-                let slot = index(self.usages.len());
-                self.usages.push(row.usage()?);
-                self.usage_slots.insert(self.usage_key.clone(), slot);
-                slot
+                row.check_usage()?;
+                index(self.usages.insert_full(self.usage_key.as_slice().into()).0)
             }
         };
         let key = DailyKey {
@@ -364,11 +362,11 @@ impl Month {
             .map(|(key, sums)| DailyCost {
                 account: &self.accounts[key.account as usize],
                 day: key.day,
-                usage: &self.usages[key.usage as usize],
+                usage: Usage::decode(&self.usages[key.usage as usize]),
                 sums: *sums,
             })
             .collect();
-        costs.sort_by(|a, b| (a.account, a.day, a.usage).cmp(&(b.account, b.day, b.usage)));
+        costs.sort_by(|a, b| (a.account, a.day, &a.usage).cmp(&(b.account, b.day, &b.usage)));
         costs
     }
 

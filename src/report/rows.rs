@@ -32,17 +32,55 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// What a line item was for: the daily grain beyond account and day.
+/// What a line item was for: the daily grain beyond account and day. Borrowed from a usage key
+/// (see [`Row::usage_key`]), the compact form a month keeps of each distinct usage.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Usage {
-    pub product: String,
-    pub usage_type: String,
-    pub operation: String,
-    pub availability_zone: String,
+pub struct Usage<'a> {
+    pub product: &'a str,
+    pub usage_type: &'a str,
+    pub operation: &'a str,
+    pub availability_zone: &'a str,
     /// Empty in the plain variant, which has no `ResourceId` column.
-    pub resource_id: String,
+    pub resource_id: &'a str,
     /// Non-empty tag values by column name (`user:Name`), in file order.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Usage<'a> {
+    /// Reads a usage key written by [`Row::usage_key`] for a row that passed
+    /// [`Row::check_usage`].
+    pub fn decode(key: &'a [u8]) -> Usage<'a> {
+        let mut fields = UsageFields(key);
+        let mut next = || fields.next().expect("a usage key has its five fields");
+        let (product, usage_type, operation, availability_zone, resource_id) =
+            (next(), next(), next(), next(), next());
+        let mut tags = Vec::new();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            tags.push((name, value));
+        }
+        Usage {
+            product,
+            usage_type,
+            operation,
+            availability_zone,
+            resource_id,
+            tags,
+        }
+    }
+}
+
+/// The length-prefixed fields of a usage key.
+struct UsageFields<'a>(&'a [u8]);
+
+impl<'a> Iterator for UsageFields<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (length, rest) = self.0.split_first_chunk::<4>()?;
+        let (field, rest) = rest.split_at(u32::from_le_bytes(*length) as usize);
+        self.0 = rest;
+        Some(std::str::from_utf8(field).expect("usage keys are checked text"))
+    }
 }
 
 /// The kinds of record a DBR holds. Line items are costs; the rest is the footer.
@@ -336,44 +374,41 @@ impl<'a> Row<'a> {
         }
     }
 
-    /// The columns that say what was used, in [`Usage`] order (the resource last but for tags).
-    fn usage_columns(&self) -> impl Iterator<Item = usize> + '_ {
+    /// Writes what was used into `key`: product, usage type, operation, zone, resource, then the
+    /// name and value of each non-empty tag, every field length-prefixed. Equal keys, equal
+    /// usage. No UTF-8 check here: this runs for every line item; see [`Row::check_usage`].
+    pub fn usage_key(&self, key: &mut Vec<u8>) {
         let c = self.columns;
-        [c.product, c.usage_type, c.operation, c.availability_zone]
+        key.clear();
+        let mut push = |field: &[u8]| {
+            key.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            key.extend_from_slice(field);
+        };
+        for column in [c.product, c.usage_type, c.operation, c.availability_zone] {
+            push(self.record.get(column));
+        }
+        push(c.resource_id.map_or(&[][..], |i| self.record.get(i)));
+        for &column in &c.tags {
+            let value = self.record.get(column);
+            if !value.is_empty() {
+                push(c.names[column].as_bytes());
+                push(value);
+            }
+        }
+    }
+
+    /// Checks that the fields of [`Row::usage_key`] are text, naming the column that is not.
+    pub fn check_usage(&self) -> Result<(), ParseError> {
+        let c = self.columns;
+        let columns = [c.product, c.usage_type, c.operation, c.availability_zone];
+        for column in columns
             .into_iter()
             .chain(c.resource_id)
             .chain(c.tags.iter().copied())
-    }
-
-    /// Writes what was used (product, usage type, operation, zone, resource, tag values) into
-    /// `key`, each field length-prefixed: equal keys, equal usage. No UTF-8 check: it is a map key.
-    pub fn usage_key(&self, key: &mut Vec<u8>) {
-        key.clear();
-        for column in self.usage_columns() {
-            let field = self.record.get(column);
-            key.extend_from_slice(&(field.len() as u32).to_le_bytes());
-            key.extend_from_slice(field);
+        {
+            self.text(column)?;
         }
-    }
-
-    /// What was used, checked and owned.
-    pub fn usage(&self) -> Result<Usage, ParseError> {
-        let c = self.columns;
-        let mut tags = Vec::new();
-        for &column in &c.tags {
-            let value = self.text(column)?;
-            if !value.is_empty() {
-                tags.push((c.names[column].clone(), value.to_owned()));
-            }
-        }
-        Ok(Usage {
-            product: self.text(c.product)?.to_owned(),
-            usage_type: self.text(c.usage_type)?.to_owned(),
-            operation: self.text(c.operation)?.to_owned(),
-            availability_zone: self.text(c.availability_zone)?.to_owned(),
-            resource_id: c.resource_id.map_or(Ok(""), |i| self.text(i))?.to_owned(),
-            tags,
-        })
+        Ok(())
     }
 
     fn text(&self, column: usize) -> Result<&'a str, ParseError> {
@@ -562,6 +597,31 @@ mod tests {
             NaiveDate::from_ymd_opt(2017, 1, 1)
         );
         assert!(rows.next_row().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_usage_key_reads_back_as_its_usage() {
+        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,Cost,ResourceId,user:Name,user:team/app.tier,aws:createdBy";
+        let text = format!(
+            "{header}\n1,9,,LineItem,Amazon S3,Requests,Get,us-east-1a,,1,1,bucket-é,web,,\"batch, nightly\"\n"
+        );
+        let mut rows = reader(&text);
+        let row = rows.next_row().unwrap().unwrap();
+        row.check_usage().unwrap();
+        let mut key = Vec::new();
+        row.usage_key(&mut key);
+        let usage = Usage::decode(&key);
+        assert_eq!(
+            usage,
+            Usage {
+                product: "Amazon S3",
+                usage_type: "Requests",
+                operation: "Get",
+                availability_zone: "us-east-1a",
+                resource_id: "bucket-é",
+                tags: vec![("user:Name", "web"), ("aws:createdBy", "batch, nightly")],
+            }
+        );
     }
 
     #[test]

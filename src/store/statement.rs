@@ -119,26 +119,27 @@ async fn copy_daily_costs(
         .await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
     for cost in costs {
-        let usage = cost.usage;
+        let usage = &cost.usage;
         let tags: serde_json::Map<String, serde_json::Value> = usage
             .tags
             .iter()
-            .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+            .map(|&(name, value)| (name.to_owned(), serde_json::Value::String(value.to_owned())))
             .collect();
         let tags = serde_json::Value::Object(tags).to_string();
         let day = cost.day.map(|d| d.to_string());
+        let period = statement.period.to_string();
         let fields = [
             Some(statement.payer),
             Some(statement.entity),
-            Some(&statement.period.to_string()),
+            Some(period.as_str()),
             Some(cost.account.as_str()),
             day.as_deref(),
-            Some(&usage.product),
-            Some(&usage.usage_type),
-            Some(&usage.operation),
-            Some(&usage.availability_zone),
-            Some(&usage.resource_id),
-            Some(&tags),
+            Some(usage.product),
+            Some(usage.usage_type),
+            Some(usage.operation),
+            Some(usage.availability_zone),
+            Some(usage.resource_id),
+            Some(tags.as_str()),
         ];
         for field in fields {
             match field {
