@@ -9,6 +9,13 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
+/// A plain (no resources and tags) report of `period`, as CSV, with the generator's totals.
+fn plain_csv(dir: &Path, period: &str, args: &[&str]) -> (std::path::PathBuf, Value) {
+    let mut all = vec!["--variant", "plain", "--period", period];
+    all.extend_from_slice(args);
+    generate(dir, &dbr_name("plain", period), &all)
+}
+
 #[test]
 fn every_format_variant_gives_the_independent_totals() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,18 +84,7 @@ fn every_zip_writer_is_read_and_verified() {
 fn unmonitored_accounts_are_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let monitored = "000987654321,555555555555";
-    let (csv, expected) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-05"),
-        &[
-            "--variant",
-            "plain",
-            "--period",
-            "2017-05",
-            "--monitored",
-            monitored,
-        ],
-    );
+    let (csv, expected) = plain_csv(dir.path(), "2017-05", &["--monitored", monitored]);
     let summary = summarize_json(&zip_with("header", &csv), &["--monitored", monitored]);
     assert_totals(&summary, &expected, "monitored subset");
     assert!(summary["rows"]["dropped_unmonitored"].as_u64().unwrap() > 0);
@@ -104,18 +100,7 @@ fn unmonitored_accounts_are_dropped_and_counted() {
 #[test]
 fn an_account_total_off_by_a_cent_is_not_reconciled() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, expected) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-06"),
-        &[
-            "--variant",
-            "plain",
-            "--period",
-            "2017-06",
-            "--off-by-a-cent",
-            "555555555555",
-        ],
-    );
+    let (csv, expected) = plain_csv(dir.path(), "2017-06", &["--off-by-a-cent", "555555555555"]);
     let summary = summarize_json(&csv, &[]);
     assert_totals(&summary, &expected, "off by a cent");
     let reconciled: Vec<_> = summary["accounts"]
@@ -359,11 +344,7 @@ fn broken_archives_fail_naming_file_and_cause() {
 #[test]
 fn more_than_one_member_names_the_extra_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, _) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-09"),
-        &["--variant", "plain", "--period", "2017-09"],
-    );
+    let (csv, _) = plain_csv(dir.path(), "2017-09", &[]);
     let zip = zip_with("two-members", &csv);
     let error = summarize_error(&zip);
     assert!(
@@ -375,11 +356,7 @@ fn more_than_one_member_names_the_extra_one() {
 #[test]
 fn a_real_zip_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, _) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-10"),
-        &["--variant", "plain", "--period", "2017-10"],
-    );
+    let (csv, _) = plain_csv(dir.path(), "2017-10", &[]);
     let zip = dir.path().join(format!(
         "{}.zip",
         csv.file_name().unwrap().to_str().unwrap()
@@ -398,18 +375,7 @@ fn a_real_zip_password_is_refused() {
 #[test]
 fn a_payer_other_than_the_name_says_rejects_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, _) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-11"),
-        &[
-            "--variant",
-            "plain",
-            "--period",
-            "2017-11",
-            "--payer",
-            "999999999999",
-        ],
-    );
+    let (csv, _) = plain_csv(dir.path(), "2017-11", &["--payer", "999999999999"]);
     let zip = zip_with("stream", &csv);
     let error = summarize_error(&zip);
     assert!(error.contains("line 2, column PayerAccountId: payer \"999999999999\" differs from the report's payer 123456789012"), "{error}");
@@ -418,19 +384,7 @@ fn a_payer_other_than_the_name_says_rejects_the_report() {
 #[test]
 fn a_malformed_row_names_its_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, _) = generate(
-        dir.path(),
-        &dbr_name("plain", "2017-12"),
-        &[
-            "--variant",
-            "plain",
-            "--period",
-            "2017-12",
-            "--eol",
-            "crlf",
-            "--preamble",
-        ],
-    );
+    let (csv, _) = plain_csv(dir.path(), "2017-12", &["--eol", "crlf", "--preamble"]);
     let mut lines: Vec<String> = std::fs::read_to_string(&csv)
         .unwrap()
         .split_inclusive("\r\n")
@@ -451,11 +405,7 @@ fn a_malformed_row_names_its_line_and_column() {
 #[test]
 fn several_files_report_each_and_fail_if_any_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let (good, _) = generate(
-        dir.path(),
-        &dbr_name("plain", "2018-01"),
-        &["--variant", "plain", "--period", "2018-01"],
-    );
+    let (good, _) = plain_csv(dir.path(), "2018-01", &[]);
     let bad = dir.path().join(dbr_name("plain", "2018-02") + ".zip");
     std::fs::write(&bad, b"not a zip").unwrap();
     let output = dbr_ingest(&[

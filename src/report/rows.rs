@@ -219,11 +219,6 @@ impl Columns {
     pub fn has_resources(&self) -> bool {
         self.resource_id.is_some()
     }
-
-    /// Names of the `user:`/`aws:` tag columns, in file order.
-    pub fn tag_names(&self) -> impl Iterator<Item = &str> {
-        self.tags.iter().map(|&i| self.names[i].as_str())
-    }
 }
 
 fn strip_bom(field: &[u8]) -> &[u8] {

@@ -11,6 +11,7 @@ use super::ledger::{Outcome, write_entry};
 use super::{Store, StoreError, bigint, lock_name};
 use crate::report::aggregate::{DailyCost, Month};
 use crate::report::key::ReportKey;
+use crate::report::rows::RecordType;
 use crate::source::ObjectMeta;
 
 /// COPY data is sent in pieces of about this size.
@@ -229,13 +230,13 @@ async fn insert_report_totals(
     let footer = month.footer();
     let mut rows: Vec<(&str, &str, &crate::report::aggregate::Amounts)> = Vec::new();
     if let Some(rounding) = &footer.rounding {
-        rows.push(("Rounding", "", rounding));
+        rows.push((RecordType::Rounding.as_str(), "", rounding));
     }
     for (invoice, total) in &footer.invoice_totals {
-        rows.push(("InvoiceTotal", invoice, total));
+        rows.push((RecordType::InvoiceTotal.as_str(), invoice, total));
     }
     if let Some(total) = &footer.statement_total {
-        rows.push(("StatementTotal", "", total));
+        rows.push((RecordType::StatementTotal.as_str(), "", total));
     }
     let record_types: Vec<&str> = rows.iter().map(|r| r.0).collect();
     let invoices: Vec<&str> = rows.iter().map(|r| r.1).collect();
