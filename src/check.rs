@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::Settings;
+use crate::domain::{Monitored, StatementId};
 use crate::ingest::sort_listing;
-use crate::report::aggregate::Monitored;
 use crate::source::Source;
 use crate::store::Store;
 
@@ -86,16 +86,10 @@ async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<
         objects.len()
     );
     let listing = sort_listing(objects);
-    let mut statements: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    let mut statements: BTreeMap<StatementId, Vec<&str>> = BTreeMap::new();
     for listed in &listing.chosen {
-        let key = &listed.key;
-        let entity = key
-            .entity
-            .as_deref()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default();
         statements
-            .entry((key.payer.to_string(), format!("{}{entity}", key.period)))
+            .entry(listed.report.statement())
             .or_default()
             .push(&listed.object.key);
     }
@@ -103,12 +97,8 @@ async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<
         text,
         "        detailed billing reports to read, by payer and period:"
     );
-    for ((payer, period), keys) in &statements {
-        say!(
-            text,
-            "          payer {payer}  {period}  {}",
-            keys.join(", ")
-        );
+    for (statement, keys) in &statements {
+        say!(text, "          {statement}  {}", keys.join(", "));
     }
     if !listing.ignored.is_empty() {
         say!(text, "        ignored objects:");

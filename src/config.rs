@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::report::aggregate::Monitored;
+use crate::domain::Monitored;
 
 const DEFAULT_FILE: &str = "config/default.toml";
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/dbr_ingest";
@@ -126,6 +126,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        let env = non_empty(env);
         let path = file
             .map(Path::to_path_buf)
             .or_else(|| env("DBR_CONFIG").map(PathBuf::from));
@@ -141,8 +142,10 @@ impl Settings {
         file: File,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let pick =
-            |var: &str, from_file: Option<String>| env(var).or(from_file).filter(|v| !v.is_empty());
+        let env = non_empty(env);
+        let pick = |var: &str, from_file: Option<String>| {
+            env(var).or(from_file.filter(|value| !value.trim().is_empty()))
+        };
         let database_url =
             pick("DATABASE_URL", file.database_url).unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         let source = match pick("DBR_SOURCE", file.source) {
@@ -172,11 +175,15 @@ impl Settings {
             assume_role,
         };
         let monitored = match env("DBR_MONITORED_ACCOUNTS") {
-            Some(text) => monitored_from_text(&text)?,
+            Some(text) => Some(monitored_from_text(&text)?),
             None => match file.monitored_accounts {
-                Some(MonitoredAccounts::Text(text)) => monitored_from_text(&text)?,
-                Some(MonitoredAccounts::List(ids)) => monitored_from_text(&ids.join(","))?,
-                None => None,
+                Some(MonitoredAccounts::Text(text)) if !text.trim().is_empty() => {
+                    Some(monitored_from_text(&text)?)
+                }
+                Some(MonitoredAccounts::List(ids)) if !ids.is_empty() => {
+                    Some(monitored_from_text(&ids.join(","))?)
+                }
+                _ => None,
             },
         };
         let poll_interval = duration(
@@ -246,6 +253,12 @@ impl Settings {
     }
 }
 
+/// An empty variable is no variable, for every key: `DBR_BUCKET=` leaves the file's bucket in
+/// force, as `DBR_CONCURRENCY=` leaves its concurrency.
+fn non_empty(env: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |name| env(name).filter(|value| !value.trim().is_empty())
+}
+
 fn duration(what: &str, text: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let text = text.unwrap_or_else(|| default.into());
     humantime::parse_duration(&text).map_err(|e| {
@@ -261,13 +274,8 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
-fn monitored_from_text(text: &str) -> Result<Option<Monitored>, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    Monitored::parse(text)
-        .map(Some)
-        .map_err(|e| ConfigError(format!("monitored accounts: {e}")))
+fn monitored_from_text(text: &str) -> Result<Monitored, ConfigError> {
+    Monitored::parse(text).map_err(|e| ConfigError(format!("monitored accounts: {e}")))
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -411,6 +419,52 @@ mod tests {
         for (file, vars, expected) in cases {
             let error = load(file, &vars).unwrap_err();
             assert!(error.contains(expected), "{error} should say {expected}");
+        }
+    }
+
+    /// Everything a `Settings` holds, the secret included, to compare two.
+    fn everything(settings: &Settings) -> String {
+        format!("{settings:?} {}", settings.database_url.expose_secret())
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_built_in_ones() {
+        let documented = Settings::load(
+            Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_FILE)),
+            |_| None,
+        )
+        .unwrap();
+        let built_in = Settings::from_layers(File::default(), |_| None).unwrap();
+        assert_eq!(everything(&documented), everything(&built_in));
+    }
+
+    #[test]
+    fn an_empty_variable_is_an_unset_one() {
+        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\n";
+        let unset = load(file, &[]).unwrap();
+        for var in [
+            "DATABASE_URL",
+            "DBR_SOURCE",
+            "DBR_MONITORED_ACCOUNTS",
+            "DBR_POLL_INTERVAL",
+            "DBR_CONCURRENCY",
+            "DBR_SHUTDOWN_GRACE",
+            "DBR_HTTP_ADDR",
+            "DBR_LOG_FORMAT",
+            "DBR_BUCKET",
+            "DBR_PREFIX",
+            "DBR_S3_REGION",
+            "DBR_S3_ENDPOINT_URL",
+            "DBR_S3_FORCE_PATH_STYLE",
+            "DBR_ROLE_ARN",
+            "DBR_EXTERNAL_ID",
+            "DBR_ROLE_SESSION_NAME",
+        ] {
+            for empty in ["", " "] {
+                let settings =
+                    load(file, &[(var, empty)]).unwrap_or_else(|e| panic!("{var}={empty:?}: {e}"));
+                assert_eq!(everything(&settings), everything(&unset), "{var}={empty:?}");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! poll goes on with the others.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,12 @@ use chrono::Utc;
 use futures_util::{StreamExt, stream};
 use tracing::Instrument;
 
-use crate::report::aggregate::{Monitored, Month};
-use crate::report::key::{self, AccountId, ReportKey};
+use crate::domain::{AccountId, Monitored, ObjectMeta};
+use crate::failure::{Classify, FailureKind};
+use crate::report::aggregate::{ReportSums, RowCounts};
+use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
-use crate::source::{ObjectMeta, Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
 use crate::telemetry;
 
@@ -34,6 +37,16 @@ pub enum PollError {
     NoMonitoredAccounts,
 }
 
+impl Classify for PollError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            PollError::Source(error) => error.kind(),
+            PollError::Store(error) => error.kind(),
+            PollError::NoMonitoredAccounts => FailureKind::Configuration,
+        }
+    }
+}
+
 /// What one poll did.
 #[derive(Debug, Default)]
 pub struct PollOutcome {
@@ -49,19 +62,18 @@ pub struct PollOutcome {
 
 #[derive(Debug)]
 pub struct Ingested {
-    pub key: ReportKey,
-    pub reason: &'static str,
-    pub line_items: u64,
-    pub kept: u64,
-    pub dropped_unmonitored: u64,
+    pub object_key: String,
+    pub reason: IngestReason,
+    pub rows: RowCounts,
     pub accounts: usize,
     pub unreconciled_accounts: usize,
 }
 
 #[derive(Debug)]
 pub struct Failed {
-    pub key: String,
+    pub object_key: String,
     pub error: String,
+    pub kind: FailureKind,
 }
 
 /// The monitored set in force: every account when the configuration says `*`; else the
@@ -113,7 +125,7 @@ pub async fn poll(
         match why_ingest(ledger.get(&listed.object.key), &listed.object, &fingerprint) {
             Some(reason) => jobs.push((listed, reason)),
             None => {
-                telemetry::report_skipped(&listed.key);
+                telemetry::report_skipped(&listed.report);
                 outcome.unchanged += 1;
             }
         }
@@ -136,7 +148,24 @@ pub async fn poll(
             Job::ClaimedElsewhere => outcome.claimed_elsewhere += 1,
         }
     }
+    log_configuration_failures(&outcome.failed);
     Ok(outcome)
+}
+
+/// One line per poll for what an operator must fix (a permission, a missing bucket): the same
+/// cause fails every report, and a line per report would bury everything else.
+fn log_configuration_failures(failed: &[Failed]) {
+    let mut configuration = failed
+        .iter()
+        .filter(|f| f.kind == FailureKind::Configuration);
+    if let Some(first) = configuration.next() {
+        tracing::error!(
+            reports = 1 + configuration.count(),
+            first = first.object_key,
+            error = first.error,
+            "reports failed for a configuration or permission problem; `dbr-ingest check` explains it"
+        );
+    }
 }
 
 /// What one poll works with.
@@ -159,123 +188,133 @@ enum Job {
 impl Poll<'_> {
     /// Claims the report's statement, checks the ledger again (another replica may have just
     /// ingested it), then ingests it or records why not.
-    async fn job(&self, Listed { key, object }: Listed, reason: &'static str) -> Job {
+    async fn job(&self, listed: ListedReport, reason: IngestReason) -> Job {
         let span = tracing::info_span!(
             "report",
-            key = object.key,
-            payer = %key.payer,
-            period = %key.period,
-            etag = object.etag,
-            reason
+            key = listed.object.key,
+            payer = %listed.report.payer,
+            period = %listed.report.period,
+            etag = listed.object.etag,
+            %reason
         );
-        self.claimed_job(key, object, reason).instrument(span).await
+        self.claim_and_ingest(listed, reason).instrument(span).await
     }
 
-    async fn claimed_job(&self, key: ReportKey, object: ObjectMeta, reason: &'static str) -> Job {
-        let failed = |error: String| {
-            tracing::error!(%error, "report failed; its month keeps the data it had");
-            Job::Failed(Failed {
-                key: object.key.clone(),
-                error,
-            })
-        };
-        let _claim = match self.store.try_claim(&key).await {
+    async fn claim_and_ingest(&self, listed: ListedReport, reason: IngestReason) -> Job {
+        let _claim = match self.store.try_claim(&listed.report.statement()).await {
             Ok(Some(claim)) => claim,
             Ok(None) => {
                 tracing::info!("another replica is ingesting this statement");
-                telemetry::report_skipped(&key);
+                telemetry::report_skipped(&listed.report);
                 return Job::ClaimedElsewhere;
             }
-            Err(error) => return failed(error.to_string()),
+            Err(error) => return failed(&listed, &error),
         };
-        match self.store.ledger_entry(self.location, &object.key).await {
-            Ok(entry) if why_ingest(entry.as_ref(), &object, self.fingerprint).is_none() => {
-                telemetry::report_skipped(&key);
-                return Job::Unchanged;
+        match self.still_to_ingest(&listed.object).await {
+            Ok(true) => self.ingest_and_record(listed, reason).await,
+            Ok(false) => {
+                telemetry::report_skipped(&listed.report);
+                Job::Unchanged
             }
-            Ok(_) => {}
-            Err(error) => return failed(error.to_string()),
+            Err(error) => failed(&listed, &error),
         }
+    }
+
+    /// Whether the ledger, read afresh under the claim, still says the object must be read.
+    async fn still_to_ingest(&self, object: &ObjectMeta) -> Result<bool, StoreError> {
+        let entry = self.store.ledger_entry(self.location, &object.key).await?;
+        Ok(why_ingest(entry.as_ref(), object, self.fingerprint).is_some())
+    }
+
+    async fn ingest_and_record(&self, listed: ListedReport, reason: IngestReason) -> Job {
         let report = ReportVersion {
-            bucket: self.location,
-            object: &object,
-            key: &key,
+            location: self.location,
+            listed: &listed,
             started_at: Utc::now(),
         };
         let started = Instant::now();
-        match ingest(
+        let ingested = ingest(
             self.source,
             self.store,
             &report,
             self.monitored,
             self.fingerprint,
         )
-        .await
-        {
-            Ok(month) => {
-                let rows = month.rows();
-                let accounts = month.accounts().unwrap_or_default();
-                let unreconciled_accounts = accounts
-                    .iter()
-                    .filter(|a| a.reconciled() == Some(false))
-                    .count();
-                tracing::info!(
-                    line_items = rows.line_items,
-                    kept = rows.kept,
-                    dropped_unmonitored = rows.dropped_unmonitored,
-                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                    "ingested"
-                );
-                if unreconciled_accounts > 0 {
-                    tracing::warn!(
-                        unreconciled_accounts,
-                        "line items do not add up to AccountTotal"
-                    );
-                }
-                telemetry::report_ingested(
-                    &key,
-                    rows.line_items,
-                    rows.kept,
-                    rows.dropped_unmonitored,
-                    unreconciled_accounts,
-                    started.elapsed().as_secs_f64(),
-                );
-                Job::Ingested(Ingested {
-                    key,
-                    reason,
-                    line_items: rows.line_items,
-                    kept: rows.kept,
-                    dropped_unmonitored: rows.dropped_unmonitored,
-                    accounts: accounts.len(),
-                    unreconciled_accounts,
-                })
-            }
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        match ingested {
+            Ok(sums) => Job::Ingested(record_ingested(&listed, reason, &sums, seconds)),
             Err(error) => {
-                telemetry::report_failed(&key, started.elapsed().as_secs_f64());
-                let message = error.to_string();
+                telemetry::report_failed(&listed.report, seconds);
                 if let Err(store_error) = self
                     .store
-                    .record_failure(&report, &message, error.retryable())
+                    .record_failure(&report, &error.to_string(), error.kind())
                     .await
                 {
                     tracing::error!(%store_error, "could not record the failure");
                 }
-                failed(message)
+                failed(&listed, &error)
             }
         }
     }
 }
 
-/// A listed object that is a detailed billing report.
-pub struct Listed {
-    pub key: ReportKey,
-    pub object: ObjectMeta,
+/// Logs and counts an ingested report.
+fn record_ingested(
+    listed: &ListedReport,
+    reason: IngestReason,
+    sums: &ReportSums,
+    seconds: f64,
+) -> Ingested {
+    let rows = sums.rows();
+    let accounts = sums.accounts();
+    let unreconciled_accounts = accounts
+        .iter()
+        .filter(|a| a.reconciled() == Some(false))
+        .count();
+    tracing::info!(
+        line_items = rows.line_items,
+        kept = rows.kept,
+        dropped_unmonitored = rows.dropped_unmonitored,
+        seconds = format!("{seconds:.2}"),
+        "ingested"
+    );
+    if unreconciled_accounts > 0 {
+        tracing::warn!(
+            unreconciled_accounts,
+            "line items do not add up to AccountTotal"
+        );
+    }
+    telemetry::report_ingested(&listed.report, rows, unreconciled_accounts, seconds);
+    Ingested {
+        object_key: listed.object.key.clone(),
+        reason,
+        rows,
+        accounts: accounts.len(),
+        unreconciled_accounts,
+    }
+}
+
+/// A report that failed: logged here, except configuration failures, which the poll logs once.
+fn failed(listed: &ListedReport, error: &(impl Classify + fmt::Display)) -> Job {
+    let kind = error.kind();
+    let error = error.to_string();
+    if kind == FailureKind::Configuration {
+        tracing::debug!(%error, %kind, "report failed");
+    } else {
+        tracing::error!(%error, %kind, "report failed; its month keeps the data it had");
+    }
+    Job::Failed(Failed {
+        object_key: listed.object.key.clone(),
+        error,
+        kind,
+    })
 }
 
 /// A listing sorted out: one report per statement to consider, and every other object with
 /// the reason it is ignored.
 pub struct SortedListing {
-    pub chosen: Vec<Listed>,
+    pub chosen: Vec<ListedReport>,
     pub ignored: Vec<(String, String)>,
 }
 
@@ -284,7 +323,7 @@ pub fn sort_listing(objects: Vec<ObjectMeta>) -> SortedListing {
     let mut ignored = Vec::new();
     for object in objects {
         match ReportKey::parse(&object.key) {
-            Ok(key) => reports.push(Listed { key, object }),
+            Ok(report) => reports.push(ListedReport { report, object }),
             Err(reason) => ignored.push((
                 object.key,
                 format!("not a detailed billing report: {reason}"),
@@ -304,9 +343,30 @@ pub fn sort_listing(objects: Vec<ObjectMeta>) -> SortedListing {
     }
 }
 
-impl AsRef<ReportKey> for Listed {
-    fn as_ref(&self) -> &ReportKey {
-        &self.key
+/// Why a chosen report is read now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestReason {
+    /// Not in the ledger yet.
+    New,
+    /// Another ETag or size than the version in the ledger.
+    Changed,
+    /// Ingested with another monitored set than the one in force.
+    MonitoredAccountsChanged,
+    /// The last attempt failed for a reason that may have passed.
+    Retrying,
+    /// Its statement showed another object, which is gone or no longer chosen.
+    ChosenAgain,
+}
+
+impl fmt::Display for IngestReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IngestReason::New => "new",
+            IngestReason::Changed => "changed",
+            IngestReason::MonitoredAccountsChanged => "monitored accounts changed",
+            IngestReason::Retrying => "retrying",
+            IngestReason::ChosenAgain => "chosen again for its statement",
+        })
     }
 }
 
@@ -315,22 +375,22 @@ fn why_ingest(
     entry: Option<&LedgerEntry>,
     object: &ObjectMeta,
     fingerprint: &str,
-) -> Option<&'static str> {
+) -> Option<IngestReason> {
     let Some(entry) = entry else {
-        return Some("new");
+        return Some(IngestReason::New);
     };
     if entry.etag != object.etag || entry.size != object.size {
-        return Some("changed");
+        return Some(IngestReason::Changed);
     }
     match entry.status {
         Status::Ingested if entry.monitored_fingerprint.as_deref() != Some(fingerprint) => {
-            Some("monitored accounts changed")
+            Some(IngestReason::MonitoredAccountsChanged)
         }
         Status::Ingested => None,
-        Status::Failed if entry.retryable => Some("retrying"),
+        Status::Failed(kind) if kind.retried() => Some(IngestReason::Retrying),
         // The same bytes would fail the same way: wait for AWS to write a new version.
-        Status::Failed => None,
-        Status::Superseded => Some("chosen again for its statement"),
+        Status::Failed(_) => None,
+        Status::Superseded => Some(IngestReason::ChosenAgain),
     }
 }
 
@@ -345,13 +405,12 @@ enum IngestError {
     Store(#[from] StoreError),
 }
 
-impl IngestError {
-    /// Whether the same version may succeed later: the network or the database failed, not the
-    /// report's content.
-    fn retryable(&self) -> bool {
+impl Classify for IngestError {
+    fn kind(&self) -> FailureKind {
         match self {
-            IngestError::Source(_) | IngestError::Store(_) => true,
-            IngestError::Read(read) => matches!(read, ReadError::Io(_)),
+            IngestError::Source(error) => error.kind(),
+            IngestError::Read(error) => error.kind(),
+            IngestError::Store(error) => error.kind(),
         }
     }
 }
@@ -362,12 +421,12 @@ async fn ingest(
     report: &ReportVersion<'_>,
     monitored: &Monitored,
     fingerprint: &str,
-) -> Result<Month, IngestError> {
+) -> Result<ReportSums, IngestError> {
     let mut delay = FIRST_RETRY_DELAY;
     let mut attempt = 1;
-    let month = loop {
-        match read(source, report, monitored).await {
-            Err(error) if error.retryable() && attempt < READ_ATTEMPTS => {
+    let sums = loop {
+        match read_object(source, report.listed, monitored).await {
+            Err(error) if error.kind() == FailureKind::Transient && attempt < READ_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "reading the report failed; trying again");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -376,26 +435,28 @@ async fn ingest(
             result => break result?,
         }
     };
-    store.replace_statement(report, &month, fingerprint).await?;
-    Ok(month)
+    store.replace_statement(report, &sums, fingerprint).await?;
+    Ok(sums)
 }
 
-async fn read(
+/// Opens the listed object and sums it, showing progress while it is read.
+async fn read_object(
     source: &Source,
-    report: &ReportVersion<'_>,
+    listed: &ListedReport,
     monitored: &Monitored,
-) -> Result<Month, IngestError> {
-    let body = source.open(report.object).await?;
-    let name = report.object.key.rsplit('/').next().unwrap_or_default();
+) -> Result<ReportSums, IngestError> {
+    let object = &listed.object;
+    let body = source.open(object).await?;
     let expected = Expected {
-        zip_member: name.strip_suffix(".zip"),
-        payer: Some(report.key.payer.clone()),
-        size: Some(report.object.size),
+        zip_member: object.file_name().strip_suffix(".zip"),
+        payer: Some(listed.report.payer.clone()),
     };
     let progress = Arc::new(Progress::default());
-    let month = read_report(body, expected, monitored.clone(), progress.clone()).await;
+    let watch = crate::progress::watch(object.file_name(), Some(object.size), progress.clone());
+    let sums = read_report(body, &expected, monitored.clone(), progress.clone()).await;
+    drop(watch);
     telemetry::bytes_read(&progress);
-    Ok(month?)
+    Ok(sums?)
 }
 
 #[cfg(test)]
@@ -411,12 +472,11 @@ mod tests {
         }
     }
 
-    fn entry(status: Status, retryable: bool, fingerprint: &str) -> LedgerEntry {
+    fn entry(status: Status, fingerprint: &str) -> LedgerEntry {
         LedgerEntry {
             etag: "e1".into(),
             size: 10,
             status,
-            retryable,
             monitored_fingerprint: Some(fingerprint.into()),
             error: None,
         }
@@ -424,36 +484,35 @@ mod tests {
 
     #[test]
     fn the_ledger_decides_what_to_read() {
+        use FailureKind::*;
+        use IngestReason::*;
         let fp = "*";
         let cases = [
-            (None, "e1", Some("new")),
-            (Some(entry(Status::Ingested, false, fp)), "e1", None),
+            (None, "e1", Some(New)),
+            (Some(entry(Status::Ingested, fp)), "e1", None),
+            (Some(entry(Status::Ingested, fp)), "e2", Some(Changed)),
             (
-                Some(entry(Status::Ingested, false, fp)),
+                Some(entry(Status::Ingested, "2 accounts, crc32 0")),
+                "e1",
+                Some(MonitoredAccountsChanged),
+            ),
+            (
+                Some(entry(Status::Failed(Transient), fp)),
+                "e1",
+                Some(Retrying),
+            ),
+            (
+                Some(entry(Status::Failed(Configuration), fp)),
+                "e1",
+                Some(Retrying),
+            ),
+            (Some(entry(Status::Failed(Content), fp)), "e1", None),
+            (
+                Some(entry(Status::Failed(Content), fp)),
                 "e2",
-                Some("changed"),
+                Some(Changed),
             ),
-            (
-                Some(entry(Status::Ingested, false, "2 accounts, crc32 0")),
-                "e1",
-                Some("monitored accounts changed"),
-            ),
-            (
-                Some(entry(Status::Failed, true, fp)),
-                "e1",
-                Some("retrying"),
-            ),
-            (Some(entry(Status::Failed, false, fp)), "e1", None),
-            (
-                Some(entry(Status::Failed, false, fp)),
-                "e2",
-                Some("changed"),
-            ),
-            (
-                Some(entry(Status::Superseded, false, fp)),
-                "e1",
-                Some("chosen again for its statement"),
-            ),
+            (Some(entry(Status::Superseded, fp)), "e1", Some(ChosenAgain)),
         ];
         for (entry, etag, expected) in cases {
             assert_eq!(

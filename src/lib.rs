@@ -3,6 +3,8 @@
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod domain;
+pub mod failure;
 pub mod http;
 pub mod ingest;
 pub mod progress;

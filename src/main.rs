@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dbr_ingest::config::{Settings, SourceSetting};
+use dbr_ingest::domain::{AccountId, Monitored};
 use dbr_ingest::ingest::{PollOutcome, poll};
-use dbr_ingest::report::aggregate::Monitored;
-use dbr_ingest::report::key::AccountId;
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 use dbr_ingest::telemetry;
@@ -130,12 +129,12 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             monitored,
             json,
         } => {
+            dbr_ingest::progress::enable_bars();
             telemetry::init_logs(env("DBR_LOG_FORMAT").as_deref() == Some("json"));
-            dbr_ingest::progress::enable();
             Ok(dbr_ingest::summarize::run(&files, &monitored, json).await)
         }
         Command::Check { config, source } => {
-            let mut settings = load(&config)?;
+            let mut settings = load(&config, Bars::Off)?;
             if let Some(source) = source.source {
                 settings.source = source;
             }
@@ -146,13 +145,13 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             Ok(checked.ok)
         }
         Command::Migrate { config } => {
-            let settings = load(&config)?;
+            let settings = load(&config, Bars::Off)?;
             connect(&settings).await?;
             println!("database {} is up to date", settings.database_display());
             Ok(true)
         }
         Command::Accounts { config, action } => {
-            let settings = load(&config)?;
+            let settings = load(&config, Bars::Off)?;
             accounts(
                 &connect(&settings).await?,
                 settings.monitored.as_ref(),
@@ -161,8 +160,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             .await
         }
         Command::Once { config, source } => {
-            let (settings, source, store) = start(config, source).await?;
-            dbr_ingest::progress::enable();
+            let (settings, source, store) = start(config, source, Bars::OnATerminal).await?;
             let outcome = poll(
                 &source,
                 &store,
@@ -174,7 +172,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             Ok(outcome.failed.is_empty())
         }
         Command::Run { config, source } => {
-            let (settings, source, store) = start(config, source).await?;
+            let (settings, source, store) = start(config, source, Bars::Off).await?;
             let metrics = telemetry::init_metrics()?;
             dbr_ingest::daemon::run(&source, &store, &settings, metrics).await?;
             Ok(true)
@@ -192,15 +190,29 @@ async fn connect(settings: &Settings) -> Result<Store, Failure> {
         .map_err(|e| format!("{} ({})", e, settings.database_display()).into())
 }
 
-/// Loads the settings, and starts the logs as they say.
-fn load(config: &Config) -> Result<Settings, Failure> {
+/// Whether a command shows progress bars: only those a person watches, and only on a terminal.
+#[derive(PartialEq)]
+enum Bars {
+    Off,
+    OnATerminal,
+}
+
+/// Loads the settings, and starts the logs (and the bars they are routed through) as they say.
+fn load(config: &Config, bars: Bars) -> Result<Settings, Failure> {
     let settings = Settings::load(config.config.as_deref(), env)?;
+    if bars == Bars::OnATerminal {
+        dbr_ingest::progress::enable_bars();
+    }
     telemetry::init_logs(settings.json_logs);
     Ok(settings)
 }
 
-async fn start(config: Config, source: SourceArg) -> Result<(Settings, Source, Store), Failure> {
-    let mut settings = load(&config)?;
+async fn start(
+    config: Config,
+    source: SourceArg,
+    bars: Bars,
+) -> Result<(Settings, Source, Store), Failure> {
+    let mut settings = load(&config, bars)?;
     if let Some(source) = source.source {
         settings.source = source;
     }
@@ -262,17 +274,20 @@ fn print_outcome(outcome: &PollOutcome) {
         };
         println!(
             "ingested  {} ({}): {} line items, {} kept, {} dropped (not monitored); {} accounts, {}",
-            report.key.key,
+            report.object_key,
             report.reason,
-            report.line_items,
-            report.kept,
-            report.dropped_unmonitored,
+            report.rows.line_items,
+            report.rows.kept,
+            report.rows.dropped_unmonitored,
             report.accounts,
             reconciliation
         );
     }
     for failed in &outcome.failed {
-        println!("failed    {}: {}", failed.key, failed.error);
+        println!(
+            "failed    {} ({} failure): {}",
+            failed.object_key, failed.kind, failed.error
+        );
     }
     println!(
         "{} ingested, {} failed, {} unchanged, {} other objects ignored",

@@ -3,13 +3,30 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::report::aggregate::{AccountMonth, Monitored, Month};
-use crate::report::key::{AccountId, NotDbr, Period, ReportKey, Variant};
-use crate::report::read::{Expected, read_report};
+use crate::domain::{AccountId, Monitored, Period};
+use crate::report::aggregate::{AccountMonth, ReportSums};
+use crate::report::key::{NotDbr, ReportKey, Variant};
+use crate::report::read::{Expected, Progress, ReadError, read_report};
+
+/// Why a file could not be summarized.
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizeError {
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("not a detailed billing report: {0}")]
+    NotADbr(#[source] NotDbr),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("the report has no rows to take the payer from")]
+    NoPayer,
+    #[error("the report has no dated line items to take the billing period from")]
+    NoPeriod,
+}
 
 /// What the report is, from its file name when that is a DBR name, else from its content.
 #[derive(Debug, Serialize)]
@@ -89,7 +106,7 @@ pub async fn run(files: &[impl AsRef<Path>], monitored: &Monitored, json: bool) 
 }
 
 /// Reads one local report file (`.csv.zip` or `.csv`) and summarizes it.
-pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summary, String> {
+pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summary, SummarizeError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -97,7 +114,7 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     let named = identify_by_name(&name)?;
     let object = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("cannot open: {e}"))?;
+        .map_err(SummarizeError::Open)?;
     if named.is_none() {
         tracing::warn!(file = %path.display(), "not a DBR file name: payer and period are taken from the content");
     }
@@ -105,17 +122,17 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     let expected = Expected {
         zip_member: name.strip_suffix(".zip"),
         payer: named.as_ref().map(|key| key.payer.clone()),
-        size,
     };
-    let month = read_report(object, expected, monitored.clone(), Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    summarize(path, named.as_ref(), &month)
+    let progress = Arc::new(Progress::default());
+    let watch = crate::progress::watch(&name, size, progress.clone());
+    let sums = read_report(object, &expected, monitored.clone(), progress).await;
+    drop(watch);
+    summarize(path, named.as_ref(), &sums?)
 }
 
 /// The report's identity from a file name: `Ok(None)` when the name says nothing (the content
 /// will), an error when it names another kind of AWS report.
-fn identify_by_name(name: &str) -> Result<Option<ReportKey>, String> {
+fn identify_by_name(name: &str) -> Result<Option<ReportKey>, SummarizeError> {
     match ReportKey::parse(name) {
         Ok(key) => Ok(Some(key)),
         // A bare CSV extract of a DBR: its name is a DBR name but for the `.zip`.
@@ -125,12 +142,16 @@ fn identify_by_name(name: &str) -> Result<Option<ReportKey>, String> {
             | NotDbr::CostAllocationReport
             | NotDbr::AccessTestObject
             | NotDbr::Folder),
-        ) => Err(format!("not a detailed billing report: {reason}")),
+        ) => Err(SummarizeError::NotADbr(reason)),
         Err(_) => Ok(None),
     }
 }
 
-fn summarize(path: &Path, named: Option<&ReportKey>, month: &Month) -> Result<Summary, String> {
+fn summarize(
+    path: &Path,
+    named: Option<&ReportKey>,
+    sums: &ReportSums,
+) -> Result<Summary, SummarizeError> {
     let (payer, period, variant, entity, identified_by): (
         AccountId,
         Period,
@@ -146,14 +167,9 @@ fn summarize(path: &Path, named: Option<&ReportKey>, month: &Month) -> Result<Su
             "name",
         ),
         None => {
-            let payer = month
-                .payer()
-                .cloned()
-                .ok_or("the report has no rows to take the payer from")?;
-            let period = month
-                .busiest_period()
-                .ok_or("the report has no dated line items to take the billing period from")?;
-            let variant = if month.has_resources() {
+            let payer = sums.payer().cloned().ok_or(SummarizeError::NoPayer)?;
+            let period = sums.busiest_period().ok_or(SummarizeError::NoPeriod)?;
+            let variant = if sums.has_resources() {
                 Variant::WithResourcesAndTags
             } else {
                 Variant::Plain
@@ -161,9 +177,9 @@ fn summarize(path: &Path, named: Option<&ReportKey>, month: &Month) -> Result<Su
             (payer, period, variant, None, "content")
         }
     };
-    let rows = month.rows();
-    let accounts = month
-        .accounts()?
+    let rows = sums.rows();
+    let accounts = sums
+        .accounts()
         .into_iter()
         .map(|account: AccountMonth| AccountJson {
             reconciled: account.reconciled(),
@@ -183,11 +199,7 @@ fn summarize(path: &Path, named: Option<&ReportKey>, month: &Month) -> Result<Su
             billing_period: period.to_string(),
             variant: variant.as_str(),
             entity,
-            invoice_status: if month.is_estimated() {
-                "estimated"
-            } else {
-                "final"
-            },
+            invoice_status: sums.invoice_status().as_str(),
             identified_by,
         },
         rows: RowsJson {

@@ -8,16 +8,18 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+use crate::report::aggregate::RowCounts;
 use crate::report::key::ReportKey;
 use crate::report::read::Progress;
 
-/// Logs to stderr: JSON lines when `json`, else human lines (coloured on a terminal).
+/// Logs to stderr (through the progress bars, when shown): JSON lines when `json`, else human
+/// lines (coloured on a terminal).
 pub fn init_logs(json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,dbr_ingest=info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::progress::log_writer());
     if json {
         logs.json()
             .with_current_span(true)
@@ -83,19 +85,13 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-pub fn report_ingested(
-    key: &ReportKey,
-    line_items: u64,
-    kept: u64,
-    dropped: u64,
-    unreconciled: usize,
-    seconds: f64,
-) {
+pub fn report_ingested(key: &ReportKey, rows: RowCounts, unreconciled: usize, seconds: f64) {
     let payer = key.payer.to_string();
     counter!("dbr_reports_ingested_total", "payer" => payer.clone()).increment(1);
-    counter!("dbr_rows_read_total", "payer" => payer.clone()).increment(line_items);
-    counter!("dbr_rows_kept_total", "payer" => payer.clone()).increment(kept);
-    counter!("dbr_rows_dropped_total", "payer" => payer.clone()).increment(dropped);
+    counter!("dbr_rows_read_total", "payer" => payer.clone()).increment(rows.line_items);
+    counter!("dbr_rows_kept_total", "payer" => payer.clone()).increment(rows.kept);
+    counter!("dbr_rows_dropped_total", "payer" => payer.clone())
+        .increment(rows.dropped_unmonitored);
     gauge!("dbr_reconciliation_mismatches", "payer" => payer, "period" => key.period.to_string())
         .set(unreconciled as f64);
     histogram!("dbr_report_ingest_duration_seconds").record(seconds);

@@ -3,7 +3,7 @@
 //! to reconcile each account's sum with its `AccountTotal`. Plain computation, no I/O beyond the
 //! `Read` it is handed, so it can be tested and benchmarked alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,57 +12,9 @@ use indexmap::IndexSet;
 use rust_decimal::Decimal;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::key::{AccountId, Period};
+use crate::domain::{AccountId, InvoiceStatus, Monitored, Period};
+
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
-
-/// Which linked accounts' costs are kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Monitored {
-    All,
-    Only(BTreeSet<AccountId>),
-}
-
-impl Monitored {
-    /// `*` for every account, else account IDs separated by commas.
-    pub fn parse(text: &str) -> Result<Monitored, String> {
-        if text.trim() == "*" {
-            return Ok(Monitored::All);
-        }
-        let ids = text
-            .split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(str::parse)
-            .collect::<Result<BTreeSet<AccountId>, _>>()?;
-        if ids.is_empty() {
-            return Err("no account IDs given (use * for every account)".into());
-        }
-        Ok(Monitored::Only(ids))
-    }
-
-    /// Names the set, to tell whether stored data was filtered with the set in force: `*`, or
-    /// the number of accounts and a CRC-32 of their sorted IDs.
-    pub fn fingerprint(&self) -> String {
-        match self {
-            Monitored::All => "*".into(),
-            Monitored::Only(ids) => {
-                let mut crc = crc32fast::Hasher::new();
-                for id in ids {
-                    crc.update(id.as_str().as_bytes());
-                    crc.update(b",");
-                }
-                format!("{} accounts, crc32 {:08x}", ids.len(), crc.finalize())
-            }
-        }
-    }
-
-    pub fn contains(&self, account: &AccountId) -> bool {
-        match self {
-            Monitored::All => true,
-            Monitored::Only(ids) => ids.contains(account),
-        }
-    }
-}
 
 /// Summed line items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,7 +62,7 @@ pub struct RowCounts {
     pub footer: u64,
 }
 
-/// The grain of the daily sums; account and usage are indexes into [`Month`]'s tables.
+/// The grain of the daily sums; account and usage are indexes into [`ReportSums`]' tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct DailyKey {
     account: u32,
@@ -147,10 +99,12 @@ pub struct DailyCost<'a> {
 
 /// The sums of one report, built row by row.
 #[derive(Debug)]
-pub struct Month {
+pub struct ReportSums {
     payer: Option<AccountId>,
     monitored: Monitored,
     accounts: Vec<AccountId>,
+    /// Each monitored account's month so far, beside `accounts`.
+    account_sums: Vec<Sums>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
     /// Every distinct usage as its [`Row::usage_key`] bytes, the only copy kept: a month holds
@@ -165,38 +119,39 @@ pub struct Month {
     has_resources: bool,
 }
 
-impl Month {
-    /// Reads a whole report. With `payer` given, every row must carry it; without, the first
+impl ReportSums {
+    /// Sums a whole report's CSV. With `payer` given, every row must carry it; without, the first
     /// row's payer is taken and every later row must match.
     ///
     /// `rows_read` follows the progress, for whoever reports it.
-    pub fn read(
+    pub fn sum_csv(
         input: impl Read,
         payer: Option<AccountId>,
         monitored: Monitored,
         rows_read: &AtomicU64,
-    ) -> Result<Month, ParseError> {
+    ) -> Result<ReportSums, ParseError> {
         const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input)?;
-        let mut month = Month::new(payer, monitored);
-        month.has_resources = rows.columns().has_resources();
+        let mut sums = ReportSums::new(payer, monitored);
+        sums.has_resources = rows.columns().has_resources();
         let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
-            month.add(&row)?;
+            sums.add(&row)?;
             read += 1;
             if read.is_multiple_of(PROGRESS_EVERY) {
                 rows_read.store(read, Ordering::Relaxed);
             }
         }
         rows_read.store(read, Ordering::Relaxed);
-        Ok(month)
+        Ok(sums)
     }
 
-    pub fn new(payer: Option<AccountId>, monitored: Monitored) -> Month {
-        Month {
+    pub fn new(payer: Option<AccountId>, monitored: Monitored) -> ReportSums {
+        ReportSums {
             payer,
             monitored,
             accounts: Vec::new(),
+            account_sums: Vec::new(),
             account_slots: FxHashMap::default(),
             usages: IndexSet::default(),
             usage_key: Vec::new(),
@@ -263,13 +218,18 @@ impl Month {
             usage_quantity: row.usage_quantity()?,
             line_items: 1,
         };
+        // Both sums are checked here, where the row that overflows them is known.
+        let overflow = |what: &str| {
+            row.linked_account_error(format!("the account's {what} overflow 96-bit decimals"))
+        };
         self.daily
             .entry(key)
             .or_default()
             .add(&sums)
-            .ok_or_else(|| {
-                row.linked_account_error("the account's sums overflow 96-bit decimals".into())
-            })
+            .ok_or_else(|| overflow("daily sums"))?;
+        self.account_sums[account as usize]
+            .add(&sums)
+            .ok_or_else(|| overflow("monthly sums"))
     }
 
     /// The row's linked account's index, or `None` when it is not monitored. An empty
@@ -284,15 +244,17 @@ impl Month {
                 .clone()
                 .expect("the payer is known once a row was read")
         } else {
-            std::str::from_utf8(raw)
-                .map_err(|_| "not UTF-8".to_owned())
-                .and_then(str::parse)
-                .map_err(|message| row.linked_account_error(message))?
+            parse_account(raw).map_err(|message| row.linked_account_error(message))?
         };
-        let slot = self.monitored.contains(&account).then(|| {
-            self.accounts.push(account);
-            index(self.accounts.len() - 1)
-        });
+        // One slot per account, though two spellings (empty, or the payer's ID) may name it.
+        let slot = match self.accounts.iter().position(|known| *known == account) {
+            Some(slot) => Some(index(slot)),
+            None => self.monitored.contains(&account).then(|| {
+                self.accounts.push(account);
+                self.account_sums.push(Sums::default());
+                index(self.accounts.len() - 1)
+            }),
+        };
         self.account_slots.insert(raw.to_vec(), slot);
         Ok(slot)
     }
@@ -306,10 +268,7 @@ impl Month {
                 String::from_utf8_lossy(raw)
             ))),
             None => {
-                let payer = std::str::from_utf8(raw)
-                    .map_err(|_| "not UTF-8".to_owned())
-                    .and_then(str::parse)
-                    .map_err(|message| row.payer_error(message))?;
+                let payer = parse_account(raw).map_err(|message| row.payer_error(message))?;
                 self.payer = Some(payer);
                 Ok(())
             }
@@ -330,8 +289,8 @@ impl Month {
     }
 
     /// `Estimated` while the month is open; the invoice number once AWS closed it.
-    pub fn is_estimated(&self) -> bool {
-        self.estimated
+    pub fn invoice_status(&self) -> InvoiceStatus {
+        InvoiceStatus::of_report(self.estimated)
     }
 
     /// Whether the header had a `ResourceId` column (the with-resources-and-tags variant).
@@ -372,27 +331,30 @@ impl Month {
 
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
     /// account with a total but no line items is listed too (its costs were all dropped or zero).
-    pub fn accounts(&self) -> Result<Vec<AccountMonth>, String> {
-        let mut months: BTreeMap<&AccountId, Sums> = BTreeMap::new();
-        for (key, sums) in &self.daily {
-            months
-                .entry(&self.accounts[key.account as usize])
-                .or_default()
-                .add(sums)
-                .ok_or("an account's monthly sums overflow 96-bit decimals")?;
-        }
+    pub fn accounts(&self) -> Vec<AccountMonth> {
+        let mut months: BTreeMap<&AccountId, Sums> = self
+            .accounts
+            .iter()
+            .zip(self.account_sums.iter().copied())
+            .collect();
         for account in self.footer.account_totals.keys() {
             months.entry(account).or_default();
         }
-        Ok(months
+        months
             .into_iter()
             .map(|(account, sums)| AccountMonth {
                 account: account.clone(),
                 sums,
                 account_total: self.footer.account_totals.get(account).copied(),
             })
-            .collect())
+            .collect()
     }
+}
+
+fn parse_account(raw: &[u8]) -> Result<AccountId, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_owned())?;
+    text.parse()
+        .map_err(|e: crate::domain::NotAnAccountId| e.to_string())
 }
 
 fn index(position: usize) -> u32 {
@@ -401,7 +363,7 @@ fn index(position: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
     use rust_decimal::Decimal;
@@ -531,7 +493,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = Month::read(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone(), &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone(), &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -548,7 +510,6 @@ mod tests {
             }
             let actual: BTreeMap<String, [i128; 4]> = month
                 .accounts()
-                .unwrap()
                 .into_iter()
                 .map(|a| {
                     let at_scale_14 = |d: Decimal| {
@@ -566,12 +527,12 @@ mod tests {
             prop_assert_eq!(i128::from(rows.kept), kept);
             prop_assert_eq!(rows.line_items, items.len() as u64);
             prop_assert_eq!(rows.kept + rows.dropped_unmonitored, rows.line_items);
-            prop_assert!(month.is_estimated() || items.is_empty());
+            prop_assert!(month.invoice_status() == InvoiceStatus::Estimated || items.is_empty());
         }
     }
 
-    fn month_of(text: &str, monitored: Monitored) -> Result<Month, ParseError> {
-        Month::read(text.as_bytes(), None, monitored, &AtomicU64::default())
+    fn month_of(text: &str, monitored: Monitored) -> Result<ReportSums, ParseError> {
+        ReportSums::sum_csv(text.as_bytes(), None, monitored, &AtomicU64::default())
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
@@ -592,8 +553,8 @@ mod tests {
         );
         let month = month_of(&text, Monitored::parse("1,3").unwrap()).unwrap();
         assert_eq!(month.payer().unwrap().as_str(), "9");
-        assert!(!month.is_estimated());
-        let accounts = month.accounts().unwrap();
+        assert_eq!(month.invoice_status(), InvoiceStatus::Final);
+        let accounts = month.accounts();
         let ids: Vec<_> = accounts.iter().map(|a| a.account.as_str()).collect();
         assert_eq!(
             ids,
@@ -659,15 +620,18 @@ mod tests {
     }
 
     #[test]
-    fn monitored_list_parsing() {
-        assert_eq!(Monitored::parse("*"), Ok(Monitored::All));
-        let only = Monitored::parse(" 000000000001, 2 ,").unwrap();
-        assert!(only.contains(&"000000000001".parse().unwrap()));
-        assert!(
-            !only.contains(&"1".parse().unwrap()),
-            "leading zeros matter"
+    fn a_monthly_sum_that_overflows_names_the_row() {
+        // Each day's sum fits 96 bits (at most about 7.9e28); the month's does not.
+        let mut text = HEADER.to_owned();
+        for day in 1..=8 {
+            text.push_str(&format!(
+                "1,9,1,LineItem,EC2,Box,Run,,2017-01-{day:02} 00:00:00,1,9999999999999999999999999999,1\n"
+            ));
+        }
+        let error = month_of(&text, Monitored::All).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 9, column LinkedAccountId: the account's monthly sums overflow 96-bit decimals"
         );
-        assert!(Monitored::parse("").is_err());
-        assert!(Monitored::parse("12a").is_err());
     }
 }

@@ -4,103 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
-use chrono::{Datelike, NaiveDate};
+use crate::domain::{AccountId, NotAPeriod, NotAnAccountId, ObjectMeta, Period, StatementId};
 
 const DETAILED: &str = "aws-billing-detailed-line-items";
 const WITH_RESOURCES: &str = "-with-resources-and-tags";
 const ZIP_SUFFIX: &str = ".csv.zip";
 const CSV_SUFFIX: &str = ".csv";
-
-/// An AWS account ID: ASCII digits, leading zeros kept (`013328811177`), so never a number.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountId(String);
-
-impl AccountId {
-    /// Real IDs have 12 digits; published samples and resellers' extracts use fewer.
-    const MAX_DIGITS: usize = 20;
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for AccountId {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if !text.is_empty()
-            && text.len() <= Self::MAX_DIGITS
-            && text.bytes().all(|b| b.is_ascii_digit())
-        {
-            Ok(AccountId(text.to_owned()))
-        } else {
-            Err(format!("{text:?} is not an AWS account ID (digits only)"))
-        }
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A billing period: one calendar month.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Period {
-    first_day: NaiveDate,
-}
-
-impl Period {
-    pub fn new(year: i32, month: u32) -> Option<Period> {
-        NaiveDate::from_ymd_opt(year, month, 1).map(|first_day| Period { first_day })
-    }
-
-    pub fn of_day(day: NaiveDate) -> Period {
-        Period {
-            first_day: day.with_day0(0).expect("day 1 exists in every month"),
-        }
-    }
-
-    pub fn first_day(self) -> NaiveDate {
-        self.first_day
-    }
-}
-
-impl FromStr for Period {
-    type Err = String;
-
-    /// `YYYY-MM`, month 01 to 12.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("{text:?} is not a billing period (YYYY-MM)");
-        let (year, month) = text.split_once('-').ok_or_else(invalid)?;
-        if year.len() != 4 || month.len() != 2 {
-            return Err(invalid());
-        }
-        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if !all_digits(year) || !all_digits(month) {
-            return Err(invalid());
-        }
-        let (year, month) = (
-            year.parse().map_err(|_| invalid())?,
-            month.parse().map_err(|_| invalid())?,
-        );
-        Period::new(year, month).ok_or_else(invalid)
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}-{:02}",
-            self.first_day.year(),
-            self.first_day.month()
-        )
-    }
-}
 
 /// Which of the two DBR flavours a file is. Both hold the same line items for a month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -137,10 +47,10 @@ pub enum NotDbr {
     CostAllocationReport,
     #[error("a .csv without .zip (AWS delivers detailed billing reports zipped)")]
     NotZipped,
-    #[error("{0}")]
-    BadPayer(String),
-    #[error("{0}")]
-    BadPeriod(String),
+    #[error(transparent)]
+    BadPayer(#[from] NotAnAccountId),
+    #[error(transparent)]
+    BadPeriod(#[from] NotAPeriod),
     #[error("billing entity {0:?} is not letters joined by '-'")]
     BadEntity(String),
     #[error(
@@ -149,10 +59,9 @@ pub enum NotDbr {
     Unrecognised,
 }
 
-/// The key of a legacy DBR object, and what its name says.
+/// What the key of a legacy DBR object says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportKey {
-    pub key: String,
     pub payer: AccountId,
     pub variant: Variant,
     /// Billing-entity infix (`ACTS`, `ACTS-Ningxia`, `AISPL`, `AWSMarketplace`), if any.
@@ -180,7 +89,6 @@ impl ReportKey {
         };
         let (payer, variant, entity, period) = name_parts;
         Ok(ReportKey {
-            key: key.to_owned(),
             payer,
             variant,
             entity,
@@ -189,9 +97,14 @@ impl ReportKey {
     }
 }
 
-impl AsRef<ReportKey> for ReportKey {
-    fn as_ref(&self) -> &ReportKey {
-        self
+impl ReportKey {
+    /// The statement the report is for.
+    pub fn statement(&self) -> StatementId {
+        StatementId {
+            payer: self.payer.clone(),
+            entity: self.entity.clone(),
+            period: self.period,
+        }
     }
 }
 
@@ -209,7 +122,7 @@ fn parse_stem(stem: &str) -> Result<NameParts, NotDbr> {
             NotDbr::Unrecognised
         });
     };
-    let payer: AccountId = payer.parse().map_err(NotDbr::BadPayer)?;
+    let payer: AccountId = payer.parse()?;
     let (variant, rest) = match rest.strip_prefix(WITH_RESOURCES) {
         Some(rest) => (Variant::WithResourcesAndTags, rest),
         None => (Variant::Plain, rest),
@@ -220,7 +133,7 @@ fn parse_stem(stem: &str) -> Result<NameParts, NotDbr> {
     let (head, period) = rest
         .split_at_checked(period_at)
         .ok_or(NotDbr::Unrecognised)?;
-    let period: Period = period.parse().map_err(NotDbr::BadPeriod)?;
+    let period: Period = period.parse()?;
     let entity = match head {
         "" => None,
         _ => {
@@ -235,22 +148,30 @@ fn parse_stem(stem: &str) -> Result<NameParts, NotDbr> {
     Ok((payer, variant, entity, period))
 }
 
+/// A listed object whose key is a DBR's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedReport {
+    pub report: ReportKey,
+    pub object: ObjectMeta,
+}
+
 /// What to ingest from one listing, and what was passed over with the reason.
 #[derive(Debug)]
-pub struct Selection<T> {
-    pub ingest: Vec<T>,
-    pub passed_over: Vec<(T, String)>,
+pub struct Selection {
+    pub ingest: Vec<ListedReport>,
+    pub passed_over: Vec<(ListedReport, String)>,
 }
 
 /// Chooses one report per statement (payer, billing entity, period): the with-resources-and-tags
 /// variant when both exist, because ingesting both would double the month. Should the same
 /// variant appear twice (under two prefixes), the greatest key wins so the choice is stable.
-pub fn choose<T: AsRef<ReportKey>>(reports: impl IntoIterator<Item = T>) -> Selection<T> {
-    let mut by_statement: BTreeMap<_, Vec<T>> = BTreeMap::new();
-    for report in reports {
-        let key = report.as_ref();
-        let statement = (key.payer.clone(), key.entity.clone(), key.period);
-        by_statement.entry(statement).or_default().push(report);
+pub fn choose(reports: impl IntoIterator<Item = ListedReport>) -> Selection {
+    let mut by_statement: BTreeMap<StatementId, Vec<ListedReport>> = BTreeMap::new();
+    for listed in reports {
+        by_statement
+            .entry(listed.report.statement())
+            .or_default()
+            .push(listed);
     }
     let mut selection = Selection {
         ingest: Vec::new(),
@@ -258,12 +179,11 @@ pub fn choose<T: AsRef<ReportKey>>(reports: impl IntoIterator<Item = T>) -> Sele
     };
     for (_, mut candidates) in by_statement {
         candidates.sort_by(|a, b| {
-            let (a, b) = (a.as_ref(), b.as_ref());
-            (a.variant, &a.key).cmp(&(b.variant, &b.key))
+            (a.report.variant, &a.object.key).cmp(&(b.report.variant, &b.object.key))
         });
         let chosen = candidates.pop().expect("every group has a member");
         for other in candidates {
-            let reason = format!("same statement as {}", chosen.as_ref().key);
+            let reason = format!("same statement as {}", chosen.object.key);
             selection.passed_over.push((other, reason));
         }
         selection.ingest.push(chosen);
@@ -361,15 +281,11 @@ mod tests {
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-2017-13.csv.zip",
-                Err(NotDbr::BadPeriod(
-                    "\"2017-13\" is not a billing period (YYYY-MM)".into(),
-                )),
+                Err(NotDbr::BadPeriod(NotAPeriod("2017-13".into()))),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-2017-00.csv.zip",
-                Err(NotDbr::BadPeriod(
-                    "\"2017-00\" is not a billing period (YYYY-MM)".into(),
-                )),
+                Err(NotDbr::BadPeriod(NotAPeriod("2017-00".into()))),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-2017-1.csv.zip",
@@ -389,9 +305,7 @@ mod tests {
             ),
             (
                 "12345678901a-aws-billing-detailed-line-items-2017-01.csv.zip",
-                Err(NotDbr::BadPayer(
-                    "\"12345678901a\" is not an AWS account ID (digits only)".into(),
-                )),
+                Err(NotDbr::BadPayer(NotAnAccountId("12345678901a".into()))),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-with-resources-and-tags-2017.csv.zip",
@@ -425,19 +339,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn period_first_day() {
-        let period: Period = "2016-09".parse().unwrap();
-        assert_eq!(
-            period.first_day(),
-            NaiveDate::from_ymd_opt(2016, 9, 1).unwrap()
-        );
-        let day = NaiveDate::from_ymd_opt(2016, 9, 30).unwrap();
-        assert_eq!(Period::of_day(day), period);
-    }
-
-    fn keys(names: &[&str]) -> Vec<ReportKey> {
-        names.iter().map(|n| ReportKey::parse(n).unwrap()).collect()
+    fn keys(names: &[&str]) -> Vec<ListedReport> {
+        names
+            .iter()
+            .map(|&name| ListedReport {
+                report: ReportKey::parse(name).unwrap(),
+                object: ObjectMeta {
+                    key: name.into(),
+                    etag: "e".into(),
+                    size: 1,
+                    last_modified: None,
+                },
+            })
+            .collect()
     }
 
     #[test]
@@ -450,7 +364,11 @@ mod tests {
             "111111111111-aws-billing-detailed-line-items-ACTS-2017-01.csv.zip",
         ]);
         let selection = choose(listing);
-        let mut chosen: Vec<_> = selection.ingest.iter().map(|k| k.key.as_str()).collect();
+        let mut chosen: Vec<_> = selection
+            .ingest
+            .iter()
+            .map(|l| l.object.key.as_str())
+            .collect();
         chosen.sort();
         assert_eq!(
             chosen,
@@ -464,7 +382,7 @@ mod tests {
         assert_eq!(selection.passed_over.len(), 1);
         let (passed, reason) = &selection.passed_over[0];
         assert_eq!(
-            passed.key,
+            passed.object.key,
             "111111111111-aws-billing-detailed-line-items-2017-01.csv.zip"
         );
         assert!(
@@ -482,7 +400,7 @@ mod tests {
         let selection = choose(listing);
         assert_eq!(selection.ingest.len(), 1);
         assert_eq!(
-            selection.ingest[0].key,
+            selection.ingest[0].object.key,
             "b/111111111111-aws-billing-detailed-line-items-2017-01.csv.zip"
         );
         assert_eq!(selection.passed_over.len(), 1);

@@ -7,15 +7,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::aggregate::{Monitored, Month};
-use super::key::AccountId;
+use super::aggregate::ReportSums;
 use super::rows::ParseError;
 use super::zip::{self, ZipError, ZipMember};
+use crate::domain::{AccountId, Monitored};
+use crate::failure::{Classify, FailureKind};
 
 /// Inflated bytes travel in chunks of this size; a few in flight keep both threads busy.
 const CHUNK: usize = 256 * 1024;
@@ -24,12 +24,23 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Zip(#[from] ZipError),
     #[error("reading the object: {0}")]
-    Io(io::Error),
-    #[error("{0}")]
+    Io(#[source] io::Error),
+    #[error(transparent)]
     Parse(#[from] ParseError),
+}
+
+impl Classify for ReadError {
+    /// The bytes that arrived are the report's: a broken archive or CSV is its content. A
+    /// stream that broke off is the network's doing.
+    fn kind(&self) -> FailureKind {
+        match self {
+            ReadError::Zip(_) | ReadError::Parse(_) => FailureKind::Content,
+            ReadError::Io(_) => FailureKind::Transient,
+        }
+    }
 }
 
 impl From<io::Error> for ReadError {
@@ -51,11 +62,9 @@ pub struct Expected<'a> {
     pub zip_member: Option<&'a str>,
     /// The payer every row must carry; `None` takes it from the first row.
     pub payer: Option<AccountId>,
-    /// The object's size, for progress in percent and time left.
-    pub size: Option<u64>,
 }
 
-/// How far a report has been read; the counters move while it is.
+/// How far a report has been read; the counters move while it is, for whoever shows progress.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Bytes of the object read (compressed, for a ZIP).
@@ -66,32 +75,14 @@ pub struct Progress {
     pub rows: AtomicU64,
 }
 
-/// Reads a report object (a `.csv.zip`, or a bare CSV) and aggregates it. A long read is logged
-/// every `PROGRESS_LOG_EVERY`.
+/// Reads a report object (a `.csv.zip`, or a bare CSV) and sums it; `progress` counts what
+/// went through.
 pub async fn read_report<R>(
-    object: R,
-    expected: Expected<'_>,
-    monitored: Monitored,
-    progress: Arc<Progress>,
-) -> Result<Month, ReadError>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    let logger = tokio::spawn(log_progress(progress.clone(), expected.size));
-    let name = expected.zip_member.unwrap_or("report");
-    let bar = crate::progress::track(name, expected.size, progress.clone());
-    let read = read(object, &expected, monitored, progress).await;
-    drop(bar);
-    logger.abort();
-    read
-}
-
-async fn read<R>(
     object: R,
     expected: &Expected<'_>,
     monitored: Monitored,
     progress: Arc<Progress>,
-) -> Result<Month, ReadError>
+) -> Result<ReportSums, ReadError>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -100,7 +91,7 @@ where
     let parser = {
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
-            Month::read(ChunkReader::new(receiver), payer, monitored, &progress.rows)
+            ReportSums::sum_csv(ChunkReader::new(receiver), payer, monitored, &progress.rows)
         })
     };
     let counted = Counted {
@@ -128,32 +119,6 @@ where
     // A broken archive (bad CRC, truncated) is the cause even if the CSV happened to parse.
     sent?;
     Ok(parsed?)
-}
-
-const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(15);
-
-async fn log_progress(progress: Arc<Progress>, size: Option<u64>) {
-    let started = tokio::time::Instant::now();
-    let mut ticks = tokio::time::interval_at(started + PROGRESS_LOG_EVERY, PROGRESS_LOG_EVERY);
-    loop {
-        ticks.tick().await;
-        let seconds = started.elapsed().as_secs_f64();
-        let downloaded = progress.downloaded.load(Ordering::Relaxed);
-        let rate = downloaded as f64 / seconds;
-        let percent = size
-            .filter(|&s| s > 0)
-            .map(|s| 100.0 * downloaded as f64 / s as f64);
-        let seconds_left = size.map(|s| s.saturating_sub(downloaded) as f64 / rate.max(1.0));
-        tracing::info!(
-            downloaded_bytes = downloaded,
-            inflated_bytes = progress.inflated.load(Ordering::Relaxed),
-            rows = progress.rows.load(Ordering::Relaxed),
-            mb_per_second = format!("{:.1}", rate / 1e6),
-            percent = percent.map(|p| format!("{p:.1}")),
-            seconds_left = seconds_left.map(|s| s.round() as u64),
-            "reading"
-        );
-    }
 }
 
 /// Sends the reader's bytes to the parser until EOF, or until the parser stops listening.

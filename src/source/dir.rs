@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::{ObjectBody, ObjectMeta, SourceError};
+use super::{ObjectBody, SourceError};
+use crate::domain::ObjectMeta;
+use crate::failure::FailureKind;
 
 pub struct DirSource {
     root: PathBuf,
@@ -26,7 +28,9 @@ impl DirSource {
             let mut objects = Vec::new();
             walk(&root, &root, &mut objects).map_err(|e| SourceError::List {
                 location,
-                message: e.to_string(),
+                explanation: e.to_string(),
+                kind: io_failure_kind(&e),
+                cause: e.into(),
             })?;
             objects.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(objects)
@@ -38,7 +42,9 @@ impl DirSource {
     pub async fn open(&self, object: &ObjectMeta) -> Result<ObjectBody, SourceError> {
         let open_error = |e: std::io::Error| SourceError::Open {
             key: object.key.clone(),
-            message: e.to_string(),
+            explanation: e.to_string(),
+            kind: io_failure_kind(&e),
+            cause: e.into(),
         };
         let path = self.root.join(&object.key);
         let file = tokio::fs::File::open(&path).await.map_err(open_error)?;
@@ -49,6 +55,16 @@ impl DirSource {
             });
         }
         Ok(Box::new(file))
+    }
+}
+
+/// A missing directory or a permission is for an operator to fix; anything else may pass.
+fn io_failure_kind(error: &std::io::Error) -> FailureKind {
+    match error.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            FailureKind::Configuration
+        }
+        _ => FailureKind::Transient,
     }
 }
 

@@ -5,35 +5,53 @@
 mod dir;
 mod s3;
 
-use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 pub use s3::S3Source;
 
 use crate::config::{Settings, SourceSetting};
+use crate::domain::ObjectMeta;
+use crate::failure::{Classify, FailureKind};
 use dir::DirSource;
-
-/// One listed object: enough to tell whether it changed since it was last read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectMeta {
-    pub key: String,
-    pub etag: String,
-    pub size: u64,
-    pub last_modified: Option<DateTime<Utc>>,
-}
 
 /// An object's bytes as they arrive.
 pub type ObjectBody = Box<dyn AsyncRead + Send + Unpin>;
 
+/// The error a source's client gave, kept as the cause.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("listing {location}: {message}")]
-    List { location: String, message: String },
-    #[error("reading {key}: {message}")]
-    Open { key: String, message: String },
+    /// `explanation` says what to fix; `kind` tells a permission or a missing bucket from a
+    /// passing fault.
+    #[error("listing {location}: {explanation}")]
+    List {
+        location: String,
+        explanation: String,
+        kind: FailureKind,
+        #[source]
+        cause: Cause,
+    },
+    #[error("reading {key}: {explanation}")]
+    Open {
+        key: String,
+        explanation: String,
+        kind: FailureKind,
+        #[source]
+        cause: Cause,
+    },
     /// The object was replaced between listing and reading: the next poll reads the new one.
     #[error("{key} changed while it was being read")]
     Changed { key: String },
+}
+
+impl Classify for SourceError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            SourceError::List { kind, .. } | SourceError::Open { kind, .. } => *kind,
+            SourceError::Changed { .. } => FailureKind::Transient,
+        }
+    }
 }
 
 pub enum Source {

@@ -13,8 +13,10 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
 
-use super::{ObjectBody, ObjectMeta, SourceError};
+use super::{ObjectBody, SourceError};
 use crate::config::{AssumeRole, S3Settings};
+use crate::domain::ObjectMeta;
+use crate::failure::FailureKind;
 
 /// Attempts per request (the first and the retries), with exponential backoff.
 const MAX_ATTEMPTS: u32 = 5;
@@ -81,13 +83,15 @@ impl S3Source {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| SourceError::List {
-                location: self.location(),
-                message: explain(
-                    &e,
-                    "s3:ListBucket",
-                    &format!("arn:aws:s3:::{}", self.bucket),
-                ),
+            let page = page.map_err(|e| {
+                let resource = format!("arn:aws:s3:::{}", self.bucket);
+                let (kind, explanation) = explain(&e, "s3:ListBucket", &resource);
+                SourceError::List {
+                    location: self.location(),
+                    explanation,
+                    kind,
+                    cause: e.into(),
+                }
             })?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
@@ -123,9 +127,12 @@ impl S3Source {
                 }
             } else {
                 let resource = format!("arn:aws:s3:::{}/{}", self.bucket, object.key);
+                let (kind, explanation) = explain(&e, "s3:GetObject", &resource);
                 SourceError::Open {
                     key: object.key.clone(),
-                    message: explain(&e, "s3:GetObject", &resource),
+                    explanation,
+                    kind,
+                    cause: e.into(),
                 }
             }
         })?;
@@ -141,8 +148,13 @@ fn assume_role(role: &AssumeRole) -> aws_config::sts::AssumeRoleProviderBuilder 
     }
 }
 
-/// Turns an SDK error into what to do about it.
-fn explain<E>(error: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
+/// Turns an SDK error into its kind and what to do about it: refused credentials, a missing
+/// permission or bucket and a wrong region are for an operator to fix; the rest may pass.
+fn explain<E>(
+    error: &SdkError<E, HttpResponse>,
+    action: &str,
+    resource: &str,
+) -> (FailureKind, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -150,7 +162,7 @@ where
     let region = error
         .raw_response()
         .and_then(|response| response.headers().get("x-amz-bucket-region"));
-    match error.code() {
+    let explanation = match error.code() {
         Some("AccessDenied" | "AllAccessDisabled") => {
             format!("access denied: the credentials need {action} on {resource}")
         }
@@ -174,8 +186,14 @@ where
                     .into()
             }
         },
-        _ => DisplayErrorContext(error).to_string(),
-    }
+        _ => {
+            return (
+                FailureKind::Transient,
+                DisplayErrorContext(error).to_string(),
+            );
+        }
+    };
+    (FailureKind::Configuration, explanation)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
-use crate::report::key::AccountId;
+use crate::domain::AccountId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitoredAccount {
@@ -24,7 +24,7 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|(id, name, origin, added_at)| {
-                let id = id.parse().map_err(StoreError::Invalid)?;
+                let id = id.parse()?;
                 Ok(MonitoredAccount {
                     id,
                     name,

@@ -5,26 +5,33 @@ use std::collections::HashMap;
 use sqlx::PgExecutor;
 
 use super::{ReportVersion, Store, StoreError, bigint};
+use crate::domain::InvoiceStatus;
+use crate::failure::FailureKind;
 use crate::report::aggregate::RowCounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Its rows are what the views show for its statement.
     Ingested,
-    Failed,
+    /// It could not be ingested, for a reason of this kind.
+    Failed(FailureKind),
     /// Its statement now shows another object (the with-resources variant, or a newer copy).
     Superseded,
 }
 
 impl Status {
-    fn parse(text: &str) -> Result<Status, StoreError> {
-        match text {
-            "ingested" => Ok(Status::Ingested),
-            "failed" => Ok(Status::Failed),
-            "superseded" => Ok(Status::Superseded),
-            other => Err(StoreError::Invalid(format!(
-                "unknown report status {other:?}"
-            ))),
+    fn parse(status: &str, failure_kind: Option<&str>) -> Result<Status, StoreError> {
+        let unknown = |value: &str| StoreError::UnknownValue {
+            table: "reports",
+            value: value.to_owned(),
+        };
+        match (status, failure_kind) {
+            ("ingested", _) => Ok(Status::Ingested),
+            ("superseded", _) => Ok(Status::Superseded),
+            ("failed", Some(kind)) => FailureKind::parse(kind)
+                .map(Status::Failed)
+                .ok_or_else(|| unknown(kind)),
+            (other, _) => Err(unknown(other)),
         }
     }
 }
@@ -35,7 +42,6 @@ pub struct LedgerEntry {
     pub etag: String,
     pub size: u64,
     pub status: Status,
-    pub retryable: bool,
     pub monitored_fingerprint: Option<String>,
     pub error: Option<String>,
 }
@@ -45,19 +51,18 @@ type LedgerRow = (
     String,
     i64,
     String,
-    bool,
+    Option<String>,
     Option<String>,
     Option<String>,
 );
 
 fn entry(
-    (key, etag, size, status, retryable, monitored_fingerprint, error): LedgerRow,
+    (key, etag, size, status, failure_kind, monitored_fingerprint, error): LedgerRow,
 ) -> Result<(String, LedgerEntry), StoreError> {
     let entry = LedgerEntry {
         etag,
         size: u64::try_from(size).unwrap_or_default(),
-        status: Status::parse(&status)?,
-        retryable,
+        status: Status::parse(&status, failure_kind.as_deref())?,
         monitored_fingerprint,
         error,
     };
@@ -65,12 +70,13 @@ fn entry(
 }
 
 impl Store {
-    /// The ledger of one bucket (or directory), by object key.
-    pub async fn ledger(&self, bucket: &str) -> Result<HashMap<String, LedgerEntry>, StoreError> {
+    /// The ledger of one location (`s3://bucket/prefix` or `dir:PATH`), by object key.
+    pub async fn ledger(&self, location: &str) -> Result<HashMap<String, LedgerEntry>, StoreError> {
         let rows: Vec<LedgerRow> = sqlx::query_as(
-            "SELECT key, etag, size, status, retryable, monitored_fingerprint, error FROM reports WHERE bucket = $1",
+            "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
+             FROM reports WHERE location = $1",
         )
-        .bind(bucket)
+        .bind(location)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(entry).collect()
@@ -79,14 +85,14 @@ impl Store {
     /// The ledger entry of one object, read afresh.
     pub async fn ledger_entry(
         &self,
-        bucket: &str,
+        location: &str,
         key: &str,
     ) -> Result<Option<LedgerEntry>, StoreError> {
         let row: Option<LedgerRow> = sqlx::query_as(
-            "SELECT key, etag, size, status, retryable, monitored_fingerprint, error
-             FROM reports WHERE bucket = $1 AND key = $2",
+            "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
+             FROM reports WHERE location = $1 AND key = $2",
         )
-        .bind(bucket)
+        .bind(location)
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
@@ -99,9 +105,9 @@ impl Store {
         &self,
         report: &ReportVersion<'_>,
         error: &str,
-        retryable: bool,
+        kind: FailureKind,
     ) -> Result<(), StoreError> {
-        write_entry(&self.pool, report, &Outcome::Failed { error, retryable }).await
+        write_entry(&self.pool, report, &Outcome::Failed { error, kind }).await
     }
 }
 
@@ -109,12 +115,12 @@ impl Store {
 pub(super) enum Outcome<'a> {
     Ingested {
         rows: RowCounts,
-        invoice_status: &'a str,
+        invoice_status: InvoiceStatus,
         monitored_fingerprint: &'a str,
     },
     Failed {
         error: &'a str,
-        retryable: bool,
+        kind: FailureKind,
     },
 }
 
@@ -124,47 +130,53 @@ pub(super) async fn write_entry(
     report: &ReportVersion<'_>,
     outcome: &Outcome<'_>,
 ) -> Result<(), StoreError> {
-    let (status, retryable, rows, invoice_status, fingerprint, error) = match outcome {
+    let (status, kind, rows, invoice_status, fingerprint, error) = match outcome {
         Outcome::Ingested {
             rows,
             invoice_status,
             monitored_fingerprint,
         } => (
             "ingested",
-            false,
+            None,
             Some(rows),
-            Some(*invoice_status),
+            Some(invoice_status.as_str()),
             Some(*monitored_fingerprint),
             None,
         ),
-        Outcome::Failed { error, retryable } => {
-            ("failed", *retryable, None, None, None, Some(*error))
-        }
+        Outcome::Failed { error, kind } => (
+            "failed",
+            Some(kind.as_str()),
+            None,
+            None,
+            None,
+            Some(*error),
+        ),
     };
+    let report_key = &report.listed.report;
     sqlx::query(
-        "INSERT INTO reports (bucket, key, etag, size, last_modified, payer_account_id, billing_period,
-                              entity, variant, status, retryable, rows_read, rows_kept, rows_dropped,
+        "INSERT INTO reports (location, key, etag, size, last_modified, payer_account_id, billing_period,
+                              entity, variant, status, failure_kind, rows_read, rows_kept, rows_dropped,
                               invoice_status, monitored_fingerprint, error, started_at, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now())
-         ON CONFLICT (bucket, key) DO UPDATE SET
+         ON CONFLICT (location, key) DO UPDATE SET
              etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
-             status = EXCLUDED.status, retryable = EXCLUDED.retryable,
+             status = EXCLUDED.status, failure_kind = EXCLUDED.failure_kind,
              rows_read = EXCLUDED.rows_read, rows_kept = EXCLUDED.rows_kept,
              rows_dropped = EXCLUDED.rows_dropped, invoice_status = EXCLUDED.invoice_status,
              monitored_fingerprint = EXCLUDED.monitored_fingerprint, error = EXCLUDED.error,
              started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
     )
-    .bind(report.bucket)
-    .bind(&report.object.key)
-    .bind(&report.object.etag)
-    .bind(bigint(report.object.size))
-    .bind(report.object.last_modified)
-    .bind(report.key.payer.as_str())
-    .bind(report.key.period.first_day())
-    .bind(report.key.entity.as_deref().unwrap_or(""))
-    .bind(report.key.variant.as_str())
+    .bind(report.location)
+    .bind(&report.listed.object.key)
+    .bind(&report.listed.object.etag)
+    .bind(bigint(report.listed.object.size))
+    .bind(report.listed.object.last_modified)
+    .bind(report_key.payer.as_str())
+    .bind(report_key.period.first_day())
+    .bind(report_key.entity.as_deref().unwrap_or(""))
+    .bind(report_key.variant.as_str())
     .bind(status)
-    .bind(retryable)
+    .bind(kind)
     .bind(rows.map(|r| bigint(r.line_items + r.footer)))
     .bind(rows.map(|r| bigint(r.kept)))
     .bind(rows.map(|r| bigint(r.dropped_unmonitored)))

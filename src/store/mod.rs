@@ -1,6 +1,6 @@
 //! PostgreSQL: the ledger of report versions, the monitored accounts, and the costs of each
 //! statement, replaced one statement at a time in a single transaction. Dashboards read the
-//! views of `migrations/0004_views.sql`.
+//! views of `migrations/0004_views.sql` (and the later migrations that change them).
 
 mod accounts;
 mod ledger;
@@ -12,7 +12,8 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::report::key::ReportKey;
+use crate::domain::{NotAnAccountId, StatementId};
+use crate::failure::{Classify, FailureKind};
 
 pub use accounts::MonitoredAccount;
 pub use ledger::{LedgerEntry, Status};
@@ -28,8 +29,54 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("migrations applied up to {applied:?}, this version needs {latest:?}")]
+    MigrationsBehind {
+        applied: Option<i64>,
+        latest: Option<i64>,
+    },
+    /// A row this version cannot read: written by a newer version, or by hand.
+    #[error("the {table} table holds {value:?}, which this version does not know")]
+    UnknownValue { table: &'static str, value: String },
+    #[error("the monitored_accounts table: {0}")]
+    BadAccount(#[from] NotAnAccountId),
+}
+
+impl Classify for StoreError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::Database(error) => database_failure_kind(error),
+            StoreError::Timeout(_) => FailureKind::Transient,
+            StoreError::Migrate(_)
+            | StoreError::MigrationsBehind { .. }
+            | StoreError::UnknownValue { .. }
+            | StoreError::BadAccount(_) => FailureKind::Configuration,
+        }
+    }
+}
+
+/// By SQLSTATE: a value PostgreSQL refuses (class 22, data exception: a NUL byte, a number out
+/// of range) came from the report; rights, passwords and missing databases or tables are an
+/// operator's to fix; the rest (connections, deadlocks, shutdowns) passes.
+fn database_failure_kind(error: &sqlx::Error) -> FailureKind {
+    match error {
+        sqlx::Error::Database(error) => match error.code().as_deref() {
+            Some(code) if code.starts_with("22") => FailureKind::Content,
+            Some(code)
+                if code.starts_with("28")
+                    || code.starts_with("3D")
+                    || code.starts_with("3F")
+                    || code == "42501"
+                    || code == "42P01" =>
+            {
+                FailureKind::Configuration
+            }
+            _ => FailureKind::Transient,
+        },
+        sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => FailureKind::Configuration,
+        _ => FailureKind::Transient,
+    }
 }
 
 #[derive(Clone)]
@@ -82,15 +129,9 @@ impl Store {
             .fetch_one(&self.pool),
         )
         .await
-        .map_err(|_| {
-            StoreError::Invalid(format!(
-                "the database did not answer within {READY_TIMEOUT:?}"
-            ))
-        })??;
+        .map_err(|_| StoreError::Timeout(READY_TIMEOUT))??;
         if applied < latest {
-            return Err(StoreError::Invalid(format!(
-                "migrations applied up to {applied:?}, this version needs {latest:?}"
-            )));
+            return Err(StoreError::MigrationsBehind { applied, latest });
         }
         Ok(())
     }
@@ -99,15 +140,15 @@ impl Store {
         &self.pool
     }
 
-    /// Claims the statement `key` belongs to, or `None` when another process holds it. The claim
-    /// is a session advisory lock on a connection of its own, closed when the claim is dropped:
-    /// a crashed replica's claims go with its connections.
-    pub async fn try_claim(&self, key: &ReportKey) -> Result<Option<Claim>, StoreError> {
+    /// Claims `statement`, or `None` when another process holds it. The claim is a session
+    /// advisory lock on a connection of its own, closed when the claim is dropped: a crashed
+    /// replica's claims go with its connections.
+    pub async fn try_claim(&self, statement: &StatementId) -> Result<Option<Claim>, StoreError> {
         let mut connection = self.pool.acquire().await?;
         connection.close_on_drop();
         let claimed: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(lock_name("claim", key))
+                .bind(lock_name("claim", statement))
                 .fetch_one(&mut *connection)
                 .await?;
         Ok(claimed.then_some(Claim {
@@ -121,10 +162,14 @@ pub struct Claim {
     _connection: PoolConnection<Postgres>,
 }
 
-/// The name of an advisory lock on the statement `key` belongs to.
-fn lock_name(purpose: &str, key: &ReportKey) -> String {
-    let entity = key.entity.as_deref().unwrap_or("");
-    format!("dbr-ingest:{purpose}:{}:{entity}:{}", key.payer, key.period)
+/// The name of an advisory lock on `statement`.
+fn lock_name(purpose: &str, statement: &StatementId) -> String {
+    format!(
+        "dbr-ingest:{purpose}:{}:{}:{}",
+        statement.payer,
+        statement.entity_str(),
+        statement.period
+    )
 }
 
 /// Counts and sizes as PostgreSQL `bigint`.

@@ -9,47 +9,39 @@ use sqlx::{Postgres, Transaction};
 
 use super::ledger::{Outcome, write_entry};
 use super::{Store, StoreError, bigint, lock_name};
-use crate::report::aggregate::{DailyCost, Month};
-use crate::report::key::ReportKey;
+use crate::domain::StatementId;
+use crate::report::aggregate::{AccountMonth, Amounts, DailyCost, ReportSums};
+use crate::report::key::ListedReport;
 use crate::report::rows::RecordType;
-use crate::source::ObjectMeta;
 
 /// COPY data is sent in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// One version of one report object, and what its name says.
+/// One version of one report object being ingested: where it was listed, and what it is.
 pub struct ReportVersion<'a> {
     /// The source's location: `s3://bucket/prefix` or `dir:PATH`.
-    pub bucket: &'a str,
-    pub object: &'a ObjectMeta,
-    pub key: &'a ReportKey,
+    pub location: &'a str,
+    pub listed: &'a ListedReport,
     pub started_at: DateTime<Utc>,
 }
 
 impl Store {
-    /// Makes `month` what the views show for the report's statement, and records the version as
+    /// Makes `sums` what the views show for the report's statement, and records the version as
     /// ingested (any other object that fed the statement becomes `superseded`). All or nothing.
     pub async fn replace_statement(
         &self,
         report: &ReportVersion<'_>,
-        month: &Month,
+        sums: &ReportSums,
         monitored_fingerprint: &str,
     ) -> Result<(), StoreError> {
-        let key = report.key;
-        let statement = Statement {
-            payer: key.payer.as_str(),
-            entity: key.entity.as_deref().unwrap_or(""),
-            period: key.period.first_day(),
-        };
-        let invoice_status = if month.is_estimated() {
-            "estimated"
-        } else {
-            "final"
-        };
+        let id = report.listed.report.statement();
+        let statement = id.columns();
+        let object = &report.listed.object;
+        let invoice_status = sums.invoice_status();
         let mut tx = self.pool.begin().await?;
         // Writers of one statement queue here rather than interleave, claimed or not.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_name("write", key))
+            .bind(lock_name("write", &id))
             .execute(&mut *tx)
             .await?;
         // Cascades to the statement's daily costs, account months and footer totals.
@@ -60,35 +52,35 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO statements (payer_account_id, entity, billing_period, bucket, key, etag, invoice_status, ingested_at)
+            "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
         )
         .bind(statement.payer)
         .bind(statement.entity)
         .bind(statement.period)
-        .bind(report.bucket)
-        .bind(&report.object.key)
-        .bind(&report.object.etag)
-        .bind(invoice_status)
+        .bind(report.location)
+        .bind(&object.key)
+        .bind(&object.etag)
+        .bind(invoice_status.as_str())
         .execute(&mut *tx)
         .await?;
-        copy_daily_costs(&mut tx, &statement, &month.daily_costs()).await?;
-        insert_account_months(&mut tx, &statement, month).await?;
-        insert_report_totals(&mut tx, &statement, month).await?;
+        copy_daily_costs(&mut tx, &statement, &sums.daily_costs()).await?;
+        insert_account_months(&mut tx, &statement, sums).await?;
+        insert_report_totals(&mut tx, &statement, sums).await?;
         sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE payer_account_id = $1 AND entity = $2 AND billing_period = $3 AND status = 'ingested'
-               AND (bucket, key) <> ($4, $5)",
+               AND (location, key) <> ($4, $5)",
         )
         .bind(statement.payer)
         .bind(statement.entity)
         .bind(statement.period)
-        .bind(report.bucket)
-        .bind(&report.object.key)
+        .bind(report.location)
+        .bind(&object.key)
         .execute(&mut *tx)
         .await?;
         let outcome = Outcome::Ingested {
-            rows: month.rows(),
+            rows: sums.rows(),
             invoice_status,
             monitored_fingerprint,
         };
@@ -98,10 +90,21 @@ impl Store {
     }
 }
 
+/// A statement's key columns, as bound in every statement's query.
 struct Statement<'a> {
     payer: &'a str,
     entity: &'a str,
     period: chrono::NaiveDate,
+}
+
+impl StatementId {
+    fn columns(&self) -> Statement<'_> {
+        Statement {
+            payer: self.payer.as_str(),
+            entity: self.entity_str(),
+            period: self.period.first_day(),
+        }
+    }
 }
 
 /// Bulk-loads the daily sums with COPY (text format): row-by-row inserts are what made earlier
@@ -186,14 +189,13 @@ fn escape_copy_text(buffer: &mut String, text: &str) {
 async fn insert_account_months(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
-    month: &Month,
+    sums: &ReportSums,
 ) -> Result<(), StoreError> {
-    let accounts = month.accounts().map_err(StoreError::Invalid)?;
+    let accounts = sums.accounts();
     let ids: Vec<&str> = accounts.iter().map(|a| a.account.as_str()).collect();
-    let column = |f: fn(&crate::report::aggregate::AccountMonth) -> Decimal| -> Vec<Decimal> {
-        accounts.iter().map(f).collect()
-    };
-    let totals = |f: fn(&crate::report::aggregate::Amounts) -> Decimal| -> Vec<Option<Decimal>> {
+    let column =
+        |f: fn(&AccountMonth) -> Decimal| -> Vec<Decimal> { accounts.iter().map(f).collect() };
+    let totals = |f: fn(&Amounts) -> Decimal| -> Vec<Option<Decimal>> {
         accounts
             .iter()
             .map(|a| a.account_total.as_ref().map(f))
@@ -225,10 +227,10 @@ async fn insert_account_months(
 async fn insert_report_totals(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
-    month: &Month,
+    sums: &ReportSums,
 ) -> Result<(), StoreError> {
-    let footer = month.footer();
-    let mut rows: Vec<(&str, &str, &crate::report::aggregate::Amounts)> = Vec::new();
+    let footer = sums.footer();
+    let mut rows: Vec<(&str, &str, &Amounts)> = Vec::new();
     if let Some(rounding) = &footer.rounding {
         rows.push((RecordType::Rounding.as_str(), "", rounding));
     }

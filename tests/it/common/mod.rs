@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: generate reports with the independent Python
 //! generator, zip them with real writers, run the built binary.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 pub mod net;
 pub mod s3;
 

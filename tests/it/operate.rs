@@ -1,13 +1,11 @@
 //! Operating the daemon: its HTTP endpoint and metrics, readiness following the database,
 //! several replicas, a clean stop in the middle of a report, and `check`.
 
-mod common;
-
 use std::path::Path;
 
-use common::net::{Daemon, Proxy, eventually, http_get};
-use common::s3::S3Server;
-use common::*;
+use crate::common::net::{Daemon, Proxy, eventually, http_get};
+use crate::common::s3::S3Server;
+use crate::common::*;
 use sqlx::PgPool;
 
 const BUCKET: &str = "billing";
@@ -158,18 +156,24 @@ async fn two_daemons_on_one_bucket_ingest_every_report_once() {
     server.create_bucket(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let mut keys = Vec::new();
+    let mut expected_items = Vec::new();
     for month in 1..=6 {
         let period = format!("2019-{month:02}");
-        keys.push(
-            upload(
-                &server,
-                dir.path(),
-                &period,
-                &["--rows", "3000", "--seed", &month.to_string()],
-            )
-            .await
-            .0,
-        );
+        let (key, expected) = upload(
+            &server,
+            dir.path(),
+            &period,
+            &["--rows", "3000", "--seed", &month.to_string()],
+        )
+        .await;
+        keys.push(key);
+        let items: i64 = expected["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["line_items"].as_i64().unwrap())
+            .sum();
+        expected_items.push((period, items));
     }
     keys.sort();
     let db = TestDatabase::new();
@@ -186,6 +190,14 @@ async fn two_daemons_on_one_bucket_ingest_every_report_once() {
     let a = first.metric(series).await.unwrap_or(0.0);
     let b = second.metric(series).await.unwrap_or(0.0);
     assert_eq!(a + b, 6.0, "each report once between the two ({a} + {b})");
+    let items: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT to_char(billing_period, 'YYYY-MM'), sum(line_items)::bigint
+         FROM account_monthly_costs GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(items, expected_items, "every month whole, none doubled");
     assert!(first.terminate().await && second.terminate().await);
     store.pool().close().await;
     db.drop_database().await;
@@ -302,7 +314,7 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
     let (ok, text) = check(&[]);
     assert!(ok, "{text}");
     assert!(
-        text.contains(&format!("payer 111111111111  2021-05  {key}")),
+        text.contains(&format!("payer 111111111111 2021-05  {key}")),
         "{text}"
     );
     assert!(text.contains("111111111111-aws-billing-csv-2021-05.csv: not a detailed billing report: the monthly report"), "{text}");

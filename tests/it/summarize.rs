@@ -2,11 +2,9 @@
 //! ZIP writers, must give the generator's totals to the last decimal; broken archives must fail
 //! with a message naming the file and the cause.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// A plain (no resources and tags) report of `period`, as CSV, with the generator's totals.

@@ -1,14 +1,12 @@
 //! The service against a real S3 protocol server (s3s-fs on 127.0.0.1) and a real PostgreSQL: what
 //! a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::s3::S3Server;
-use common::*;
-use dbr_ingest::ingest::{PollOutcome, poll};
-use dbr_ingest::report::aggregate::Monitored;
+use crate::common::s3::S3Server;
+use crate::common::*;
+use dbr_ingest::domain::Monitored;
+use dbr_ingest::ingest::{IngestReason, PollOutcome, poll};
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 use rust_decimal::Decimal;
@@ -131,7 +129,7 @@ fn ingested_keys(outcome: &PollOutcome) -> Vec<&str> {
     let mut keys: Vec<&str> = outcome
         .ingested
         .iter()
-        .map(|i| i.key.key.as_str())
+        .map(|i| i.object_key.as_str())
         .collect();
     keys.sort();
     keys
@@ -235,7 +233,7 @@ async fn a_bucket_is_ingested_once_and_then_kept_in_step() {
     s.upload(&a2_new).await;
     let third = s.poll(&source, &Monitored::All).await;
     assert_eq!(ingested_keys(&third), [a2.key.as_str()]);
-    assert_eq!(third.ingested[0].reason, "changed");
+    assert_eq!(third.ingested[0].reason, IngestReason::Changed);
     assert_monthly(
         &monthly_costs(s.store.pool()).await,
         &expected_monthly(&[&a1, &a2_new, &b1]),
@@ -326,7 +324,7 @@ async fn a_changed_monitored_set_reingests_what_it_affects() {
     let configured = Monitored::parse("222222222222").unwrap();
     let first = s.poll(&source, &configured).await;
     assert_eq!(first.ingested.len(), 1);
-    assert!(first.ingested[0].dropped_unmonitored > 0);
+    assert!(first.ingested[0].rows.dropped_unmonitored > 0);
     assert_monthly(
         &monthly_costs(s.store.pool()).await,
         &expected_monthly(&[&only_one]),
@@ -339,7 +337,10 @@ async fn a_changed_monitored_set_reingests_what_it_affects() {
         .unwrap();
     let second = s.poll(&source, &configured).await;
     assert_eq!(second.ingested.len(), 1);
-    assert_eq!(second.ingested[0].reason, "monitored accounts changed");
+    assert_eq!(
+        second.ingested[0].reason,
+        IngestReason::MonitoredAccountsChanged
+    );
     let two = Report {
         expected: generate(
             dir,
@@ -584,60 +585,6 @@ async fn the_binary_polls_once_and_manages_accounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_polls_at_start_and_stops_on_sigterm() {
-    let db = TestDatabase::new();
-    let store = db.store().await;
-    let (work, bucket) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let r = report(
-        work.path(),
-        "",
-        "111111111111",
-        "plain",
-        "2017-10",
-        &["--seed", "10"],
-    );
-    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
-        .args([
-            "run",
-            "--source",
-            &format!("dir:{}", bucket.path().display()),
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env("DBR_CONFIG", "/dev/null")
-        .env("DBR_MONITORED_ACCOUNTS", "*")
-        .env("DBR_POLL_INTERVAL", "1h")
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap();
-    let mut ingested = 0i64;
-    for _ in 0..100 {
-        ingested =
-            sqlx::query_scalar("SELECT count(*) FROM report_status WHERE status = 'ingested'")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        if ingested == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(ingested, 1, "the first poll runs at start");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || daemon.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
-    store.pool().close().await;
-    db.drop_database().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_accounts_are_kept_in_the_table() {
     use dbr_ingest::ingest::monitored_accounts;
     let db = TestDatabase::new();
@@ -740,60 +687,64 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_ingest_each_report_once() {
+async fn a_report_that_cannot_be_stored_waits_for_a_new_version() {
+    use dbr_ingest::failure::FailureKind;
     let s = setup().await;
     let dir = s.dir.path();
-    let reports: Vec<Report> = (1..=6)
-        .map(|month| {
-            let period = format!("2018-{month:02}");
-            report(
-                dir,
-                "",
-                "111111111111",
-                "plain",
-                &period,
-                &["--seed", &month.to_string(), "--rows", "2000"],
-            )
-        })
+    let name = "111111111111-aws-billing-detailed-line-items-2017-06.csv";
+    let key = format!("{name}.zip");
+    let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
+    let upload = |rows: String| {
+        let csv = tempfile::tempdir_in(dir).unwrap().keep().join(name);
+        std::fs::write(&csv, format!("{header}{rows}")).unwrap();
+        std::fs::read(zip_with("info-zip", &csv)).unwrap()
+    };
+    let source = s.server.source(BUCKET, "").await;
+    let poll_and_expect = |kind: Option<FailureKind>, fragment: &'static str| {
+        let (s, source) = (&s, &source);
+        async move {
+            let outcome = s.poll(source, &Monitored::All).await;
+            let failed: Vec<_> = outcome.failed.iter().map(|f| (f.kind, &f.error)).collect();
+            match kind {
+                Some(kind) => {
+                    assert_eq!(failed.len(), 1, "{failed:?}");
+                    assert_eq!(failed[0].0, kind, "{failed:?}");
+                    assert!(failed[0].1.contains(fragment), "{failed:?}");
+                }
+                None => assert!(
+                    failed.is_empty() && outcome.ingested.is_empty(),
+                    "{outcome:?}"
+                ),
+            }
+            outcome
+        }
+    };
+
+    // Every day's sum fits rust_decimal; the month's does not.
+    let overflowing: String = (1..=8)
+        .map(|day| format!("1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-{day:02} 00:00:00,1,9999999999999999999999999999,1\n"))
         .collect();
-    for r in &reports {
-        s.upload(r).await;
-    }
-    // A second replica: its own connections and its own client, the same bucket and database.
-    let other_store = s.db.store().await;
-    let (source_a, source_b) = (
-        s.server.source(BUCKET, "").await,
-        s.server.source(BUCKET, "").await,
-    );
-    let (a, b) = tokio::join!(
-        poll(&source_a, &s.store, Some(&Monitored::All), 2),
-        poll(&source_b, &other_store, Some(&Monitored::All), 2),
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(
-        a.failed.is_empty() && b.failed.is_empty(),
-        "{:?} {:?}",
-        a.failed,
-        b.failed
-    );
-    let mut ingested: Vec<&str> = ingested_keys(&a)
-        .into_iter()
-        .chain(ingested_keys(&b))
-        .collect();
-    ingested.sort();
-    let mut expected: Vec<&str> = reports.iter().map(|r| r.key.as_str()).collect();
-    expected.sort();
-    assert_eq!(
-        ingested, expected,
-        "every report exactly once, between the two"
-    );
-    assert_eq!(a.ingested.len() + a.claimed_elsewhere + a.unchanged, 6);
-    assert_eq!(b.ingested.len() + b.claimed_elsewhere + b.unchanged, 6);
-    let refs: Vec<&Report> = reports.iter().collect();
-    assert_monthly(
-        &monthly_costs(s.store.pool()).await,
-        &expected_monthly(&refs),
-    );
-    other_store.pool().close().await;
+    s.server.put(BUCKET, &key, upload(overflowing)).await;
+    poll_and_expect(Some(FailureKind::Content), "overflow").await;
+    let unchanged = poll_and_expect(None, "").await;
+    assert_eq!(unchanged.unchanged, 1, "the same bytes are not read again");
+
+    // A new version that parses, but holds a byte PostgreSQL refuses: also the content's fault.
+    let nul = "1,111111111111,2,LineItem,EC2\0,Box,Run,,2017-06-01 00:00:00,1,1,1\n".to_owned();
+    s.server.put(BUCKET, &key, upload(nul)).await;
+    poll_and_expect(Some(FailureKind::Content), "").await;
+    poll_and_expect(None, "").await;
+    let kind: String = sqlx::query_scalar("SELECT failure_kind FROM report_status WHERE key = $1")
+        .bind(&key)
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kind, "content");
+
+    // A good version is read as soon as AWS writes it.
+    let good = "1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-01 00:00:00,1,1.5,1.25\n".to_owned();
+    s.server.put(BUCKET, &key, upload(good)).await;
+    let outcome = s.poll(&source, &Monitored::All).await;
+    assert_eq!(ingested_keys(&outcome), [key.as_str()]);
     s.finish().await;
 }

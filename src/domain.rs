@@ -1,0 +1,289 @@
+//! The nouns every part of the service shares: account IDs, billing periods, the monitored set, a
+//! statement's identity, an object's version and a month's invoice status. Each can only hold a
+//! valid value and is parsed once, at the edge. Nothing here does I/O.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+/// An AWS account ID: ASCII digits, leading zeros kept (`013328811177`), so never a number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+/// Text that is not an account ID.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an AWS account ID (digits only)")]
+pub struct NotAnAccountId(pub String);
+
+impl AccountId {
+    /// Real IDs have 12 digits; published samples and resellers' extracts use fewer.
+    const MAX_DIGITS: usize = 20;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AccountId {
+    type Err = NotAnAccountId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if !text.is_empty()
+            && text.len() <= Self::MAX_DIGITS
+            && text.bytes().all(|b| b.is_ascii_digit())
+        {
+            Ok(AccountId(text.to_owned()))
+        } else {
+            Err(NotAnAccountId(text.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A billing period: one calendar month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    first_day: NaiveDate,
+}
+
+/// Text that is not a billing period.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a billing period (YYYY-MM)")]
+pub struct NotAPeriod(pub String);
+
+impl Period {
+    pub fn new(year: i32, month: u32) -> Option<Period> {
+        NaiveDate::from_ymd_opt(year, month, 1).map(|first_day| Period { first_day })
+    }
+
+    pub fn of_day(day: NaiveDate) -> Period {
+        Period {
+            first_day: day.with_day0(0).expect("day 1 exists in every month"),
+        }
+    }
+
+    pub fn first_day(self) -> NaiveDate {
+        self.first_day
+    }
+}
+
+impl FromStr for Period {
+    type Err = NotAPeriod;
+
+    /// `YYYY-MM`, month 01 to 12.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || NotAPeriod(text.to_owned());
+        let (year, month) = text.split_once('-').ok_or_else(invalid)?;
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if year.len() != 4 || month.len() != 2 || !all_digits(year) || !all_digits(month) {
+            return Err(invalid());
+        }
+        let (year, month) = (
+            year.parse().map_err(|_| invalid())?,
+            month.parse().map_err(|_| invalid())?,
+        );
+        Period::new(year, month).ok_or_else(invalid)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}",
+            self.first_day.year(),
+            self.first_day.month()
+        )
+    }
+}
+
+/// Which linked accounts' costs are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Monitored {
+    All,
+    Only(BTreeSet<AccountId>),
+}
+
+/// Text that does not name a monitored set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAMonitoredSet {
+    #[error(transparent)]
+    Account(#[from] NotAnAccountId),
+    #[error("no account IDs given (use * for every account)")]
+    Empty,
+}
+
+impl Monitored {
+    /// `*` for every account, else account IDs separated by commas.
+    pub fn parse(text: &str) -> Result<Monitored, NotAMonitoredSet> {
+        if text.trim() == "*" {
+            return Ok(Monitored::All);
+        }
+        let ids = text
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::parse)
+            .collect::<Result<BTreeSet<AccountId>, _>>()?;
+        if ids.is_empty() {
+            return Err(NotAMonitoredSet::Empty);
+        }
+        Ok(Monitored::Only(ids))
+    }
+
+    /// Names the set, to tell whether stored data was filtered with the set in force: `*`, or
+    /// the number of accounts and a CRC-32 of their sorted IDs.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Monitored::All => "*".into(),
+            Monitored::Only(ids) => {
+                let mut crc = crc32fast::Hasher::new();
+                for id in ids {
+                    crc.update(id.as_str().as_bytes());
+                    crc.update(b",");
+                }
+                format!("{} accounts, crc32 {:08x}", ids.len(), crc.finalize())
+            }
+        }
+    }
+
+    pub fn contains(&self, account: &AccountId) -> bool {
+        match self {
+            Monitored::All => true,
+            Monitored::Only(ids) => ids.contains(account),
+        }
+    }
+}
+
+/// What one statement is: a payer's bill for one month from one billing entity. A statement
+/// shows exactly one ingested report version at a time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StatementId {
+    pub payer: AccountId,
+    /// Billing-entity infix (`ACTS`, `AISPL`, `AWSMarketplace`, …); `None` for AWS itself.
+    pub entity: Option<String>,
+    pub period: Period,
+}
+
+impl StatementId {
+    /// The entity as stored: `''` for none.
+    pub fn entity_str(&self) -> &str {
+        self.entity.as_deref().unwrap_or("")
+    }
+}
+
+impl fmt::Display for StatementId {
+    /// `payer 123456789012 2017-01`, with ` (ACTS)` after an entity.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "payer {} {}", self.payer, self.period)?;
+        if let Some(entity) = &self.entity {
+            write!(f, " ({entity})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One version of one object, as listed: enough to tell whether it changed since it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl ObjectMeta {
+    /// The last part of the key.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// Whether AWS may still change a month's figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    /// The month is open: AWS rewrites the report as usage comes in.
+    Estimated,
+    /// AWS issued the invoice.
+    Final,
+}
+
+impl InvoiceStatus {
+    /// `Estimated` when any row's `InvoiceID` says so.
+    pub fn of_report(any_estimated_row: bool) -> InvoiceStatus {
+        if any_estimated_row {
+            InvoiceStatus::Estimated
+        } else {
+            InvoiceStatus::Final
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Estimated => "estimated",
+            InvoiceStatus::Final => "final",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_first_day() {
+        let period: Period = "2016-09".parse().unwrap();
+        assert_eq!(
+            period.first_day(),
+            NaiveDate::from_ymd_opt(2016, 9, 1).unwrap()
+        );
+        let day = NaiveDate::from_ymd_opt(2016, 9, 30).unwrap();
+        assert_eq!(Period::of_day(day), period);
+        for bad in [
+            "2016-13",
+            "2016-00",
+            "2016-1",
+            "16-01",
+            "2016/01",
+            "２０１６-01",
+        ] {
+            assert_eq!(bad.parse::<Period>(), Err(NotAPeriod(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn monitored_list_parsing() {
+        assert_eq!(Monitored::parse("*"), Ok(Monitored::All));
+        let only = Monitored::parse(" 000000000001, 2 ,").unwrap();
+        assert!(only.contains(&"000000000001".parse().unwrap()));
+        assert!(
+            !only.contains(&"1".parse().unwrap()),
+            "leading zeros matter"
+        );
+        assert_eq!(Monitored::parse(""), Err(NotAMonitoredSet::Empty));
+        assert_eq!(
+            Monitored::parse("12a").unwrap_err().to_string(),
+            "\"12a\" is not an AWS account ID (digits only)"
+        );
+    }
+
+    #[test]
+    fn a_statement_names_its_entity() {
+        let mut statement = StatementId {
+            payer: "123456789012".parse().unwrap(),
+            entity: None,
+            period: "2017-01".parse().unwrap(),
+        };
+        assert_eq!(statement.to_string(), "payer 123456789012 2017-01");
+        assert_eq!(statement.entity_str(), "");
+        statement.entity = Some("ACTS".into());
+        assert_eq!(statement.to_string(), "payer 123456789012 2017-01 (ACTS)");
+    }
+}

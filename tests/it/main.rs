@@ -1,0 +1,12 @@
+//! The integration tests, one binary (one link step): each module is one area of the service,
+//! exercised through real parts (PostgreSQL, an S3 protocol server, real ZIP writers, the built
+//! binary).
+
+/// Helpers: the report generator, ZIP writers, test databases, the S3 server, a TCP proxy.
+mod common;
+/// Operating the daemon: HTTP endpoint and metrics, readiness, replicas, stopping, `check`.
+mod operate;
+/// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
+mod poll;
+/// `dbr-ingest summarize` on every report variant and ZIP layout, and on broken archives.
+mod summarize;
