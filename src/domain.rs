@@ -14,8 +14,27 @@ pub struct AccountId(String);
 
 /// Text that is not an account ID.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an AWS account ID (digits only)")]
+#[error("{} is not an AWS account ID (digits only)", excerpt(.0.as_bytes()))]
 pub struct NotAnAccountId(pub String);
+
+/// How many bytes of a value from outside an error message quotes.
+pub const EXCERPT_BYTES: usize = 100;
+
+/// A value from outside (a field, a name) as an error message quotes it: in quotes, escaped, at
+/// most [`EXCERPT_BYTES`] bytes of it and then `…`, so that a 30 MB field makes a short message.
+pub fn excerpt(raw: &[u8]) -> String {
+    let mut cut = raw.len().min(EXCERPT_BYTES);
+    // Back off to a character boundary, so a cut never shows as a replacement character.
+    while cut > 0 && raw.get(cut).is_some_and(|&b| b & 0xC0 == 0x80) {
+        cut -= 1;
+    }
+    let quoted = format!("{:?}", String::from_utf8_lossy(&raw[..cut]));
+    if cut < raw.len() {
+        format!("{quoted}…")
+    } else {
+        quoted
+    }
+}
 
 impl AccountId {
     /// Real IDs have 12 digits; published samples and resellers' extracts use fewer.
@@ -55,7 +74,7 @@ pub struct Period {
 
 /// Text that is not a billing period.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a billing period (YYYY-MM)")]
+#[error("{} is not a billing period (YYYY-MM)", excerpt(.0.as_bytes()))]
 pub struct NotAPeriod(pub String);
 
 impl Period {
@@ -272,6 +291,29 @@ mod tests {
             Monitored::parse("12a").unwrap_err().to_string(),
             "\"12a\" is not an AWS account ID (digits only)"
         );
+    }
+
+    #[test]
+    fn excerpts_are_short_and_whole_characters() {
+        assert_eq!(excerpt(b"abc"), "\"abc\"");
+        let long = "x".repeat(30 << 20);
+        assert_eq!(
+            excerpt(long.as_bytes()),
+            format!("\"{}\"…", "x".repeat(100))
+        );
+        // 99 ASCII bytes then a two-byte character across the 100th byte: cut before it.
+        let mixed = format!("{}é{}", "x".repeat(99), "y".repeat(10));
+        assert_eq!(
+            excerpt(mixed.as_bytes()),
+            format!("\"{}\"…", "x".repeat(99))
+        );
+        assert_eq!(excerpt(b"a\0b"), "\"a\\0b\"");
+        let error = "1"
+            .repeat(1000)
+            .parse::<AccountId>()
+            .unwrap_err()
+            .to_string();
+        assert!(error.len() < 150, "{error}");
     }
 
     #[test]

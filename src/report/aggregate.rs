@@ -12,7 +12,7 @@ use indexmap::IndexSet;
 use rust_decimal::Decimal;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::domain::{AccountId, InvoiceStatus, Monitored, Period};
+use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 
@@ -26,14 +26,22 @@ pub struct Sums {
 }
 
 impl Sums {
-    /// Fails only when a sum leaves rust_decimal's 96-bit range, far beyond any real bill.
+    /// Fails when a sum would leave rust_decimal's 96-bit range or be rounded to fit it (more
+    /// than 28 significant digits), far beyond any real bill: never a silent rounding.
     fn add(&mut self, other: &Sums) -> Option<()> {
-        self.unblended_cost = self.unblended_cost.checked_add(other.unblended_cost)?;
-        self.blended_cost = self.blended_cost.checked_add(other.blended_cost)?;
-        self.usage_quantity = self.usage_quantity.checked_add(other.usage_quantity)?;
+        self.unblended_cost = exact_sum(self.unblended_cost, other.unblended_cost)?;
+        self.blended_cost = exact_sum(self.blended_cost, other.blended_cost)?;
+        self.usage_quantity = exact_sum(self.usage_quantity, other.usage_quantity)?;
         self.line_items += other.line_items;
         Some(())
     }
+}
+
+/// `a + b`, or `None` where rust_decimal would round it: it keeps the larger scale of the two
+/// unless the sum needs more than 96 bits there, and then drops decimal places.
+fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let sum = a.checked_add(b)?;
+    (sum.scale() == a.scale().max(b.scale())).then_some(sum)
 }
 
 /// A footer row's amounts.
@@ -220,7 +228,9 @@ impl ReportSums {
         };
         // Both sums are checked here, where the row that overflows them is known.
         let overflow = |what: &str| {
-            row.linked_account_error(format!("the account's {what} overflow 96-bit decimals"))
+            row.linked_account_error(format!(
+                "the account's {what} need more than 28 significant digits, which cannot be kept exactly"
+            ))
         };
         self.daily
             .entry(key)
@@ -264,8 +274,8 @@ impl ReportSums {
         match &self.payer {
             Some(payer) if payer.as_str().as_bytes() == raw => Ok(()),
             Some(payer) => Err(row.payer_error(format!(
-                "payer {:?} differs from the report's payer {payer}",
-                String::from_utf8_lossy(raw)
+                "payer {} differs from the report's payer {payer}",
+                excerpt(raw)
             ))),
             None => {
                 let payer = parse_account(raw).map_err(|message| row.payer_error(message))?;
@@ -631,7 +641,18 @@ mod tests {
         let error = month_of(&text, Monitored::All).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "line 9, column LinkedAccountId: the account's monthly sums overflow 96-bit decimals"
+            "line 9, column LinkedAccountId: the account's monthly sums need more than 28 significant digits, which cannot be kept exactly"
         );
+    }
+
+    #[test]
+    fn a_sum_that_would_be_rounded_is_refused() {
+        let text = format!(
+            "{HEADER}1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,10000000000000000000000000,0\n\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,0.0000000000000000000000001,0\n"
+        );
+        let error = month_of(&text, Monitored::All).unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("28 significant digits"), "{error}");
     }
 }

@@ -8,12 +8,21 @@
 //! closing quote (an error here: a billing report should not have it).
 //!
 //! Line numbers are only needed for errors, so they are counted lazily.
+//!
+//! Limits: a record of more than [`MAX_RECORD`] bytes or a field of more than [`MAX_FIELD`] is an
+//! error, so a report without line ends (or with a quote never closed) costs bounded memory and
+//! time. Real DBR records are a few hundred bytes.
 
 use std::io::{self, Read};
 
 use memchr::{memchr, memchr_iter, memchr2};
 
 const INITIAL_BUFFER: usize = 256 * 1024;
+/// The longest record read, line ends included.
+pub const MAX_RECORD: usize = 1 << 20;
+/// The longest field read: far above any DBR field (descriptions, ARNs, tag values).
+pub const MAX_FIELD: usize = 64 << 10;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A malformed record, or the input failing.
 #[derive(Debug)]
@@ -41,6 +50,8 @@ pub struct Records<R> {
     lines_dropped: u64,
     fields: Vec<Field>,
     scratch: Vec<u8>,
+    /// Whether a byte-order mark at the start was looked for.
+    bom_skipped: bool,
 }
 
 /// One record, borrowed from the reader until the next call.
@@ -91,7 +102,7 @@ enum Split {
     Blank(usize),
     /// The record runs past the buffered bytes.
     NeedMore,
-    Malformed(usize, &'static str),
+    Malformed(usize, String),
 }
 
 impl<R: Read> Records<R> {
@@ -105,13 +116,36 @@ impl<R: Read> Records<R> {
             lines_dropped: 0,
             fields: Vec::new(),
             scratch: Vec::new(),
+            bom_skipped: false,
         }
     }
 
-    /// The next record, or `None` at the end of the input. Blank lines are skipped.
+    /// The next record, or `None` at the end of the input. Blank lines are skipped, and so is a
+    /// UTF-8 byte-order mark before the first record.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {
+        if !self.bom_skipped {
+            while self.end < BOM.len() && !self.eof {
+                self.refill()?;
+            }
+            if self.buf[..self.end].starts_with(BOM) {
+                self.start = BOM.len();
+            }
+            self.bom_skipped = true;
+        }
         loop {
-            match self.split() {
+            let split = self.split();
+            let reach = match split {
+                Split::Record(next) => next,
+                Split::NeedMore => self.end,
+                _ => self.start,
+            };
+            if reach - self.start > MAX_RECORD {
+                return Err(RecordError {
+                    line: line_after(self.lines_dropped, &self.buf[..self.start]),
+                    message: format!("record longer than {} MiB", MAX_RECORD >> 20),
+                });
+            }
+            match split {
                 Split::Record(next) => {
                     let at = self.start;
                     self.start = next;
@@ -129,7 +163,7 @@ impl<R: Read> Records<R> {
                 Split::Malformed(at, message) => {
                     return Err(RecordError {
                         line: line_after(self.lines_dropped, &self.buf[..at]),
-                        message: message.into(),
+                        message,
                     });
                 }
             }
@@ -167,6 +201,15 @@ impl<R: Read> Records<R> {
         }
     }
 
+    fn field_too_long(&self) -> Split {
+        let message = format!(
+            "field {} is longer than {} KiB",
+            self.fields.len() + 1,
+            MAX_FIELD >> 10
+        );
+        Split::Malformed(self.start, message)
+    }
+
     /// Splits one record off `buf[start..end]` into `fields`. At EOF, the end of the bytes ends
     /// the record.
     fn split(&mut self) -> Split {
@@ -187,8 +230,10 @@ impl<R: Read> Records<R> {
                 let mut escaped: Option<usize> = None; // scratch offset, once a `""` was seen
                 loop {
                     let Some(found) = memchr(b'"', &buf[from..]) else {
-                        return if eof {
-                            Split::Malformed(self.start, "a quoted field is not closed")
+                        return if end - (at + 1) > MAX_FIELD {
+                            self.field_too_long()
+                        } else if eof {
+                            Split::Malformed(self.start, "a quoted field is not closed".into())
                         } else {
                             Split::NeedMore
                         };
@@ -203,6 +248,9 @@ impl<R: Read> Records<R> {
                         }
                         None if !eof => return Split::NeedMore,
                         _ => {
+                            if quote - (at + 1) > MAX_FIELD {
+                                return self.field_too_long();
+                            }
                             match escaped {
                                 Some(scratch_from) => {
                                     self.scratch.extend_from_slice(&buf[from..quote]);
@@ -218,6 +266,9 @@ impl<R: Read> Records<R> {
                 }
             } else {
                 let stop = memchr2(b',', b'\n', &buf[at..]).map_or(end, |i| at + i);
+                if stop - at > MAX_FIELD + 1 {
+                    return self.field_too_long();
+                }
                 if stop == end && !eof {
                     return Split::NeedMore;
                 }
@@ -227,6 +278,9 @@ impl<R: Read> Records<R> {
                 } else {
                     stop
                 };
+                if trimmed - at > MAX_FIELD {
+                    return self.field_too_long();
+                }
                 self.fields.push(Field::Raw(at, trimmed));
                 at = stop;
             }
@@ -241,7 +295,9 @@ impl<R: Read> Records<R> {
                 },
                 None if eof => return Split::Record(at),
                 None => return Split::NeedMore,
-                Some(_) => return Split::Malformed(self.start, "text follows a closing quote"),
+                Some(_) => {
+                    return Split::Malformed(self.start, "text follows a closing quote".into());
+                }
             }
         }
     }
@@ -320,12 +376,63 @@ mod tests {
 
     #[test]
     fn records_longer_than_the_buffer() {
-        let long = "x".repeat(INITIAL_BUFFER * 3);
-        let text = format!("a,\"{long}\"\n{long},b\n");
+        let field = "x".repeat(MAX_FIELD);
+        let fields = vec![field.as_str(); INITIAL_BUFFER * 3 / MAX_FIELD];
+        let (quoted, bare) = (format!("\"{}\"", fields.join("\",\"")), fields.join(","));
+        let text = format!("a,{quoted}\n{bare},b\n");
         let parsed = strings(&text);
         assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed[0].1[1].len(), long.len());
-        assert_eq!(parsed[1].1[1], "b");
+        assert_eq!(parsed[0].1.len(), 1 + fields.len());
+        assert_eq!(parsed[0].1[1], field);
+        assert_eq!(parsed[1].1.last().unwrap(), "b");
+    }
+
+    #[test]
+    fn a_record_or_field_without_end_is_cut_off_at_its_limit() {
+        // Counts the bytes handed out: reading stops soon after the limit, not at the end.
+        struct Endless(usize);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(b'x');
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+        }
+        for (start, expected) in [
+            ("a,b\n", "line 2: field 1 is longer than 64 KiB"),
+            ("a,b\nc,\"", "line 2: field 2 is longer than 64 KiB"),
+        ] {
+            let mut input = start.as_bytes().chain(Endless(0));
+            let mut reader = Records::new(&mut input);
+            reader.next_record().unwrap();
+            let error = reader.next_record().err().unwrap();
+            assert_eq!(format!("line {}: {}", error.line, error.message), expected);
+        }
+        // Many short fields: the record's limit.
+        let mut commas = Endless(0);
+        let record = std::iter::repeat_n(b"x,".as_slice(), MAX_RECORD)
+            .flatten()
+            .copied()
+            .collect::<Vec<u8>>();
+        let mut reader = Records::new(record.as_slice().chain(&mut commas));
+        let error = reader.next_record().err().unwrap();
+        assert_eq!(
+            (error.line, error.message.as_str()),
+            (1, "record longer than 1 MiB")
+        );
+        assert!(commas.0 <= 4 * MAX_RECORD, "read {} bytes", commas.0);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        assert_eq!(
+            strings("\u{feff}\"InvoiceID\",b\nc,d\n"),
+            [
+                (1, vec!["InvoiceID".into(), "b".into()]),
+                (2, vec!["c".into(), "d".into()])
+            ]
+        );
+        assert_eq!(strings("\u{feff}"), []);
     }
 
     /// Feeds the input a few bytes at a time, to split records at every possible place.

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::records::{Record, RecordError, Records};
+use crate::domain::excerpt;
 
 /// A preamble ("Don't see your tags in the report? …") is one line; a few more are tolerated.
 const MAX_LINES_BEFORE_HEADER: u64 = 5;
@@ -248,10 +249,16 @@ impl<R: Read> RowReader<R> {
         let mut lines = 0;
         loop {
             let Some(record) = records.next_record()? else {
+                let message = if lines == 0 {
+                    "no header: the report is empty".into()
+                } else {
+                    "not a detailed billing report: no header with RecordType and PayerAccountId"
+                        .into()
+                };
                 return Err(ParseError {
                     line: lines + 1,
                     column: None,
-                    message: "no header: the report is empty".into(),
+                    message,
                 });
             };
             lines = record.line();
@@ -315,7 +322,7 @@ impl<'a> Row<'a> {
         RecordType::from_bytes(raw).ok_or_else(|| {
             self.error(
                 self.columns.record_type,
-                format!("unknown record type {:?}", String::from_utf8_lossy(raw)),
+                format!("unknown record type {}", excerpt(raw)),
             )
         })
     }
@@ -343,10 +350,7 @@ impl<'a> Row<'a> {
         parse_day(raw).map(Some).ok_or_else(|| {
             self.error(
                 column,
-                format!(
-                    "not a date (YYYY-MM-DD HH:MM:SS): {:?}",
-                    String::from_utf8_lossy(raw)
-                ),
+                format!("not a date (YYYY-MM-DD HH:MM:SS): {}", excerpt(raw)),
             )
         })
     }
@@ -417,12 +421,8 @@ impl<'a> Row<'a> {
         if raw.is_empty() {
             return Ok(Decimal::ZERO);
         }
-        parse_decimal(raw).ok_or_else(|| {
-            self.error(
-                column,
-                format!("not a decimal number: {:?}", String::from_utf8_lossy(raw)),
-            )
-        })
+        parse_decimal(raw)
+            .map_err(|problem| self.error(column, format!("{problem}: {}", excerpt(raw))))
     }
 
     pub fn error(&self, column: usize, message: String) -> ParseError {
@@ -444,38 +444,45 @@ impl<'a> Row<'a> {
     }
 }
 
-/// `[-+]digits[.digits]`, at most 28 digits, exactly. Straight from bytes because it runs three
-/// times per line item (via `str` and `Decimal::from_str` it was twice as slow); exponents,
-/// spaces and thousands separators are refused.
-fn parse_decimal(raw: &[u8]) -> Option<Decimal> {
+/// `[-+]digits[.digits]`, exactly: at most 28 significant digits and 28 decimal places (what
+/// rust_decimal holds without rounding); more is refused, never rounded. Straight from bytes
+/// because it runs three times per line item (via `str` and `Decimal::from_str` it was twice as
+/// slow); exponents, spaces and thousands separators are refused.
+fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     const MAX_DIGITS: u32 = 28; // fits rust_decimal's 96-bit mantissa
-    let (negative, text) = match raw.split_first()? {
+    const NOT_A_NUMBER: &str = "not a decimal number";
+    const TOO_PRECISE: &str =
+        "more than 28 significant digits or decimal places, which cannot be kept exactly";
+    let (negative, text) = match raw.split_first().ok_or(NOT_A_NUMBER)? {
         (b'-', rest) => (true, rest),
         (b'+', rest) => (false, rest),
         _ => (false, raw),
     };
-    let (mut mantissa, mut digits, mut scale) = (0i128, 0u32, None::<u32>);
+    let (mut mantissa, mut digits, mut significant, mut scale) = (0i128, 0u32, 0u32, None::<u32>);
     for &byte in text {
         match byte {
             b'0'..=b'9' => {
                 mantissa = mantissa * 10 + i128::from(byte - b'0');
                 digits += 1;
+                if mantissa != 0 {
+                    significant += 1;
+                }
                 if let Some(scale) = scale.as_mut() {
                     *scale += 1;
                 }
-                if digits > MAX_DIGITS {
-                    return None;
+                if significant > MAX_DIGITS || scale.is_some_and(|s| s > MAX_DIGITS) {
+                    return Err(TOO_PRECISE);
                 }
             }
             b'.' if scale.is_none() => scale = Some(0),
-            _ => return None,
+            _ => return Err(NOT_A_NUMBER),
         }
     }
     if digits == 0 {
-        return None;
+        return Err(NOT_A_NUMBER);
     }
     let mantissa = if negative { -mantissa } else { mantissa };
-    Decimal::try_from_i128_with_scale(mantissa, scale.unwrap_or(0)).ok()
+    Decimal::try_from_i128_with_scale(mantissa, scale.unwrap_or(0)).map_err(|_| TOO_PRECISE)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS`; only the day is kept.
@@ -529,25 +536,32 @@ mod tests {
                 "1234567890123456.789012345678",
                 "1234567890123456.789012345678",
             ),
+            ("000000000000000000000000000001.5", "1.5"),
+            (
+                "0.0000000000000000000000000001",
+                "0.0000000000000000000000000001",
+            ),
         ] {
             assert_eq!(
                 parse_decimal(text.as_bytes()).map(|d| d.to_string()),
-                Some(expected.into()),
+                Ok(expected.into()),
                 "{text}"
             );
         }
-        for bad in [
-            "",
-            "-",
-            ".",
-            "1.2.3",
-            "1e5",
-            " 1",
-            "1,000",
+        for bad in ["", "-", ".", "1.2.3", "1e5", " 1", "1,000", "abc"] {
+            assert_eq!(
+                parse_decimal(bad.as_bytes()),
+                Err("not a decimal number"),
+                "{bad:?}"
+            );
+        }
+        for too_precise in [
             "12345678901234567890123456789",
-            "abc",
+            "10000000000000000000000000.0000000000000000000000001",
+            "0.00000000000000000000000000001",
         ] {
-            assert_eq!(parse_decimal(bad.as_bytes()), None, "{bad:?}");
+            let refused = parse_decimal(too_precise.as_bytes()).unwrap_err();
+            assert!(refused.starts_with("more than 28"), "{too_precise}");
         }
     }
 
