@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::domain::{AccountId, Monitored, ObjectMeta};
 use crate::failure::{Classify, FailureKind};
-use crate::report::aggregate::{ReportSums, RowCounts};
+use crate::report::aggregate::{ReportIdentity, ReportSums, RowCounts};
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{Source, SourceError};
@@ -285,6 +285,13 @@ fn record_ingested(
             "line items do not add up to AccountTotal"
         );
     }
+    if let Some(first_line) = sums.first_outside_period() {
+        tracing::warn!(
+            line_items = rows.outside_period,
+            first_line,
+            "line items dated outside the report's month; kept in its month, as AWS's totals are"
+        );
+    }
     telemetry::report_ingested(&listed.report, rows, unreconciled_accounts, seconds);
     Ingested {
         object_key: listed.object.key.clone(),
@@ -449,7 +456,10 @@ async fn read_object(
     let body = source.open(object).await?;
     let expected = Expected {
         zip_member: object.file_name().strip_suffix(".zip"),
-        payer: Some(listed.report.payer.clone()),
+        identity: ReportIdentity {
+            payer: Some(listed.report.payer.clone()),
+            period: Some(listed.report.period),
+        },
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(object.file_name(), Some(object.size), progress.clone());

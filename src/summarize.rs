@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::domain::{AccountId, Monitored, Period};
-use crate::report::aggregate::{AccountMonth, ReportSums};
+use crate::report::aggregate::{AccountMonth, ReportIdentity, ReportSums};
 use crate::report::key::{NotDbr, ReportKey, Variant};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 
@@ -46,6 +46,8 @@ pub struct RowsJson {
     pub kept: u64,
     pub dropped_unmonitored: u64,
     pub footer: u64,
+    /// Kept line items dated outside the report's billing period.
+    pub outside_period: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,7 +123,10 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     let size = object.metadata().await.ok().map(|m| m.len());
     let expected = Expected {
         zip_member: name.strip_suffix(".zip"),
-        payer: named.as_ref().map(|key| key.payer.clone()),
+        identity: ReportIdentity {
+            payer: named.as_ref().map(|key| key.payer.clone()),
+            period: named.as_ref().map(|key| key.period),
+        },
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(&name, size, progress.clone());
@@ -207,6 +212,7 @@ fn summarize(
             kept: rows.kept,
             dropped_unmonitored: rows.dropped_unmonitored,
             footer: rows.footer,
+            outside_period: rows.outside_period,
         },
         accounts,
     })
@@ -234,6 +240,13 @@ fn write_text(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
         "  {} line items: {} kept, {} dropped (account not monitored); {} footer rows",
         rows.line_items, rows.kept, rows.dropped_unmonitored, rows.footer
     )?;
+    if rows.outside_period > 0 {
+        writeln!(
+            out,
+            "  {} kept line items are dated outside the billing period",
+            rows.outside_period
+        )?;
+    }
     writeln!(
         out,
         "  {:<14} {:>20} {:>20} {:>20} {:>10} {:>20}  reconciled",

@@ -68,6 +68,18 @@ pub struct RowCounts {
     pub kept: u64,
     pub dropped_unmonitored: u64,
     pub footer: u64,
+    /// Kept line items whose usage day lies outside the report's billing period. They are kept
+    /// (AWS's own totals include them) and counted, so someone can look.
+    pub outside_period: u64,
+}
+
+/// What a report is known to be before it is read (from its object's name), for checking.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportIdentity {
+    /// Every row must carry this payer; `None` takes the first row's.
+    pub payer: Option<AccountId>,
+    /// Line items dated outside it are counted; `None` counts none.
+    pub period: Option<Period>,
 }
 
 /// The grain of the daily sums; account and usage are indexes into [`ReportSums`]' tables.
@@ -109,6 +121,7 @@ pub struct DailyCost<'a> {
 #[derive(Debug)]
 pub struct ReportSums {
     payer: Option<AccountId>,
+    period: Option<Period>,
     monitored: Monitored,
     accounts: Vec<AccountId>,
     /// Each monitored account's month so far, beside `accounts`.
@@ -123,24 +136,26 @@ pub struct ReportSums {
     daily: FxHashMap<DailyKey, Sums>,
     footer: Footer,
     rows: RowCounts,
+    /// The first line of a line item dated outside the period, for the warning.
+    first_outside_period: Option<u64>,
     estimated: bool,
     has_resources: bool,
 }
 
 impl ReportSums {
-    /// Sums a whole report's CSV. With `payer` given, every row must carry it; without, the first
-    /// row's payer is taken and every later row must match.
+    /// Sums a whole report's CSV. With a payer given, every row must carry it; without, the
+    /// first row's payer is taken and every later row must match.
     ///
     /// `rows_read` follows the progress, for whoever reports it.
     pub fn sum_csv(
         input: impl Read,
-        payer: Option<AccountId>,
+        identity: ReportIdentity,
         monitored: Monitored,
         rows_read: &AtomicU64,
     ) -> Result<ReportSums, ParseError> {
         const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input)?;
-        let mut sums = ReportSums::new(payer, monitored);
+        let mut sums = ReportSums::new(identity, monitored);
         sums.has_resources = rows.columns().has_resources();
         let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
@@ -154,9 +169,10 @@ impl ReportSums {
         Ok(sums)
     }
 
-    pub fn new(payer: Option<AccountId>, monitored: Monitored) -> ReportSums {
+    pub fn new(identity: ReportIdentity, monitored: Monitored) -> ReportSums {
         ReportSums {
-            payer,
+            payer: identity.payer,
+            period: identity.period,
             monitored,
             accounts: Vec::new(),
             account_sums: Vec::new(),
@@ -166,6 +182,7 @@ impl ReportSums {
             daily: FxHashMap::default(),
             footer: Footer::default(),
             rows: RowCounts::default(),
+            first_outside_period: None,
             estimated: false,
             has_resources: false,
         }
@@ -185,7 +202,7 @@ impl ReportSums {
             RecordType::LineItem => return self.add_line_item(row),
             RecordType::Rounding => self.footer.rounding = Some(amounts(row)?),
             RecordType::InvoiceTotal => {
-                let invoice = String::from_utf8_lossy(row.invoice_id()).into_owned();
+                let invoice = row.invoice_id_text()?.to_owned();
                 self.footer.invoice_totals.push((invoice, amounts(row)?));
             }
             RecordType::AccountTotal => {
@@ -215,9 +232,16 @@ impl ReportSums {
                 index(self.usages.insert_full(self.usage_key.as_slice().into()).0)
             }
         };
+        let day = row.usage_day()?;
+        if let (Some(day), Some(period)) = (day, self.period)
+            && Period::of_day(day) != period
+        {
+            self.rows.outside_period += 1;
+            self.first_outside_period.get_or_insert_with(|| row.line());
+        }
         let key = DailyKey {
             account,
-            day: row.usage_day()?,
+            day,
             usage,
         };
         let sums = Sums {
@@ -292,6 +316,11 @@ impl ReportSums {
 
     pub fn rows(&self) -> RowCounts {
         self.rows
+    }
+
+    /// The line of the first kept line item dated outside the report's period.
+    pub fn first_outside_period(&self) -> Option<u64> {
+        self.first_outside_period
     }
 
     pub fn footer(&self) -> &Footer {
@@ -503,7 +532,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = ReportSums::sum_csv(report.as_slice(), Some(PAYER.parse().unwrap()), filter.clone(), &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()) }, filter.clone(), &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -542,7 +571,12 @@ mod tests {
     }
 
     fn month_of(text: &str, monitored: Monitored) -> Result<ReportSums, ParseError> {
-        ReportSums::sum_csv(text.as_bytes(), None, monitored, &AtomicU64::default())
+        ReportSums::sum_csv(
+            text.as_bytes(),
+            ReportIdentity::default(),
+            monitored,
+            &AtomicU64::default(),
+        )
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
@@ -580,7 +614,8 @@ mod tests {
                 line_items: 3,
                 kept: 2,
                 dropped_unmonitored: 1,
-                footer: 6
+                footer: 6,
+                outside_period: 0,
             }
         );
         assert_eq!(month.footer().invoice_totals.len(), 1);
@@ -654,5 +689,30 @@ mod tests {
         let error = month_of(&text, Monitored::All).unwrap_err();
         assert_eq!(error.line, 3);
         assert!(error.message.contains("28 significant digits"), "{error}");
+    }
+
+    #[test]
+    fn line_items_outside_the_period_are_kept_and_counted() {
+        let text = format!(
+            "{HEADER}\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-31 23:00:00,1,1,1\n\
+             1,9,1,LineItem,EC2,Box,Run,,2017-02-01 00:00:00,1,2,2\n\
+             1,9,1,LineItem,Tax,,,,,1,3,3\n\
+             1,9,1,LineItem,EC2,Box,Run,,2016-12-31 00:00:00,1,4,4\n"
+        );
+        let identity = ReportIdentity {
+            payer: None,
+            period: "2017-01".parse().ok(),
+        };
+        let sums = ReportSums::sum_csv(
+            text.as_bytes(),
+            identity,
+            Monitored::All,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(sums.rows().outside_period, 2);
+        assert_eq!(sums.first_outside_period(), Some(3));
+        assert_eq!(sums.accounts()[0].sums.unblended_cost, Decimal::from(10));
     }
 }

@@ -5,12 +5,21 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::domain::{AccountId, NotAPeriod, NotAnAccountId, ObjectMeta, Period, StatementId};
+use chrono::Datelike;
+
+use crate::domain::{
+    AccountId, NotAPeriod, NotAnAccountId, ObjectMeta, Period, StatementId, excerpt,
+};
 
 const DETAILED: &str = "aws-billing-detailed-line-items";
 const WITH_RESOURCES: &str = "-with-resources-and-tags";
 const ZIP_SUFFIX: &str = ".csv.zip";
 const CSV_SUFFIX: &str = ".csv";
+/// The billing-entity infixes AWS writes: another would be a second statement for the same
+/// month, doubling it in the views.
+pub const KNOWN_ENTITIES: [&str; 4] = ["ACTS", "ACTS-Ningxia", "AISPL", "AWSMarketplace"];
+/// Detailed billing reports began in 2012.
+const FIRST_YEAR: i32 = 2012;
 
 /// Which of the two DBR flavours a file is. Both hold the same line items for a month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,8 +60,12 @@ pub enum NotDbr {
     BadPayer(#[from] NotAnAccountId),
     #[error(transparent)]
     BadPeriod(#[from] NotAPeriod),
-    #[error("billing entity {0:?} is not letters joined by '-'")]
-    BadEntity(String),
+    #[error("billing entity {} is not one AWS writes ({})", excerpt(.0.as_bytes()), KNOWN_ENTITIES.join(", "))]
+    UnknownEntity(String),
+    #[error(
+        "period {0} is outside the years detailed billing reports exist ({FIRST_YEAR} to next year)"
+    )]
+    PeriodOutOfRange(Period),
     #[error(
         "name does not follow <payer>-{DETAILED}[{WITH_RESOURCES}][-<entity>]-YYYY-MM{ZIP_SUFFIX}"
     )]
@@ -134,13 +147,16 @@ fn parse_stem(stem: &str) -> Result<NameParts, NotDbr> {
         .split_at_checked(period_at)
         .ok_or(NotDbr::Unrecognised)?;
     let period: Period = period.parse()?;
+    let year = period.first_day().year();
+    if year < FIRST_YEAR || year > chrono::Utc::now().year() + 1 {
+        return Err(NotDbr::PeriodOutOfRange(period));
+    }
     let entity = match head {
         "" => None,
         _ => {
             let entity = head.strip_suffix('-').ok_or(NotDbr::Unrecognised)?;
-            let is_word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic());
-            if !entity.split('-').all(is_word) {
-                return Err(NotDbr::BadEntity(entity.to_owned()));
+            if !KNOWN_ENTITIES.contains(&entity) {
+                return Err(NotDbr::UnknownEntity(entity.to_owned()));
             }
             Some(entity.to_owned())
         }
@@ -313,11 +329,27 @@ mod tests {
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-ACTS_1-2020-08.csv.zip",
-                Err(NotDbr::BadEntity("ACTS_1".into())),
+                Err(NotDbr::UnknownEntity("ACTS_1".into())),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-ACTS--2020-08.csv.zip",
-                Err(NotDbr::BadEntity("ACTS-".into())),
+                Err(NotDbr::UnknownEntity("ACTS-".into())),
+            ),
+            (
+                "123456789012-aws-billing-detailed-line-items-Foo-2020-08.csv.zip",
+                Err(NotDbr::UnknownEntity("Foo".into())),
+            ),
+            (
+                "123456789012-aws-billing-detailed-line-items-0999-01.csv.zip",
+                Err(NotDbr::PeriodOutOfRange(Period::new(999, 1).unwrap())),
+            ),
+            (
+                "123456789012-aws-billing-detailed-line-items-2011-12.csv.zip",
+                Err(NotDbr::PeriodOutOfRange(Period::new(2011, 12).unwrap())),
+            ),
+            (
+                "123456789012-aws-billing-detailed-line-items-9999-01.csv.zip",
+                Err(NotDbr::PeriodOutOfRange(Period::new(9999, 1).unwrap())),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items2017-01.csv.zip",

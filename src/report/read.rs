@@ -11,10 +11,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::aggregate::ReportSums;
+use super::aggregate::{ReportIdentity, ReportSums};
 use super::rows::ParseError;
 use super::zip::{self, ZipError, ZipMember};
-use crate::domain::{AccountId, Monitored};
+use crate::domain::Monitored;
 use crate::failure::{Classify, FailureKind};
 
 /// Inflated bytes travel in chunks of this size; a few in flight keep both threads busy.
@@ -60,8 +60,8 @@ pub struct Expected<'a> {
     /// have: a different one is only worth a warning (re-zipped extracts; `zip - -` names it
     /// `-`). `None` lets the content decide between ZIP and bare CSV.
     pub zip_member: Option<&'a str>,
-    /// The payer every row must carry; `None` takes it from the first row.
-    pub payer: Option<AccountId>,
+    /// What the object's name says the report is.
+    pub identity: ReportIdentity,
 }
 
 /// How far a report has been read; the counters move while it is, for whoever shows progress.
@@ -87,11 +87,16 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let payer = expected.payer.clone();
+    let identity = expected.identity.clone();
     let parser = {
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
-            ReportSums::sum_csv(ChunkReader::new(receiver), payer, monitored, &progress.rows)
+            ReportSums::sum_csv(
+                ChunkReader::new(receiver),
+                identity,
+                monitored,
+                &progress.rows,
+            )
         })
     };
     let counted = Counted {

@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn records_longer_than_the_buffer() {
         let field = "x".repeat(MAX_FIELD);
-        let fields = vec![field.as_str(); INITIAL_BUFFER * 3 / MAX_FIELD];
+        let fields = [field.as_str(); INITIAL_BUFFER * 3 / MAX_FIELD];
         let (quoted, bare) = (format!("\"{}\"", fields.join("\",\"")), fields.join(","));
         let text = format!("a,{quoted}\n{bare},b\n");
         let parsed = strings(&text);

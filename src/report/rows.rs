@@ -147,15 +147,37 @@ pub struct Columns {
 impl Columns {
     /// True for the header record of a DBR (or of a look-alike report, refused by `from_header`).
     fn is_header(record: &Record<'_>) -> bool {
-        let has = |name: &[u8]| record.iter().any(|f| strip_bom(f) == name);
+        let has = |name: &[u8]| record.iter().any(|f| f == name);
         has(b"RecordType") && has(b"PayerAccountId")
     }
 
     fn from_header(record: &Record<'_>, line: u64) -> Result<Columns, ParseError> {
-        let names: Vec<String> = record
-            .iter()
-            .map(|f| String::from_utf8_lossy(strip_bom(f)).trim().to_owned())
-            .collect();
+        let refused = |message: String| ParseError {
+            line,
+            column: None,
+            message,
+        };
+        let mut names: Vec<String> = Vec::with_capacity(record.len());
+        for field in record.iter() {
+            let name = std::str::from_utf8(field)
+                .ok()
+                .filter(|name| !name.contains('\0'))
+                .ok_or_else(|| {
+                    refused(format!(
+                        "the header's column name {} is not text",
+                        excerpt(field)
+                    ))
+                })?;
+            let name = name.trim();
+            // Which of two same-named columns holds the costs or a tag's value is anyone's guess.
+            if !name.is_empty() && names.iter().any(|known| known == name) {
+                return Err(refused(format!(
+                    "the header names column {} twice",
+                    excerpt(name.as_bytes())
+                )));
+            }
+            names.push(name.to_owned());
+        }
         let find = |name: &str| names.iter().position(|n| n == name);
         let mut missing = Vec::new();
         let mut need = |name: &'static str| {
@@ -220,10 +242,6 @@ impl Columns {
     pub fn has_resources(&self) -> bool {
         self.resource_id.is_some()
     }
-}
-
-fn strip_bom(field: &[u8]) -> &[u8] {
-    field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
 }
 
 /// Reads the rows of a DBR CSV from any byte stream, one at a time.
@@ -410,9 +428,23 @@ impl<'a> Row<'a> {
         Ok(())
     }
 
+    /// A field as text PostgreSQL stores: UTF-8 without NUL bytes.
     fn text(&self, column: usize) -> Result<&'a str, ParseError> {
-        std::str::from_utf8(self.record.get(column))
-            .map_err(|_| self.error(column, "not UTF-8 text".into()))
+        let raw = self.record.get(column);
+        let text =
+            std::str::from_utf8(raw).map_err(|_| self.error(column, "not UTF-8 text".into()))?;
+        if let Some(at) = memchr::memchr(0, raw) {
+            return Err(self.error(
+                column,
+                format!("a NUL byte at byte {} of {}", at + 1, excerpt(raw)),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The invoice ID as text (footer rows store it).
+    pub fn invoice_id_text(&self) -> Result<&'a str, ParseError> {
+        self.text(self.columns.invoice_id)
     }
 
     /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies.
@@ -713,5 +745,43 @@ mod tests {
         assert!(error.to_string().contains("no header"), "{error}");
         let error = RowReader::new("".as_bytes()).err().unwrap();
         assert!(error.to_string().contains("empty"), "{error}");
+    }
+
+    #[test]
+    fn a_file_without_line_ends_is_not_called_empty() {
+        let error = RowReader::new("x".repeat(5000).as_bytes()).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "line 2: not a detailed billing report: no header with RecordType and PayerAccountId"
+        );
+    }
+
+    #[test]
+    fn a_header_naming_a_column_twice_is_refused() {
+        let text = format!("{HEADER},UnBlendedCost\n");
+        let error = RowReader::new(text.as_bytes()).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "line 1: the header names column \"UnBlendedCost\" twice"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_quoted_header_is_skipped() {
+        let quoted = format!("\"{}\"", HEADER.replace(',', "\",\""));
+        let text = format!("\u{feff}{quoted}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
+        let mut rows = reader(&text);
+        assert_eq!(rows.next_row().unwrap().unwrap().invoice_id(), b"1");
+    }
+
+    #[test]
+    fn a_nul_byte_in_stored_text_names_line_and_column() {
+        let text = format!("{HEADER}\n1,9,9,LineItem,,Amazon\0EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
+        let mut rows = reader(&text);
+        let row = rows.next_row().unwrap().unwrap();
+        assert_eq!(
+            row.check_usage().unwrap_err().to_string(),
+            "line 2, column ProductName: a NUL byte at byte 7 of \"Amazon\\0EC2\""
+        );
     }
 }

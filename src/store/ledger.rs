@@ -156,13 +156,16 @@ pub(super) async fn write_entry(
     sqlx::query(
         "INSERT INTO reports (location, key, etag, size, last_modified, payer_account_id, billing_period,
                               entity, variant, status, failure_kind, rows_read, rows_kept, rows_dropped,
-                              invoice_status, monitored_fingerprint, error, started_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now())
+                              rows_outside_period, invoice_status, monitored_fingerprint, error,
+                              started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, now())
          ON CONFLICT (location, key) DO UPDATE SET
              etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
              status = EXCLUDED.status, failure_kind = EXCLUDED.failure_kind,
              rows_read = EXCLUDED.rows_read, rows_kept = EXCLUDED.rows_kept,
-             rows_dropped = EXCLUDED.rows_dropped, invoice_status = EXCLUDED.invoice_status,
+             rows_dropped = EXCLUDED.rows_dropped,
+             rows_outside_period = EXCLUDED.rows_outside_period, invoice_status = EXCLUDED.invoice_status,
              monitored_fingerprint = EXCLUDED.monitored_fingerprint, error = EXCLUDED.error,
              started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
     )
@@ -180,6 +183,7 @@ pub(super) async fn write_entry(
     .bind(rows.map(|r| bigint(r.line_items + r.footer)))
     .bind(rows.map(|r| bigint(r.kept)))
     .bind(rows.map(|r| bigint(r.dropped_unmonitored)))
+    .bind(rows.map(|r| bigint(r.outside_period)))
     .bind(invoice_status)
     .bind(fingerprint)
     .bind(error)

@@ -687,7 +687,7 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_that_cannot_be_stored_waits_for_a_new_version() {
+async fn content_failures_wait_for_a_new_version_and_odd_dates_are_counted() {
     use dbr_ingest::failure::FailureKind;
     let s = setup().await;
     let dir = s.dir.path();
@@ -725,7 +725,7 @@ async fn a_report_that_cannot_be_stored_waits_for_a_new_version() {
         .map(|day| format!("1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-{day:02} 00:00:00,1,9999999999999999999999999999,1\n"))
         .collect();
     s.server.put(BUCKET, &key, upload(overflowing)).await;
-    poll_and_expect(Some(FailureKind::Content), "overflow").await;
+    poll_and_expect(Some(FailureKind::Content), "28 significant digits").await;
     let unchanged = poll_and_expect(None, "").await;
     assert_eq!(unchanged.unchanged, 1, "the same bytes are not read again");
 
@@ -741,10 +741,21 @@ async fn a_report_that_cannot_be_stored_waits_for_a_new_version() {
         .unwrap();
     assert_eq!(kind, "content");
 
-    // A good version is read as soon as AWS writes it.
-    let good = "1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-01 00:00:00,1,1.5,1.25\n".to_owned();
+    // A good version is read as soon as AWS writes it. A line item dated in the month before is
+    // kept in this month, and counted.
+    let good = "1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-01 00:00:00,1,1.5,1.25\n\
+                1,111111111111,2,LineItem,EC2,Box,Run,,2017-05-31 23:00:00,1,1,1\n"
+        .to_owned();
     s.server.put(BUCKET, &key, upload(good)).await;
     let outcome = s.poll(&source, &Monitored::All).await;
     assert_eq!(ingested_keys(&outcome), [key.as_str()]);
+    let (outside, kind): (Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT rows_outside_period, failure_kind FROM report_status WHERE key = $1",
+    )
+    .bind(&key)
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((outside, kind), (Some(1), None));
     s.finish().await;
 }
