@@ -41,7 +41,7 @@ impl SourceSetting {
 
 /// S3 access beyond what the AWS SDK's own environment (`AWS_REGION`, `AWS_ENDPOINT_URL`,
 /// credentials, `AWS_PROFILE`, web identity) provides.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Settings {
     pub bucket: String,
     /// Only keys under this prefix are listed.
@@ -53,6 +53,9 @@ pub struct S3Settings {
     /// A role in the bucket owner's account to assume through STS, on top of the default
     /// credential chain.
     pub assume_role: Option<AssumeRole>,
+    /// How long S3 may send nothing (no answer, or no byte of an object) before the request
+    /// fails and is tried again: a stalled connection cannot hang a poll.
+    pub read_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +112,7 @@ struct S3File {
     role_arn: Option<String>,
     external_id: Option<String>,
     role_session_name: Option<String>,
+    read_timeout: Option<String>,
 }
 
 /// `"*"` or a list of account IDs.
@@ -173,6 +177,7 @@ impl Settings {
             endpoint_url: pick("DBR_S3_ENDPOINT_URL", file.s3.endpoint_url),
             force_path_style,
             assume_role,
+            read_timeout: READ_TIMEOUT.parse(pick("DBR_S3_READ_TIMEOUT", file.s3.read_timeout))?,
         };
         let monitored = match env("DBR_MONITORED_ACCOUNTS") {
             Some(text) => Some(monitored_from_text(&text)?),
@@ -186,29 +191,21 @@ impl Settings {
                 _ => None,
             },
         };
-        let poll_interval = duration(
-            "poll interval",
-            pick("DBR_POLL_INTERVAL", file.poll_interval),
-            "30m",
-        )?;
-        let shutdown_grace = duration(
-            "shutdown grace",
-            pick("DBR_SHUTDOWN_GRACE", file.shutdown_grace),
-            "30s",
-        )?;
-        if poll_interval.is_zero() {
-            return Err(ConfigError(
-                "the poll interval must be longer than zero".into(),
-            ));
-        }
+        let poll_interval = POLL_INTERVAL.parse(pick("DBR_POLL_INTERVAL", file.poll_interval))?;
+        let shutdown_grace =
+            SHUTDOWN_GRACE.parse(pick("DBR_SHUTDOWN_GRACE", file.shutdown_grace))?;
         let concurrency = match env("DBR_CONCURRENCY") {
             Some(text) => text.trim().parse().map_err(|_| {
                 ConfigError(format!("DBR_CONCURRENCY={text:?} is not a whole number"))
             })?,
             None => file.concurrency.unwrap_or(2),
         };
-        if concurrency == 0 {
-            return Err(ConfigError("concurrency must be at least 1".into()));
+        if !CONCURRENCY.contains(&concurrency) {
+            return Err(ConfigError(format!(
+                "concurrency {concurrency} is outside {} to {}",
+                CONCURRENCY.start(),
+                CONCURRENCY.end()
+            )));
         }
         let http_addr =
             pick("DBR_HTTP_ADDR", file.http_addr).unwrap_or_else(|| "0.0.0.0:9187".into());
@@ -259,13 +256,63 @@ fn non_empty(env: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<St
     move |name| env(name).filter(|value| !value.trim().is_empty())
 }
 
-fn duration(what: &str, text: Option<String>, default: &str) -> Result<Duration, ConfigError> {
-    let text = text.unwrap_or_else(|| default.into());
-    humantime::parse_duration(&text).map_err(|e| {
-        ConfigError(format!(
-            "{what} {text:?}: {e} (write it like 30m, 1h or 90s)"
-        ))
-    })
+/// A duration setting: its name in messages, its default and the range it must lie in.
+struct DurationSetting {
+    what: &'static str,
+    default: &'static str,
+    min: Duration,
+    max: Duration,
+}
+
+/// Below ten seconds a poll would list the bucket without pause; AWS rewrites a report a few
+/// times a day.
+const POLL_INTERVAL: DurationSetting = DurationSetting {
+    what: "poll interval",
+    default: "30m",
+    min: Duration::from_secs(10),
+    max: Duration::from_secs(7 * 24 * 3600),
+};
+const SHUTDOWN_GRACE: DurationSetting = DurationSetting {
+    what: "shutdown grace",
+    default: "30s",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(600),
+};
+const READ_TIMEOUT: DurationSetting = DurationSetting {
+    what: "read timeout",
+    default: "60s",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(3600),
+};
+/// Reports read at once; each holds two database connections.
+const CONCURRENCY: std::ops::RangeInclusive<usize> = 1..=32;
+
+impl DurationSetting {
+    fn parse(&self, text: Option<String>) -> Result<Duration, ConfigError> {
+        let text = text.unwrap_or_else(|| self.default.into());
+        let range = || {
+            format!(
+                "{} to {}",
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max)
+            )
+        };
+        let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+            ConfigError(format!(
+                "{} {text:?}: {e} (write it like 30m, 1h or 90s; from {})",
+                self.what,
+                range()
+            ))
+        })?;
+        if duration < self.min || duration > self.max {
+            return Err(ConfigError(format!(
+                "{} {text:?} is outside the allowed range, {}",
+                self.what,
+                range()
+            )));
+        }
+        Ok(duration)
+    }
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
@@ -412,7 +459,32 @@ mod tests {
             (
                 "source = \"dir:x\"\nconcurrency = 0\n",
                 vec![],
-                "at least 1",
+                "concurrency 0 is outside 1 to 32",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_POLL_INTERVAL", "1ms")],
+                "poll interval \"1ms\" is outside the allowed range, 10s to 7days",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_POLL_INTERVAL", "9s")],
+                "10s to 7days",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_POLL_INTERVAL", "100years")],
+                "10s to 7days",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_S3_READ_TIMEOUT", "0s")],
+                "read timeout \"0s\" is outside the allowed range, 1s to 1h",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_SHUTDOWN_GRACE", "2h")],
+                "shutdown grace \"2h\" is outside the allowed range, 1s to 10m",
             ),
             ("bukket = \"b\"\n", vec![], "unknown field"),
         ];
@@ -440,7 +512,7 @@ mod tests {
 
     #[test]
     fn an_empty_variable_is_an_unset_one() {
-        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\n";
+        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\nread_timeout = \"2m\"\n";
         let unset = load(file, &[]).unwrap();
         for var in [
             "DATABASE_URL",
@@ -459,6 +531,7 @@ mod tests {
             "DBR_ROLE_ARN",
             "DBR_EXTERNAL_ID",
             "DBR_ROLE_SESSION_NAME",
+            "DBR_S3_READ_TIMEOUT",
         ] {
             for empty in ["", " "] {
                 let settings =

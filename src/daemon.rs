@@ -2,9 +2,13 @@
 //! up to a tenth of it, so replicas started together drift apart), until SIGTERM or SIGINT. Polls
 //! never overlap: the next one is scheduled when the last one ends.
 //!
-//! On a signal the poll in flight is dropped: its report transactions roll back (their months
-//! keep the previous data) and its claims' connections close. The pool is then closed within the
-//! grace period.
+//! PostgreSQL may be down at start: the HTTP endpoint is served at once (`/readyz` says 503) and
+//! the database is tried again with backoff until it answers; then the polls begin.
+//!
+//! On a signal the poll in flight is dropped and this process's database statements are ended
+//! (a COPY of millions of rows included): their transactions roll back, so their months keep the
+//! previous data, and its claims' connections close. The pool is then closed within the grace
+//! period.
 
 use std::time::Duration;
 
@@ -44,26 +48,22 @@ pub async fn run(
             let _ = stopped.changed().await;
         },
     ));
-    let interval = settings.poll_interval;
-    tracing::info!(source = source.location(), every = %humantime::format_duration(interval), "polling");
-    loop {
-        let polling = poll(
-            source,
-            store,
-            settings.monitored.as_ref(),
-            settings.concurrency,
-        );
-        tokio::select! {
-            outcome = polling.instrument(tracing::info_span!("poll")) => record(outcome),
-            () = shutdown.requested() => break,
-        }
-        let pause = interval + jitter(interval / 10);
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = shutdown.requested() => break,
-        }
+    tokio::select! {
+        () = poll_until_stopped(source, store, settings) => {}
+        () = shutdown.requested() => {}
     }
-    tracing::info!("shutting down: reports in flight were rolled back");
+    // Dropping the poll dropped its transactions; ending their statements rolls them back now
+    // rather than when a COPY of millions of rows would have finished.
+    match tokio::time::timeout(CANCEL_TIMEOUT, store.cancel_in_flight()).await {
+        Ok(Ok(ended)) => tracing::info!(
+            ended_statements = ended,
+            "shutting down: reports in flight were rolled back"
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "shutting down: could not end the database statements in flight")
+        }
+        Err(_) => tracing::warn!("shutting down: the database did not answer in time"),
+    }
     let _ = stop_http.send(());
     let _ = http.await;
     if tokio::time::timeout(settings.shutdown_grace, store.pool().close())
@@ -73,6 +73,45 @@ pub async fn run(
         tracing::warn!(grace = ?settings.shutdown_grace, "database connections did not close in time");
     }
     Ok(())
+}
+
+/// How long stopping waits for the database to end this process's statements.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest pause between attempts to reach the database at start.
+const FIRST_DATABASE_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_DATABASE_RETRY: Duration = Duration::from_secs(60);
+
+/// Waits for the database, then polls at start and every interval, forever.
+async fn poll_until_stopped(source: &Source, store: &Store, settings: &Settings) {
+    wait_for_database(store).await;
+    let interval = settings.poll_interval;
+    tracing::info!(source = source.location(), every = %humantime::format_duration(interval), "polling");
+    loop {
+        let polling = poll(
+            source,
+            store,
+            settings.monitored.as_ref(),
+            settings.concurrency,
+        );
+        record(polling.instrument(tracing::info_span!("poll")).await);
+        tokio::time::sleep(interval + jitter(interval / 10)).await;
+    }
+}
+
+/// Prepares the database (creating it and applying migrations when needed), trying again with
+/// exponential backoff until it works; one log line per attempt.
+async fn wait_for_database(store: &Store) {
+    let mut delay = FIRST_DATABASE_RETRY;
+    for attempt in 1u32.. {
+        match store.prepare().await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, attempt, retry_in = %humantime::format_duration(delay), "the database is not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LONGEST_DATABASE_RETRY);
+            }
+        }
+    }
 }
 
 struct Shutdown {

@@ -66,6 +66,8 @@ pub struct Ingested {
     pub reason: IngestReason,
     pub rows: RowCounts,
     pub accounts: usize,
+    /// Accounts the report has an `AccountTotal` row for (none in a report without footer).
+    pub accounts_with_total: usize,
     pub unreconciled_accounts: usize,
 }
 
@@ -298,6 +300,10 @@ fn record_ingested(
         reason,
         rows,
         accounts: accounts.len(),
+        accounts_with_total: accounts
+            .iter()
+            .filter(|a| a.account_total.is_some())
+            .count(),
         unreconciled_accounts,
     }
 }

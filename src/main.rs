@@ -134,11 +134,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             Ok(dbr_ingest::summarize::run(&files, &monitored, json).await)
         }
         Command::Check { config, source } => {
-            let mut settings = load(&config, Bars::Off)?;
-            if let Some(source) = source.source {
-                settings.source = source;
-            }
-            settings.check_source()?;
+            let settings = load_for_source(&config, source, Bars::Off)?;
             let source = Source::from_settings(&settings).await;
             let checked = dbr_ingest::check::check(&settings, &source).await;
             print!("{}", checked.text);
@@ -146,7 +142,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Migrate { config } => {
             let settings = load(&config, Bars::Off)?;
-            connect(&settings).await?;
+            connect(&settings).await?.migrate().await?;
             println!("database {} is up to date", settings.database_display());
             Ok(true)
         }
@@ -172,7 +168,10 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             Ok(outcome.failed.is_empty())
         }
         Command::Run { config, source } => {
-            let (settings, source, store) = start(config, source, Bars::Off).await?;
+            let settings = load_for_source(&config, source, Bars::Off)?;
+            // The database may be down: the daemon waits for it, serving its health meanwhile.
+            let store = Store::connect_lazy(&settings.database_url, settings.concurrency)?;
+            let source = Source::from_settings(&settings).await;
             let metrics = telemetry::init_metrics()?;
             dbr_ingest::daemon::run(&source, &store, &settings, metrics).await?;
             Ok(true)
@@ -207,16 +206,22 @@ fn load(config: &Config, bars: Bars) -> Result<Settings, Failure> {
     Ok(settings)
 }
 
+/// Loads the settings of a command that reads reports, with the source given on its command line.
+fn load_for_source(config: &Config, source: SourceArg, bars: Bars) -> Result<Settings, Failure> {
+    let mut settings = load(config, bars)?;
+    if let Some(source) = source.source {
+        settings.source = source;
+    }
+    settings.check_source()?;
+    Ok(settings)
+}
+
 async fn start(
     config: Config,
     source: SourceArg,
     bars: Bars,
 ) -> Result<(Settings, Source, Store), Failure> {
-    let mut settings = load(&config, bars)?;
-    if let Some(source) = source.source {
-        settings.source = source;
-    }
-    settings.check_source()?;
+    let settings = load_for_source(&config, source, bars)?;
     let store = connect(&settings).await?;
     let source = Source::from_settings(&settings).await;
     Ok((settings, source, store))
@@ -268,9 +273,10 @@ async fn accounts(
 
 fn print_outcome(outcome: &PollOutcome) {
     for report in &outcome.ingested {
-        let reconciliation = match report.unreconciled_accounts {
-            0 => "totals match the report's AccountTotal rows".to_owned(),
-            n => format!("{n} account(s) do NOT match their AccountTotal"),
+        let reconciliation = match (report.accounts_with_total, report.unreconciled_accounts) {
+            (0, _) => "no AccountTotal rows to check against".to_owned(),
+            (_, 0) => "totals match the report's AccountTotal rows".to_owned(),
+            (_, n) => format!("{n} account(s) do NOT match their AccountTotal"),
         };
         println!(
             "ingested  {} ({}): {} line items, {} kept, {} dropped (not monitored); {} accounts, {}",
@@ -290,10 +296,11 @@ fn print_outcome(outcome: &PollOutcome) {
         );
     }
     println!(
-        "{} ingested, {} failed, {} unchanged, {} other objects ignored",
+        "{} ingested, {} failed, {} unchanged, {} claimed by another process, {} other objects ignored",
         outcome.ingested.len(),
         outcome.failed.len(),
         outcome.unchanged,
+        outcome.claimed_elsewhere,
         outcome.ignored
     );
 }

@@ -30,59 +30,85 @@ pub fn init_logs(json: bool) {
     }
 }
 
+/// Every counter, with its help text. Each is exported from the first scrape, at zero until
+/// something happens (without labels until then), so that `rate()` and absence alerts work.
+const COUNTERS: [(&str, &str); 9] = [
+    (
+        "dbr_reports_ingested_total",
+        "Report versions ingested, by payer.",
+    ),
+    (
+        "dbr_reports_skipped_total",
+        "Chosen reports not read: unchanged, or claimed by another replica.",
+    ),
+    (
+        "dbr_reports_failed_total",
+        "Report versions that failed, by payer.",
+    ),
+    (
+        "dbr_rows_read_total",
+        "Line items read from ingested reports.",
+    ),
+    ("dbr_rows_kept_total", "Line items of monitored accounts."),
+    (
+        "dbr_rows_dropped_total",
+        "Line items of accounts not monitored.",
+    ),
+    (
+        "dbr_bytes_downloaded_total",
+        "Bytes of report objects read from the source.",
+    ),
+    (
+        "dbr_bytes_inflated_total",
+        "Bytes of CSV inflated from report objects.",
+    ),
+    (
+        "dbr_poll_errors_total",
+        "Polls that could not run (listing, database).",
+    ),
+];
+
+/// Every gauge, with its help text; zero until set, like the counters.
+const GAUGES: [(&str, &str); 2] = [
+    (
+        "dbr_last_successful_poll_timestamp_seconds",
+        "When the last poll without error ended (Unix time; 0 before the first).",
+    ),
+    (
+        "dbr_reconciliation_mismatches",
+        "Accounts whose line items do not add up to their AccountTotal, by payer and period.",
+    ),
+];
+
+const INGEST_DURATION: &str = "dbr_report_ingest_duration_seconds";
+
 /// Installs the process's metrics recorder; the handle renders `/metrics`.
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
+    let handle = recorder()?.install_recorder().map_err(|e| e.to_string())?;
+    register_metrics();
+    Ok(handle)
+}
+
+fn recorder() -> Result<PrometheusBuilder, String> {
+    PrometheusBuilder::new()
         .set_buckets(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    describe_counter!(
-        "dbr_reports_ingested_total",
-        "Report versions ingested, by payer."
-    );
-    describe_counter!(
-        "dbr_reports_skipped_total",
-        "Chosen reports not read: unchanged, or claimed by another replica."
-    );
-    describe_counter!(
-        "dbr_reports_failed_total",
-        "Report versions that failed, by payer."
-    );
-    describe_counter!(
-        "dbr_rows_read_total",
-        "Line items read from ingested reports."
-    );
-    describe_counter!("dbr_rows_kept_total", "Line items of monitored accounts.");
-    describe_counter!(
-        "dbr_rows_dropped_total",
-        "Line items of accounts not monitored."
-    );
-    describe_counter!(
-        "dbr_bytes_downloaded_total",
-        "Bytes of report objects read from the source."
-    );
-    describe_counter!(
-        "dbr_bytes_inflated_total",
-        "Bytes of CSV inflated from report objects."
-    );
+        .map_err(|e| e.to_string())
+}
+
+/// Describes every metric and exports each counter and gauge at zero.
+fn register_metrics() {
+    for (name, help) in COUNTERS {
+        describe_counter!(name, help);
+        counter!(name).absolute(0);
+    }
+    for (name, help) in GAUGES {
+        describe_gauge!(name, help);
+        gauge!(name).set(0.0);
+    }
     describe_histogram!(
-        "dbr_report_ingest_duration_seconds",
+        INGEST_DURATION,
         "Time to ingest one report, read to commit."
     );
-    describe_gauge!(
-        "dbr_last_successful_poll_timestamp_seconds",
-        "When the last poll without error ended (Unix time)."
-    );
-    describe_gauge!(
-        "dbr_reconciliation_mismatches",
-        "Accounts whose line items do not add up to their AccountTotal, by payer and period."
-    );
-    describe_counter!(
-        "dbr_poll_errors_total",
-        "Polls that could not run (listing, database)."
-    );
-    Ok(handle)
 }
 
 pub fn report_ingested(key: &ReportKey, rows: RowCounts, unreconciled: usize, seconds: f64) {
@@ -94,12 +120,12 @@ pub fn report_ingested(key: &ReportKey, rows: RowCounts, unreconciled: usize, se
         .increment(rows.dropped_unmonitored);
     gauge!("dbr_reconciliation_mismatches", "payer" => payer, "period" => key.period.to_string())
         .set(unreconciled as f64);
-    histogram!("dbr_report_ingest_duration_seconds").record(seconds);
+    histogram!(INGEST_DURATION).record(seconds);
 }
 
 pub fn report_failed(key: &ReportKey, seconds: f64) {
     counter!("dbr_reports_failed_total", "payer" => key.payer.to_string()).increment(1);
-    histogram!("dbr_report_ingest_duration_seconds").record(seconds);
+    histogram!(INGEST_DURATION).record(seconds);
 }
 
 pub fn report_skipped(key: &ReportKey) {
@@ -122,4 +148,37 @@ pub fn poll_succeeded() {
 
 pub fn poll_failed() {
     counter!("dbr_poll_errors_total").increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_of_the_readme_is_exported_from_the_first_scrape() {
+        let recorder = recorder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, register_metrics);
+        let scrape = handle.render();
+        let readme = include_str!("../README.md");
+        let documented: Vec<&str> = readme
+            .lines()
+            .filter(|line| line.trim_start().starts_with("| `dbr_"))
+            .flat_map(|line| line.split('`').skip(1).step_by(2))
+            .filter(|name| name.starts_with("dbr_"))
+            .map(|name| name.split('{').next().unwrap())
+            .filter(|name| *name != INGEST_DURATION)
+            .collect();
+        assert_eq!(
+            documented.len(),
+            COUNTERS.len() + GAUGES.len(),
+            "{documented:?}"
+        );
+        for name in documented {
+            assert!(
+                scrape.lines().any(|line| line == format!("{name} 0")),
+                "{name} is not exported at zero:\n{scrape}"
+            );
+        }
+    }
 }

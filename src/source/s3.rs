@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
+use tokio_io_timeout::TimeoutReader;
 
 use super::{ObjectBody, SourceError};
 use crate::config::{AssumeRole, S3Settings};
@@ -25,6 +26,7 @@ pub struct S3Source {
     client: Client,
     bucket: String,
     prefix: String,
+    read_timeout: std::time::Duration,
 }
 
 impl S3Source {
@@ -44,7 +46,13 @@ impl S3Source {
         let https = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(settings.read_timeout)
+            .read_timeout(settings.read_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https)
+            .timeout_config(timeouts);
         if let Some(region) = &settings.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
@@ -66,6 +74,7 @@ impl S3Source {
             client: Client::from_conf(config.build()),
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
+            read_timeout: settings.read_timeout,
         }
     }
 
@@ -136,7 +145,9 @@ impl S3Source {
                 }
             }
         })?;
-        Ok(Box::new(response.body.into_async_read()))
+        let mut body = TimeoutReader::new(response.body.into_async_read());
+        body.set_timeout(Some(self.read_timeout));
+        Ok(Box::new(Box::pin(body)))
     }
 }
 

@@ -7,10 +7,10 @@ mod ledger;
 mod statement;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Postgres;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Postgres};
 
 use crate::domain::{NotAnAccountId, StatementId};
 use crate::failure::{Classify, FailureKind};
@@ -56,12 +56,20 @@ impl Classify for StoreError {
     }
 }
 
+/// The SQLSTATE of an error PostgreSQL answered with.
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(error) => error.code().map(String::from),
+        _ => None,
+    }
+}
+
 /// By SQLSTATE: a value PostgreSQL refuses (class 22, data exception: a NUL byte, a number out
 /// of range) came from the report; rights, passwords and missing databases or tables are an
 /// operator's to fix; the rest (connections, deadlocks, shutdowns) passes.
 fn database_failure_kind(error: &sqlx::Error) -> FailureKind {
     match error {
-        sqlx::Error::Database(error) => match error.code().as_deref() {
+        sqlx::Error::Database(_) => match sqlstate(error).as_deref() {
             Some(code) if code.starts_with("22") => FailureKind::Content,
             Some(code)
                 if code.starts_with("28")
@@ -82,40 +90,92 @@ fn database_failure_kind(error: &sqlx::Error) -> FailureKind {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// This process's connections carry this name, so that it can cancel their statements.
+    options: PgConnectOptions,
+    url: SecretString,
 }
 
 impl Store {
-    /// Connects, creating the database when it does not exist yet, and applies the migrations.
-    /// `concurrency` reports at a time each hold a claim and a transaction.
-    pub async fn connect(url: &SecretString, concurrency: usize) -> Result<Store, StoreError> {
-        let url = url.expose_secret();
-        if !sqlx::Postgres::database_exists(url).await? {
-            sqlx::Postgres::create_database(url).await?;
-            tracing::info!("created the database");
-        }
+    /// A store whose connections open when first needed: `run` starts (and serves `/readyz`)
+    /// without its database. Only a URL that cannot be parsed fails here. `concurrency` reports
+    /// at a time each hold a claim and a transaction.
+    pub fn connect_lazy(url: &SecretString, concurrency: usize) -> Result<Store, StoreError> {
+        let name = format!(
+            "dbr-ingest {} {:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let options: PgConnectOptions = url.expose_secret().parse()?;
+        let options = options.application_name(&name);
         let connections = u32::try_from(concurrency * 2 + 2).unwrap_or(u32::MAX);
         let pool = PgPoolOptions::new()
             .max_connections(connections)
-            .connect(url)
-            .await?;
-        let store = Store { pool };
-        store.migrate().await?;
+            .connect_lazy_with(options.clone());
+        Ok(Store {
+            pool,
+            options,
+            url: url.clone(),
+        })
+    }
+
+    /// Connects and makes the database ready: see [`Store::prepare`].
+    pub async fn connect(url: &SecretString, concurrency: usize) -> Result<Store, StoreError> {
+        let store = Store::connect_lazy(url, concurrency)?;
+        store.prepare().await?;
         Ok(store)
     }
 
     /// Connects to an existing database, changing nothing (for `check`).
     pub async fn connect_existing(url: &SecretString) -> Result<Store, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(READY_TIMEOUT)
-            .connect(url.expose_secret())
-            .await?;
-        Ok(Store { pool })
+        let store = Store::connect_lazy(url, 0)?;
+        store.pool.acquire().await?;
+        Ok(store)
     }
 
+    /// Makes the database ready for the service: creates it when it is missing and applies the
+    /// migrations it lacks. When every migration is applied already, it changes nothing and
+    /// needs no right beyond reading and writing the service's tables (see the README's least
+    /// privilege: the owner runs `migrate`, the service needs DML only).
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        match self.ready().await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("3D000") => {
+                sqlx::Postgres::create_database(self.url.expose_secret()).await?;
+                tracing::info!("created the database");
+            }
+            // No migration table yet, or not every migration applied.
+            Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {}
+            Err(StoreError::MigrationsBehind { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        self.migrate().await
+    }
+
+    /// Applies the migrations not applied yet (and checks those that are).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Ends whatever this process's connections are doing (a COPY of millions of rows, a
+    /// transaction waiting for a lock): their transactions roll back, so the statements they
+    /// were replacing keep their data. For a prompt stop on SIGTERM.
+    pub async fn cancel_in_flight(&self) -> Result<u64, StoreError> {
+        let mut connection = self
+            .options
+            .clone()
+            .application_name("dbr-ingest stopping")
+            .connect()
+            .await?;
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+             FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(self.options.get_application_name())
+        .fetch_one(&mut connection)
+        .await?;
+        connection.close().await?;
+        Ok(u64::try_from(ended).unwrap_or_default())
     }
 
     /// Whether the database answers (within two seconds) with every migration applied.

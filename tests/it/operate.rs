@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::common::net::{Daemon, Proxy, eventually, http_get};
 use crate::common::s3::S3Server;
 use crate::common::*;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 const BUCKET: &str = "billing";
 const PAYER_ID: &str = "111111111111";
@@ -48,7 +48,7 @@ async fn ingested_keys(pool: &PgPool) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_an_ingest_and_readiness_follows_the_database() {
+async fn metrics_count_an_ingest_and_readiness_follows_the_database_from_the_start() {
     let server = S3Server::start().await;
     server.create_bucket(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
@@ -71,8 +71,9 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database() {
         .await;
     let db = TestDatabase::new();
     let store = db.store().await;
-    // The daemon reaches PostgreSQL through a proxy the test can cut.
+    // The daemon reaches PostgreSQL through a proxy the test can cut: cut at start.
     let postgres = Proxy::start("127.0.0.1:5432".parse().unwrap(), None).await;
+    postgres.down();
     let through_proxy =
         db.url
             .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", postgres.port), 1);
@@ -81,6 +82,18 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database() {
         &through_proxy,
         &[("DBR_POLL_INTERVAL", "1h")],
     ));
+    // Up without its database: alive, not ready, and waiting for it rather than exiting.
+    let status =
+        |path: &'static str| async move { http_get(daemon.http_port, path).await.map(|r| r.0) };
+    assert!(eventually(20, || async { status("/healthz").await == Some(200) }).await);
+    assert_eq!(status("/readyz").await, Some(503));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        status("/healthz").await,
+        Some(200),
+        "still up after a few attempts"
+    );
+    postgres.up().await;
 
     let ingested = r#"dbr_reports_ingested_total{payer="111111111111"}"#;
     assert!(
@@ -178,7 +191,7 @@ async fn two_daemons_on_one_bucket_ingest_every_report_once() {
     keys.sort();
     let db = TestDatabase::new();
     let store = db.store().await;
-    let env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "1s")]);
+    let env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "10s")]);
     let (first, second) = (Daemon::start(&env), Daemon::start(&env));
     assert!(
         eventually(60, || async { ingested_keys(store.pool()).await == keys }).await,
@@ -219,7 +232,7 @@ async fn sigterm_during_a_report_leaves_its_month_as_it_was() {
     let slow_s3 = Proxy::start(server.address(), Some(64 * 1024)).await;
     let db = TestDatabase::new();
     let store = db.store().await;
-    let mut env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "1s")]);
+    let mut env = daemon_env(&server, &db.url, &[("DBR_POLL_INTERVAL", "10s")]);
     env.retain(|(name, _)| *name != "AWS_ENDPOINT_URL");
     env.push((
         "AWS_ENDPOINT_URL",
@@ -239,6 +252,7 @@ async fn sigterm_during_a_report_leaves_its_month_as_it_was() {
         .await
     );
     let old_etag = etag_of(store.pool().clone()).await.unwrap();
+    let first_read = slow_s3.delivered();
 
     upload(
         &server,
@@ -247,14 +261,8 @@ async fn sigterm_during_a_report_leaves_its_month_as_it_was() {
         &["--rows", "40000", "--seed", "4"],
     )
     .await;
-    let reading = || async {
-        daemon
-            .metric("dbr_bytes_downloaded_total")
-            .await
-            .unwrap_or(0.0)
-            > 0.0
-    };
-    assert!(eventually(30, reading).await);
+    // The next poll starts reading the new version: 100 kB more have come through S3.
+    assert!(eventually(30, || async { slow_s3.delivered() > first_read + 100_000 }).await);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(daemon.terminate().await, "SIGTERM stops it cleanly");
 
@@ -347,6 +355,114 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
         text.contains("`dbr-ingest migrate` creates the database"),
         "{text}"
     );
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_needs_no_ddl_rights_once_migrated() {
+    let db = TestDatabase::new();
+    let store = db.store().await; // The owner applies the migrations.
+    let role = format!("svc_{}", db.name);
+    let admin = sqlx::PgPool::connect(&server_url()).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'hunter2'"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    for grant in [
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(AssertSqlSafe(grant))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = report(
+        dir.path(),
+        "",
+        PAYER_ID,
+        "plain",
+        "2019-07",
+        &["--seed", "7"],
+    );
+    let bucket = tempfile::tempdir().unwrap();
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1) + "?password=hunter2";
+    let once = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .args([
+            "once",
+            "--source",
+            &format!("dir:{}", bucket.path().display()),
+        ])
+        .env("DATABASE_URL", &url)
+        .env("DBR_CONFIG", "/dev/null")
+        .env("DBR_MONITORED_ACCOUNTS", "*")
+        .output()
+        .unwrap();
+    let output =
+        String::from_utf8_lossy(&once.stdout).into_owned() + &String::from_utf8_lossy(&once.stderr);
+    assert!(once.status.success(), "{output}");
+    assert!(output.contains("1 ingested, 0 failed"), "{output}");
+    store.pool().close().await;
+    db.drop_database().await;
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_large_copy_stops_within_seconds() {
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Many resources, so many distinct daily rows to COPY.
+    let r = report(
+        dir.path(),
+        "",
+        PAYER_ID,
+        "with-resources-and-tags",
+        "2019-08",
+        &["--seed", "8", "--rows", "40000", "--resources", "20000"],
+    );
+    let bucket = tempfile::tempdir().unwrap();
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    // PostgreSQL is reached through a slow link, so the COPY lasts long enough to interrupt.
+    let slow_postgres = Proxy::start("127.0.0.1:5432".parse().unwrap(), Some(128 * 1024)).await;
+    let url = db.url.replacen(
+        "127.0.0.1:5432",
+        &format!("127.0.0.1:{}", slow_postgres.port),
+        1,
+    );
+    let daemon = Daemon::start(&[
+        ("DATABASE_URL", url),
+        ("DBR_SOURCE", format!("dir:{}", bucket.path().display())),
+        ("DBR_MONITORED_ACCOUNTS", "*".into()),
+    ]);
+    let copying = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity
+                            WHERE datname = current_database() AND query LIKE 'COPY daily_costs%'
+                              AND state = 'active')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert!(eventually(60, copying).await, "the COPY started");
+    let (clean, took) = daemon.terminate_timed().await;
+    assert!(clean, "SIGTERM is a clean stop");
+    assert!(took.as_secs_f64() < 5.0, "stopped in {took:?}");
+    assert!(!copying().await, "the COPY was ended, not left running");
+    let months: i64 = sqlx::query_scalar("SELECT count(*) FROM account_monthly_costs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(months, 0, "the month was rolled back");
     store.pool().close().await;
     db.drop_database().await;
 }

@@ -558,9 +558,98 @@ async fn the_binary_polls_once_and_manages_accounts() {
         text(&once.stdout)
     );
     assert!(
-        text(&once.stdout).contains("1 ingested, 0 failed"),
+        text(&once.stdout).contains("totals match the report's AccountTotal rows"),
         "{}",
         text(&once.stdout)
+    );
+    assert!(
+        text(&once.stdout).contains(
+            "1 ingested, 0 failed, 0 unchanged, 0 claimed by another process, 0 other objects ignored"
+        ),
+        "{}",
+        text(&once.stdout)
+    );
+
+    // A report without footer has nothing to reconcile with, and says so.
+    let bare = report(
+        dir,
+        "in/",
+        "111111111111",
+        "plain",
+        "2017-10",
+        &["--seed", "10", "--footer", "none"],
+    );
+    s.upload(&bare).await;
+    let once = run(&["once"], None);
+    assert!(
+        text(&once.stdout)
+            .lines()
+            .any(|line| line.starts_with(&format!("ingested  {}", bare.key))
+                && line.ends_with("1 accounts, no AccountTotal rows to check against")),
+        "{}",
+        text(&once.stdout)
+    );
+
+    // Two processes share the work; each says how much the other took.
+    let more: Vec<Report> = (1..=6)
+        .map(|month| {
+            report(
+                dir,
+                "in/",
+                "111111111111",
+                "plain",
+                &format!("2018-{month:02}"),
+                &["--seed", &month.to_string(), "--rows", "3000"],
+            )
+        })
+        .collect();
+    for r in &more {
+        s.upload(r).await;
+    }
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(&["once"], Some("*")));
+        let b = scope.spawn(|| run(&["once"], Some("*")));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let counts = |output: &std::process::Output| -> (u64, u64, u64) {
+        let summary = text(&output.stdout);
+        let last = summary.lines().last().unwrap_or_default().to_owned();
+        let number = |label: &str| -> u64 {
+            let before = last.split(label).next().unwrap();
+            before
+                .rsplit(' ')
+                .find(|w| !w.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (
+            number(" ingested"),
+            number(" unchanged"),
+            number(" claimed by another process"),
+        )
+    };
+    let ((ingested_a, unchanged_a, claimed_a), (ingested_b, unchanged_b, claimed_b)) =
+        (counts(&a), counts(&b));
+    // The monitored set changed to *, so the two older reports are read again too: 8 in all.
+    assert_eq!(
+        ingested_a + ingested_b,
+        8,
+        "{} {}",
+        text(&a.stdout),
+        text(&b.stdout)
+    );
+    assert_eq!(
+        ingested_a + unchanged_a + claimed_a,
+        8,
+        "{}",
+        text(&a.stdout)
+    );
+    assert_eq!(
+        ingested_b + unchanged_b + claimed_b,
+        8,
+        "{}",
+        text(&b.stdout)
     );
 
     // A broken version makes `once` exit non-zero.

@@ -231,7 +231,7 @@ pub fn assert_totals(actual: &Value, expected: &Value, context: &str) {
 /// A database of its own for one test, created by the store on first connection.
 pub struct TestDatabase {
     pub url: String,
-    name: String,
+    pub name: String,
 }
 
 impl TestDatabase {

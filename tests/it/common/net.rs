@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +24,11 @@ pub fn free_port() -> u16 {
 pub struct Proxy {
     pub port: u16,
     target: SocketAddr,
-    /// Bytes per second from the target to the client, when slowed down.
+    /// Bytes per second each way, when slowed down.
     rate: Option<usize>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes forwarded from the target to clients so far.
+    delivered: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -35,6 +38,7 @@ impl Proxy {
             target,
             rate,
             acceptor: Mutex::new(None),
+            delivered: Arc::default(),
         });
         proxy.up().await;
         proxy
@@ -42,15 +46,20 @@ impl Proxy {
 
     pub async fn up(&self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        let (target, rate) = (self.target, self.rate);
+        let (target, rate, delivered) = (self.target, self.rate, self.delivered.clone());
         let acceptor = tokio::spawn(async move {
             // Dropped with the acceptor: every connection is cut at once.
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                connections.spawn(forward(client, target, rate));
+                connections.spawn(forward(client, target, rate, delivered.clone()));
             }
         });
         *self.acceptor.lock().unwrap() = Some(acceptor);
+    }
+
+    /// Bytes forwarded from the target to clients so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     pub fn down(&self) {
@@ -60,28 +69,42 @@ impl Proxy {
     }
 }
 
-async fn forward(client: TcpStream, target: SocketAddr, rate: Option<usize>) {
+async fn forward(
+    client: TcpStream,
+    target: SocketAddr,
+    rate: Option<usize>,
+    delivered: Arc<AtomicU64>,
+) {
     let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
-    let downstream = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let n = server_read.read(&mut buffer).await.unwrap_or(0);
-            if n == 0 || client_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-            if let Some(rate) = rate {
-                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
-            }
-        }
-    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     tokio::select! {
-        _ = upstream => {}
-        () = downstream => {}
+        _ = pipe(client_read, server_write, rate, None) => {}
+        _ = pipe(server_read, client_write, rate, Some(&delivered)) => {}
+    }
+}
+
+/// Copies `from` to `to` at `rate` bytes per second at most, counting into `counted`.
+async fn pipe(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    rate: Option<usize>,
+    counted: Option<&AtomicU64>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buffer).await.unwrap_or(0);
+        if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        if let Some(counted) = counted {
+            counted.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if let Some(rate) = rate {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        }
     }
 }
 
@@ -135,7 +158,13 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit; true when it exited cleanly (status 0).
-    pub async fn terminate(mut self) -> bool {
+    pub async fn terminate(self) -> bool {
+        self.terminate_timed().await.0
+    }
+
+    /// Sends SIGTERM; whether it exited cleanly, and how long it took.
+    pub async fn terminate_timed(mut self) -> (bool, Duration) {
+        let started = std::time::Instant::now();
         let mut child = self.child.take().unwrap();
         let pid = child.id().to_string();
         assert!(
@@ -145,9 +174,10 @@ impl Daemon {
                 .unwrap()
                 .success()
         );
-        tokio::task::spawn_blocking(move || child.wait().unwrap().success())
+        let clean = tokio::task::spawn_blocking(move || child.wait().unwrap().success())
             .await
-            .unwrap()
+            .unwrap();
+        (clean, started.elapsed())
     }
 
     /// The value of a metric line (`name{labels}`) in `/metrics`, if present.

@@ -97,6 +97,7 @@ impl S3Server {
             endpoint_url: Some(self.endpoint.clone()),
             force_path_style: true,
             assume_role: None,
+            read_timeout: std::time::Duration::from_secs(60),
         };
         Source::S3(
             S3Source::with_credentials(
