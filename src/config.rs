@@ -139,7 +139,14 @@ impl Settings {
             None if Path::new(DEFAULT_FILE).exists() => read_file(Path::new(DEFAULT_FILE))?,
             None => File::default(),
         };
-        Settings::from_layers(parsed, env)
+        for variable in crate::secrets::SECRET_VARIABLES {
+            if let Some(secret) = env(variable) {
+                crate::secrets::register(&secret);
+            }
+        }
+        let settings = Settings::from_layers(parsed, env)?;
+        crate::secrets::register_database_url(settings.database_url.expose_secret());
+        Ok(settings)
     }
 
     fn from_layers(
@@ -244,9 +251,9 @@ impl Settings {
         Ok(())
     }
 
-    /// The database URL without its password, for messages.
+    /// The database URL without its passwords, for messages.
     pub fn database_display(&self) -> String {
-        redact_url(self.database_url.expose_secret())
+        crate::secrets::display_database_url(self.database_url.expose_secret())
     }
 }
 
@@ -318,7 +325,24 @@ impl DurationSetting {
 fn read_file(path: &Path) -> Result<File, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("{}{}", path.display(), toml_error(&text, &e))))
+}
+
+/// Where a TOML error is and what it is, without the line itself: that line may hold the
+/// database password.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let place = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+        format!(" line {line}, column {column}")
+    });
+    format!(
+        "{}: {}",
+        place.unwrap_or_default(),
+        error.message().trim_end()
+    )
 }
 
 fn monitored_from_text(text: &str) -> Result<Monitored, ConfigError> {
@@ -330,25 +354,6 @@ fn parse_bool(text: &str) -> Option<bool> {
         "true" | "1" | "yes" => Some(true),
         "false" | "0" | "no" => Some(false),
         _ => None,
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable URL)".into();
-    };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -539,5 +544,21 @@ mod tests {
                 assert_eq!(everything(&settings), everything(&unset), "{var}={empty:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_syntax_error_does_not_echo_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "source = \"s3\"\ndatabase_url = \"postgres://u:hunter2@h/d\n",
+        )
+        .unwrap();
+        let error = Settings::load(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("config.toml line 2, column"), "{error}");
     }
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod ingest;
 pub mod progress;
 pub mod report;
+pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod summarize;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use dbr_ingest::config::{Settings, SourceSetting};
 use dbr_ingest::domain::{AccountId, Monitored};
 use dbr_ingest::ingest::{PollOutcome, poll};
+use dbr_ingest::secrets::redact;
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 use dbr_ingest::telemetry;
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("dbr-ingest: {error}");
+            eprintln!("dbr-ingest: {}", redact(&error.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -137,7 +138,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             let settings = load_for_source(&config, source, Bars::Off)?;
             let source = Source::from_settings(&settings).await;
             let checked = dbr_ingest::check::check(&settings, &source).await;
-            print!("{}", checked.text);
+            print!("{}", redact(&checked.text));
             Ok(checked.ok)
         }
         Command::Migrate { config } => {
@@ -292,7 +293,9 @@ fn print_outcome(outcome: &PollOutcome) {
     for failed in &outcome.failed {
         println!(
             "failed    {} ({} failure): {}",
-            failed.object_key, failed.kind, failed.error
+            failed.object_key,
+            failed.kind,
+            redact(&failed.error)
         );
     }
     println!(

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::report::aggregate::RowCounts;
 use crate::report::key::ReportKey;
 use crate::report::read::Progress;
+use crate::secrets::Redacting;
 
 /// Logs to stderr (through the progress bars, when shown): JSON lines when `json`, else human
 /// lines (coloured on a terminal).
@@ -19,7 +20,7 @@ pub fn init_logs(json: bool) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,dbr_ingest=info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::progress::log_writer());
+        .with_writer(Redacting(crate::progress::log_writer()));
     if json {
         logs.json()
             .with_current_span(true)

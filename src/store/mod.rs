@@ -128,7 +128,7 @@ impl Store {
     /// Connects to an existing database, changing nothing (for `check`).
     pub async fn connect_existing(url: &SecretString) -> Result<Store, StoreError> {
         let store = Store::connect_lazy(url, 0)?;
-        store.pool.acquire().await?;
+        store.options.connect().await?.close().await?;
         Ok(store)
     }
 
@@ -137,12 +137,18 @@ impl Store {
     /// needs no right beyond reading and writing the service's tables (see the README's least
     /// privilege: the owner runs `migrate`, the service needs DML only).
     pub async fn prepare(&self) -> Result<(), StoreError> {
-        match self.ready().await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("3D000") => {
+        // One connection of its own first: an unreachable server or a refused password says so
+        // at once, where the pool would keep trying until its timeout.
+        match self.options.connect().await {
+            Ok(connection) => connection.close().await?,
+            Err(error) if sqlstate(&error).as_deref() == Some("3D000") => {
                 sqlx::Postgres::create_database(self.url.expose_secret()).await?;
                 tracing::info!("created the database");
             }
+            Err(error) => return Err(error.into()),
+        }
+        match self.ready().await {
+            Ok(()) => return Ok(()),
             // No migration table yet, or not every migration applied.
             Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {}
             Err(StoreError::MigrationsBehind { .. }) => {}

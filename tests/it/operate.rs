@@ -466,3 +466,69 @@ async fn sigterm_during_a_large_copy_stops_within_seconds() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_printed_in_any_form() {
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = report(
+        dir.path(),
+        "",
+        PAYER_ID,
+        "plain",
+        "2019-09",
+        &["--seed", "9"],
+    );
+    let bucket = tempfile::tempdir().unwrap();
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    let secrets = [
+        "hunter2-db",
+        "hunter2-ssl",
+        "AWSSECRETKEY0123",
+        "SESSIONTOKEN0123",
+    ];
+    let unreachable = "postgres://u:hunter2-db@127.0.0.1:1/db?sslpassword=hunter2-ssl".to_owned();
+    // PostgreSQL here trusts local connections, so the password is sent and ignored.
+    let reachable = format!("{}?password=hunter2-db&sslpassword=hunter2-ssl", db.url);
+    let config = dir.path().join("broken.toml");
+    std::fs::write(
+        &config,
+        "source = \"s3\"\ndatabase_url = \"postgres://u:hunter2-db@h/d\n",
+    )
+    .unwrap();
+    let source = format!("dir:{}", bucket.path().display());
+    for url in [&unreachable, &reachable] {
+        for command in ["check", "migrate", "once", "accounts list"] {
+            for (level, format) in [("trace", "text"), ("trace", "json"), ("info", "text")] {
+                for config_file in ["/dev/null", config.to_str().unwrap()] {
+                    let mut args: Vec<&str> = command.split(' ').collect();
+                    if command == "check" || command == "once" {
+                        args.extend(["--source", &source]);
+                    }
+                    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+                        .args(&args)
+                        .env("DATABASE_URL", url)
+                        .env("DBR_CONFIG", config_file)
+                        .env("DBR_MONITORED_ACCOUNTS", "*")
+                        .env("RUST_LOG", level)
+                        .env("DBR_LOG_FORMAT", format)
+                        .env("AWS_SECRET_ACCESS_KEY", secrets[2])
+                        .env("AWS_SESSION_TOKEN", secrets[3])
+                        .output()
+                        .unwrap();
+                    let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+                        + &String::from_utf8_lossy(&output.stderr);
+                    for secret in secrets {
+                        assert!(
+                            !printed.contains(secret),
+                            "{command} {level} {format} {config_file} printed {secret}:\n{printed}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    store.pool().close().await;
+    db.drop_database().await;
+}
