@@ -1,14 +1,26 @@
-//! `dbr-ingest check`: tries every part a poll needs, in order, and says what to fix. It changes
-//! nothing: no database is created, no migration applied, no report ingested.
+//! `dbr-ingest check`: tries every part a poll needs, in order, and says what to fix. It reads
+//! the smallest report (or all, with `--read-all`) to the end through the same pipeline as
+//! `once`, so it fails where `once` would (a payer mismatch, a CRC mismatch, a bad amount). It
+//! changes nothing: no database is created, no migration applied, no report stored.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use std::collections::BTreeSet;
+
 use crate::config::Settings;
-use crate::domain::{Monitored, StatementId};
-use crate::ingest::sort_listing;
+use crate::domain::{AccountId, Monitored, StatementId};
+use crate::ingest::{read_object, sort_listing};
 use crate::source::Source;
 use crate::store::Store;
+
+/// Which reports `check` reads to the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadReports {
+    /// The smallest: quick, and it tries every stage.
+    Smallest,
+    All,
+}
 
 /// What `check` found: the report, and whether everything works.
 pub struct Checked {
@@ -16,9 +28,9 @@ pub struct Checked {
     pub ok: bool,
 }
 
-pub async fn check(settings: &Settings, source: &Source) -> Checked {
+pub async fn check(settings: &Settings, source: &Source, read: ReadReports) -> Checked {
     let mut text = String::new();
-    let ok = run(settings, source, &mut text).await.is_ok();
+    let ok = run(settings, source, read, &mut text).await.is_ok();
     Checked { text, ok }
 }
 
@@ -34,7 +46,12 @@ fn fail(text: &mut String, message: impl std::fmt::Display) -> Failed {
     Failed
 }
 
-async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<(), Failed> {
+async fn run(
+    settings: &Settings,
+    source: &Source,
+    read: ReadReports,
+    text: &mut String,
+) -> Result<(), Failed> {
     say!(text, "ok      configuration: source {}", source.location());
 
     let database = settings.database_display();
@@ -52,40 +69,52 @@ async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<
         "ok      database {database}: reachable, migrations applied"
     );
 
-    let stored = store
+    let table = store
         .monitored_accounts()
         .await
-        .map_err(|e| fail(text, e))?
-        .len();
-    match &settings.monitored {
-        Some(Monitored::All) => say!(text, "ok      monitored accounts: every account (*)"),
+        .map_err(|e| fail(text, e))?;
+    let stored = table.len();
+    // What a poll would use, without copying the configuration into the table as a poll does.
+    let added_by_command = table
+        .into_iter()
+        .filter(|account| account.origin == "command")
+        .map(|account| account.id);
+    let monitored = match &settings.monitored {
+        Some(Monitored::All) => {
+            say!(text, "ok      monitored accounts: every account (*)");
+            Monitored::All
+        }
         Some(Monitored::Only(ids)) => {
             say!(
                 text,
                 "ok      monitored accounts: {} configured, {stored} in the monitored_accounts table",
                 ids.len()
-            )
+            );
+            Monitored::Only(ids.iter().cloned().chain(added_by_command).collect())
         }
-        None if stored > 0 => say!(
-            text,
-            "ok      monitored accounts: {stored} in the monitored_accounts table"
-        ),
+        None if stored > 0 => {
+            say!(
+                text,
+                "ok      monitored accounts: {stored} in the monitored_accounts table"
+            );
+            Monitored::Only(added_by_command.collect::<BTreeSet<AccountId>>())
+        }
         None => {
             return Err(fail(
                 text,
                 "no monitored accounts: set DBR_MONITORED_ACCOUNTS, or add some with `dbr-ingest accounts add ID`",
             ));
         }
-    }
+    };
 
-    let objects = source.list().await.map_err(|e| fail(text, e))?;
+    let listed = source.list().await.map_err(|e| fail(text, e))?;
     say!(
         text,
         "ok      listing {}: {} objects",
         source.location(),
-        objects.len()
+        listed.objects.len() + listed.passed_over.len()
     );
-    let listing = sort_listing(objects);
+    let listing = sort_listing(listed);
     let mut statements: BTreeMap<StatementId, Vec<&str>> = BTreeMap::new();
     for listed in &listing.chosen {
         statements
@@ -106,7 +135,7 @@ async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<
             say!(text, "          {key}: {reason}");
         }
     }
-    let Some(first) = listing.chosen.first() else {
+    let Some(smallest) = listing.chosen.iter().min_by_key(|l| l.object.size) else {
         return Err(fail(
             text,
             format!(
@@ -115,10 +144,36 @@ async fn run(settings: &Settings, source: &Source, text: &mut String) -> Result<
             ),
         ));
     };
-    source
-        .open(&first.object)
-        .await
-        .map_err(|e| fail(text, e))?;
-    say!(text, "ok      reading {}", first.object.key);
-    Ok(())
+    let to_read = match read {
+        ReadReports::Smallest => std::slice::from_ref(smallest),
+        ReadReports::All => &listing.chosen[..],
+    };
+    let mut all_read = true;
+    for listed in to_read {
+        let key = &listed.object.key;
+        match read_object(source, listed, &monitored).await {
+            Ok(sums) => {
+                let rows = sums.rows();
+                let accounts = sums.accounts();
+                let unreconciled = accounts
+                    .iter()
+                    .filter(|a| a.reconciled() == Some(false))
+                    .count();
+                say!(
+                    text,
+                    "ok      reading {key}: {} line items, {} kept, {} dropped (not monitored); {} accounts, {} not matching their AccountTotal",
+                    rows.line_items,
+                    rows.kept,
+                    rows.dropped_unmonitored,
+                    accounts.len(),
+                    unreconciled
+                );
+            }
+            Err(error) => {
+                fail(text, format!("reading {key}: {error}"));
+                all_read = false;
+            }
+        }
+    }
+    if all_read { Ok(()) } else { Err(Failed) }
 }

@@ -16,7 +16,7 @@ use crate::failure::{Classify, FailureKind};
 use crate::report::aggregate::{ReportIdentity, ReportSums, RowCounts};
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
-use crate::source::{Source, SourceError};
+use crate::source::{Listing, Source, SourceError};
 use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
 use crate::telemetry;
 
@@ -331,10 +331,10 @@ pub struct SortedListing {
     pub ignored: Vec<(String, String)>,
 }
 
-pub fn sort_listing(objects: Vec<ObjectMeta>) -> SortedListing {
+pub fn sort_listing(listing: Listing) -> SortedListing {
     let mut reports = Vec::new();
-    let mut ignored = Vec::new();
-    for object in objects {
+    let mut ignored = listing.passed_over;
+    for object in listing.objects {
         match ReportKey::parse(&object.key) {
             Ok(report) => reports.push(ListedReport { report, object }),
             Err(reason) => ignored.push((
@@ -409,7 +409,7 @@ fn why_ingest(
 
 /// Why one report could not be ingested.
 #[derive(Debug, thiserror::Error)]
-enum IngestError {
+pub enum IngestError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -453,7 +453,7 @@ async fn ingest(
 }
 
 /// Opens the listed object and sums it, showing progress while it is read.
-async fn read_object(
+pub async fn read_object(
     source: &Source,
     listed: &ListedReport,
     monitored: &Monitored,

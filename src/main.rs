@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use dbr_ingest::check::ReadReports;
 use dbr_ingest::config::{Settings, SourceSetting};
 use dbr_ingest::domain::{AccountId, Monitored};
 use dbr_ingest::ingest::{PollOutcome, poll};
@@ -53,12 +54,16 @@ enum Command {
         source: SourceArg,
     },
     /// Check the configuration, the database and the bucket; list the reports a poll would read
-    /// and the objects it ignores, with why. Changes nothing. Exit status 1 on any problem.
+    /// and the objects it ignores, with why; read the smallest report to the end as `once` would.
+    /// Changes nothing. Exit status 1 on any problem.
     Check {
         #[command(flatten)]
         config: Config,
         #[command(flatten)]
         source: SourceArg,
+        /// Read every report a poll would read, not only the smallest.
+        #[arg(long)]
+        read_all: bool,
     },
     /// Create the database if missing and apply the migrations.
     Migrate {
@@ -134,10 +139,19 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             telemetry::init_logs(env("DBR_LOG_FORMAT").as_deref() == Some("json"));
             Ok(dbr_ingest::summarize::run(&files, &monitored, json).await)
         }
-        Command::Check { config, source } => {
+        Command::Check {
+            config,
+            source,
+            read_all,
+        } => {
             let settings = load_for_source(&config, source, Bars::Off)?;
             let source = Source::from_settings(&settings).await;
-            let checked = dbr_ingest::check::check(&settings, &source).await;
+            let read = if read_all {
+                ReadReports::All
+            } else {
+                ReadReports::Smallest
+            };
+            let checked = dbr_ingest::check::check(&settings, &source, read).await;
             print!("{}", redact(&checked.text));
             Ok(checked.ok)
         }

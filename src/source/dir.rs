@@ -1,10 +1,12 @@
-//! A local directory read like a bucket: keys are paths relative to it, with `/`.
+//! A local directory read like a bucket: keys are paths relative to it, with `/`. Regular files
+//! are objects; symbolic links (not followed, so nothing outside the directory is read), FIFOs,
+//! sockets, devices and entries that cannot be read are passed over with the reason.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::{ObjectBody, SourceError};
+use super::{Listing, ObjectBody, SourceError};
 use crate::domain::ObjectMeta;
 use crate::failure::FailureKind;
 
@@ -21,19 +23,22 @@ impl DirSource {
         format!("dir:{}", self.root.display())
     }
 
-    pub async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
+    pub async fn list(&self) -> Result<Listing, SourceError> {
         let root = self.root.clone();
         let location = self.location();
         tokio::task::spawn_blocking(move || {
-            let mut objects = Vec::new();
-            walk(&root, &root, &mut objects).map_err(|e| SourceError::List {
+            let mut listing = Listing::default();
+            // The root itself must be readable: without it there is nothing to list.
+            let entries = std::fs::read_dir(&root).map_err(|e| SourceError::List {
                 location,
                 explanation: e.to_string(),
                 kind: io_failure_kind(&e),
                 cause: e.into(),
             })?;
-            objects.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(objects)
+            walk(&root, entries, &mut listing);
+            listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+            listing.passed_over.sort();
+            Ok(listing)
         })
         .await
         .expect("listing a directory does not panic")
@@ -68,24 +73,71 @@ fn io_failure_kind(error: &std::io::Error) -> FailureKind {
     }
 }
 
-fn walk(root: &Path, dir: &Path, objects: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+fn walk(root: &Path, entries: std::fs::ReadDir, listing: &mut Listing) {
+    let key_of = |path: &Path| {
+        path.strip_prefix(root)
+            .expect("walked from the root")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                listing
+                    .passed_over
+                    .push((String::new(), format!("an entry cannot be read: {error}")));
+                continue;
+            }
+        };
         let path = entry.path();
-        let metadata = entry.metadata()?;
-        if metadata.is_dir() {
-            walk(root, &path, objects)?;
-        } else if metadata.is_file() {
-            let relative = path.strip_prefix(root).expect("walked from the root");
-            let key = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            objects.push(meta(&key, &metadata));
+        let key = key_of(&path);
+        // `DirEntry::metadata` does not follow symbolic links.
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                listing
+                    .passed_over
+                    .push((key, format!("cannot be read: {error}")));
+                continue;
+            }
+        };
+        let kind = metadata.file_type();
+        if kind.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(entries) => walk(root, entries, listing),
+                Err(error) => listing.passed_over.push((
+                    format!("{key}/"),
+                    format!("a folder that cannot be read: {error}"),
+                )),
+            }
+        } else if kind.is_file() {
+            // Opened here, so that an unreadable file is said now rather than failing its poll.
+            match std::fs::File::open(&path) {
+                Ok(_) => listing.objects.push(meta(&key, &metadata)),
+                Err(error) => listing
+                    .passed_over
+                    .push((key, format!("cannot be read: {error}"))),
+            }
+        } else {
+            listing.passed_over.push((key, not_a_file(&kind).into()));
         }
     }
-    Ok(())
+}
+
+fn not_a_file(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "a symbolic link (not followed: only regular files under the directory are read)"
+    } else if kind.is_fifo() {
+        "a FIFO, not a regular file"
+    } else if kind.is_socket() {
+        "a socket, not a regular file"
+    } else {
+        "a device, not a regular file"
+    }
 }
 
 /// A file's version: size and modification time stand in for an S3 ETag.

@@ -14,6 +14,14 @@ use crate::domain::ObjectMeta;
 use crate::failure::{Classify, FailureKind};
 use dir::DirSource;
 
+/// What a listing found: the objects, and what was passed over with the reason (entries of a
+/// directory that are not regular files, or cannot be read).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectMeta>,
+    pub passed_over: Vec<(String, String)>,
+}
+
 /// An object's bytes as they arrive.
 pub type ObjectBody = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -77,7 +85,7 @@ impl Source {
     }
 
     /// Every object under the configured prefix, page after page.
-    pub async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
+    pub async fn list(&self) -> Result<Listing, SourceError> {
         match self {
             Source::S3(s3) => s3.list().await,
             Source::Dir(dir) => dir.list().await,

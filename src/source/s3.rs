@@ -14,7 +14,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
 use tokio_io_timeout::TimeoutReader;
 
-use super::{ObjectBody, SourceError};
+use super::{Listing, ObjectBody, SourceError};
 use crate::config::{AssumeRole, S3Settings};
 use crate::domain::ObjectMeta;
 use crate::failure::FailureKind;
@@ -82,7 +82,7 @@ impl S3Source {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    pub async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
+    pub async fn list(&self) -> Result<Listing, SourceError> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -117,7 +117,10 @@ impl S3Source {
                 });
             }
         }
-        Ok(objects)
+        Ok(Listing {
+            objects,
+            passed_over: Vec::new(),
+        })
     }
 
     pub async fn open(&self, object: &ObjectMeta) -> Result<ObjectBody, SourceError> {

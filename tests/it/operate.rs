@@ -301,9 +301,10 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
     server.put(BUCKET, "notes/readme.txt", b"x".to_vec()).await;
     let db = TestDatabase::new();
     let store = db.store().await;
-    let check = |extra: &[(&str, &str)]| {
+    let check_with = |args: &[&str], extra: &[(&str, &str)]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
             .arg("check")
+            .args(args)
             .env("DBR_CONFIG", "/dev/null")
             .env("RUST_LOG", "error")
             .envs(
@@ -319,6 +320,7 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
         )
     };
 
+    let check = |extra: &[(&str, &str)]| check_with(&[], extra);
     let (ok, text) = check(&[]);
     assert!(ok, "{text}");
     assert!(
@@ -330,7 +332,41 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
         text.contains("notes/readme.txt: not a detailed billing report"),
         "{text}"
     );
-    assert!(text.contains(&format!("ok      reading {key}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok      reading {key}: 50 line items, 50 kept, 0 dropped (not monitored); 3 accounts, 0 not matching their AccountTotal"
+        )),
+        "{text}"
+    );
+
+    // A report `once` would fail (its payer is not the one its name says) fails `check` too,
+    // when it is the one read: the smallest, or any with --read-all.
+    let other = report(
+        dir.path(),
+        "",
+        "222222222222",
+        "plain",
+        "2021-06",
+        &["--rows", "5"],
+    );
+    let foreign_key = other.key.replacen("222222222222", PAYER_ID, 1);
+    server.put(BUCKET, &foreign_key, other.zip).await;
+    let (ok, text) = check(&[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("FAILED  reading {foreign_key}: line 2, column PayerAccountId: payer \"222222222222\" differs from the report's payer 111111111111")),
+        "{text}"
+    );
+    let (ok, text) = check_with(&["--read-all"], &[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("ok      reading {key}: 50 line items")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("FAILED  reading {foreign_key}")),
+        "{text}"
+    );
 
     let (ok, text) = check(&[("DBR_PREFIX", "nothing-here/")]);
     assert!(!ok);
@@ -529,6 +565,62 @@ async fn no_secret_is_printed_in_any_form() {
             }
         }
     }
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_what_a_directory_holds_besides_files() {
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let r = report(
+        dir.path(),
+        "",
+        PAYER_ID,
+        "plain",
+        "2019-10",
+        &["--rows", "20"],
+    );
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    let outside = dir.path().join(format!(
+        "{PAYER_ID}-aws-billing-detailed-line-items-2019-11.csv.zip"
+    ));
+    std::fs::write(&outside, &r.zip).unwrap();
+    let link = format!("{PAYER_ID}-aws-billing-detailed-line-items-2019-11.csv.zip");
+    std::os::unix::fs::symlink(&outside, bucket.path().join(&link)).unwrap();
+    let fifo = bucket.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .args([
+            "check",
+            "--source",
+            &format!("dir:{}", bucket.path().display()),
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("DBR_CONFIG", "/dev/null")
+        .env("DBR_MONITORED_ACCOUNTS", "*")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("ok      listing dir:"), "{text}");
+    assert!(
+        text.contains(&format!("{link}: a symbolic link (not followed")),
+        "{text}"
+    );
+    assert!(text.contains("pipe: a FIFO, not a regular file"), "{text}");
+    assert!(
+        text.contains(&format!("ok      reading {}", r.key)),
+        "{text}"
+    );
     store.pool().close().await;
     db.drop_database().await;
 }
