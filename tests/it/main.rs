@@ -4,6 +4,8 @@
 
 /// Helpers: the report generator, ZIP writers, test databases, the S3 server, a TCP proxy.
 mod common;
+/// S3 failing (throttling, connections cut or stalled, objects replaced mid-read).
+mod faults;
 /// Operating the daemon: HTTP endpoint and metrics, readiness, replicas, stopping, `check`.
 mod operate;
 /// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.

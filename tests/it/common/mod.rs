@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: generate reports with the independent Python
 //! generator, zip them with real writers, run the built binary.
 
+pub mod faults;
 pub mod net;
 pub mod s3;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! A real S3 protocol server for the tests: s3s-fs serving a temporary directory over HTTP on
 //! 127.0.0.1, and a client of the AWS SDK pointed at it.
 
+use std::time::Duration;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
@@ -90,22 +92,7 @@ impl S3Server {
     /// The daemon's source for `bucket` and `prefix`, through the production client setup
     /// (HTTPS-capable connector, retries) with the test credentials.
     pub async fn source(&self, bucket: &str, prefix: &str) -> Source {
-        let settings = S3Settings {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            region: Some(REGION.into()),
-            endpoint_url: Some(self.endpoint.clone()),
-            force_path_style: true,
-            assume_role: None,
-            read_timeout: std::time::Duration::from_secs(60),
-        };
-        Source::S3(
-            S3Source::with_credentials(
-                &settings,
-                Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"),
-            )
-            .await,
-        )
+        source_at(&self.endpoint, bucket, prefix, Duration::from_secs(60)).await
     }
 
     /// What the binary needs in its environment to reach this server.
@@ -119,4 +106,30 @@ impl S3Server {
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
     }
+}
+
+/// A source for `bucket` and `prefix` at `endpoint` (the server, or a proxy in front of it),
+/// giving up on a silent connection after `read_timeout`.
+pub async fn source_at(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    read_timeout: Duration,
+) -> Source {
+    let settings = S3Settings {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        region: Some(REGION.into()),
+        endpoint_url: Some(endpoint.to_owned()),
+        force_path_style: true,
+        assume_role: None,
+        read_timeout,
+    };
+    Source::S3(
+        S3Source::with_credentials(
+            &settings,
+            Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"),
+        )
+        .await,
+    )
 }
