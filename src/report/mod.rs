@@ -7,3 +7,14 @@ pub mod read;
 pub mod records;
 pub mod rows;
 pub mod zip;
+
+/// How many cases each property test runs: `PROPTEST_CASES` when set (for a long run, see the
+/// README), else `default`.
+#[cfg(test)]
+pub(crate) fn proptest_config(default: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config::with_cases(cases)
+}

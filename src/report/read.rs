@@ -200,3 +200,175 @@ impl io::Read for ChunkReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Whatever bytes arrive, the pipeline ends in sums or a typed error: never a panic, never a
+    //! hang. Memory is bounded by the record and field limits (`records.rs`).
+
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::report::proptest_config;
+
+    const REPORT: &str = "\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"ProductName\",\"UsageType\",\"Operation\",\"AvailabilityZone\",\"UsageStartDate\",\"UsageQuantity\",\"BlendedCost\",\"UnBlendedCost\",\"ResourceId\",\"user:Name\"\r\n\
+        \"Estimated\",\"9\",\"1\",\"LineItem\",\"EC2\",\"Box\",\"Run\",\"us-east-1a\",\"2017-01-01 00:00:00\",\"1\",\"0.5\",\"0.4\",\"i-1\",\"web\"\r\n\
+        \"Estimated\",\"9\",\"2\",\"LineItem\",\"S3\",\"Req\",\"Get\",\"\",\"2017-01-02 00:00:00\",\"10\",\"0.01\",\"0.01\",\"b\",\"\"\r\n\
+        \"\",\"9\",\"1\",\"AccountTotal\",\"\",\"\",\"\",\"\",\"\",\"\",\"0.5\",\"0.4\",\"\",\"\"\r\n";
+
+    /// `csv` zipped as one deflated member `a.csv`: sizes in the local header, or in a data
+    /// descriptor after the data (as `zip` writes from a pipe).
+    fn zipped(csv: &[u8], descriptor: bool) -> Vec<u8> {
+        let mut deflater =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        deflater.write_all(csv).unwrap();
+        let data = deflater.finish().unwrap();
+        let crc = crc32fast::hash(csv);
+        let (flags, header_crc, header_sizes) = if descriptor {
+            (8u16, 0, (0u32, 0u32))
+        } else {
+            (0, crc, (data.len() as u32, csv.len() as u32))
+        };
+        let mut zip = Vec::new();
+        zip.extend(0x0403_4b50u32.to_le_bytes());
+        zip.extend(20u16.to_le_bytes());
+        zip.extend(flags.to_le_bytes());
+        zip.extend(8u16.to_le_bytes());
+        zip.extend([0u8; 4]); // time and date
+        zip.extend(header_crc.to_le_bytes());
+        zip.extend(header_sizes.0.to_le_bytes());
+        zip.extend(header_sizes.1.to_le_bytes());
+        zip.extend(5u16.to_le_bytes());
+        zip.extend(0u16.to_le_bytes());
+        zip.extend(b"a.csv");
+        zip.extend(&data);
+        if descriptor {
+            zip.extend(0x0807_4b50u32.to_le_bytes());
+            zip.extend(crc.to_le_bytes());
+            zip.extend((data.len() as u32).to_le_bytes());
+            zip.extend((csv.len() as u32).to_le_bytes());
+        }
+        zip.extend(0x0201_4b50u32.to_le_bytes());
+        zip.extend([0u8; 42]); // the rest of the central directory is not read
+        zip
+    }
+
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
+
+    fn read(bytes: Vec<u8>, zip_member: Option<&str>) -> Result<ReportSums, ReadError> {
+        let expected = Expected {
+            zip_member,
+            identity: ReportIdentity::default(),
+        };
+        RUNTIME.with(|runtime| {
+            runtime.block_on(read_report(
+                std::io::Cursor::new(bytes),
+                &expected,
+                Monitored::All,
+                Arc::default(),
+            ))
+        })
+    }
+
+    #[test]
+    fn an_intact_zip_is_read_in_both_layouts() {
+        for descriptor in [false, true] {
+            let sums = read(zipped(REPORT.as_bytes(), descriptor), Some("a.csv")).unwrap();
+            assert_eq!(sums.rows().kept, 2);
+            assert_eq!(sums.accounts()[0].reconciled(), Some(true));
+        }
+    }
+
+    /// One change to the bytes: a flipped byte, one inserted, one removed.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(prop::sample::Index, u8),
+        Insert(prop::sample::Index, u8),
+        Remove(prop::sample::Index),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<prop::sample::Index>(), 1..=255u8).prop_map(|(at, x)| Mutation::Flip(at, x)),
+            (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(at, b)| Mutation::Insert(at, b)),
+            any::<prop::sample::Index>().prop_map(Mutation::Remove),
+        ]
+    }
+
+    fn mutate(bytes: &mut Vec<u8>, mutation: &Mutation) {
+        let len = bytes.len();
+        if len == 0 {
+            return;
+        }
+        match mutation {
+            Mutation::Flip(at, x) => bytes[at.index(len)] ^= x,
+            Mutation::Insert(at, byte) => bytes.insert(at.index(len), *byte),
+            Mutation::Remove(at) => {
+                bytes.remove(at.index(len));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config(2000))]
+
+        #[test]
+        fn mutated_and_truncated_zips_end_in_sums_or_an_error(
+            descriptor: bool,
+            mutations in prop::collection::vec(mutation(), 0..4),
+            keep in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut bytes = zipped(REPORT.as_bytes(), descriptor);
+            for mutation in &mutations {
+                mutate(&mut bytes, mutation);
+            }
+            if let Some(keep) = keep {
+                bytes.truncate(keep.index(bytes.len() + 1));
+            }
+            let _ = read(bytes, Some("a.csv"));
+        }
+
+        #[test]
+        fn arbitrary_bytes_end_in_sums_or_an_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            as_zip: bool,
+        ) {
+            let _ = read(bytes, as_zip.then_some("a.csv"));
+        }
+
+        #[test]
+        fn spliced_reports_end_in_sums_or_an_error(
+            pieces in prop::collection::vec(prop_oneof![
+                Just("\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"ProductName\",\"UsageType\",\"Operation\",\"AvailabilityZone\",\"UsageStartDate\",\"UsageQuantity\",\"Cost\"\n".to_owned()),
+                Just("\"LineItem\"".to_owned()),
+                Just("\"AccountTotal\"".to_owned()),
+                Just("2017-01-31 23:00:00".to_owned()),
+                Just("9999999999999999999999999999".to_owned()),
+                Just("0.0000000000000000000000000001".to_owned()),
+                Just("\u{feff}".to_owned()),
+                Just("\0".to_owned()),
+                "[0-9]{1,14}",
+                "[-+.,\"\r\n ]{1,3}",
+                "\\PC{0,8}",
+            ], 0..120),
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            // A real report with random pieces spliced in somewhere.
+            let mut text = REPORT.as_bytes().to_vec();
+            let at = at.index(text.len() + 1);
+            let spliced: Vec<u8> = pieces.concat().into_bytes();
+            text.splice(at..at, spliced);
+            text.truncate(cut.index(text.len() + 1).max(at));
+            let _ = read(text.clone(), None);
+            let _ = read(zipped(&text, true), Some("a.csv"));
+        }
+    }
+}

@@ -448,6 +448,26 @@ mod tests {
     }
 
     proptest! {
+        // Fewer cases than elsewhere: the read tests feed these bytes through records too.
+        #![proptest_config(crate::report::proptest_config(500))]
+
+        /// Any bytes, however they arrive, end in records or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_end_in_records_or_an_error(
+            bytes in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'"'), Just(b','), Just(b'\n'), Just(b'\r')], 0..512),
+            trickle in prop_oneof![1usize..8, 64usize..4096],
+        ) {
+            let mut reader = Records::new(Trickle(&bytes, trickle));
+            for _ in 0..=bytes.len() {
+                match reader.next_record() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    proptest! {
         /// Whatever the csv crate writes, these records read back the same, however the bytes
         /// arrive.
         #[test]
