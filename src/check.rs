@@ -152,23 +152,7 @@ async fn run(
     for listed in to_read {
         let key = &listed.object.key;
         match read_object(source, listed, &monitored).await {
-            Ok(sums) => {
-                let rows = sums.rows();
-                let accounts = sums.accounts();
-                let unreconciled = accounts
-                    .iter()
-                    .filter(|a| a.reconciled() == Some(false))
-                    .count();
-                say!(
-                    text,
-                    "ok      reading {key}: {} line items, {} kept, {} dropped (not monitored); {} accounts, {} not matching their AccountTotal",
-                    rows.line_items,
-                    rows.kept,
-                    rows.dropped_unmonitored,
-                    accounts.len(),
-                    unreconciled
-                );
-            }
+            Ok(sums) => say!(text, "ok      reading {key}: {}", sums.summary()),
             Err(error) => {
                 fail(text, format!("reading {key}: {error}"));
                 all_read = false;

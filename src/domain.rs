@@ -91,6 +91,12 @@ impl Period {
     pub fn first_day(self) -> NaiveDate {
         self.first_day
     }
+
+    pub fn last_day(self) -> NaiveDate {
+        let next = self.first_day.checked_add_months(chrono::Months::new(1));
+        next.and_then(|next| next.pred_opt())
+            .unwrap_or(NaiveDate::MAX)
+    }
 }
 
 impl FromStr for Period {
@@ -265,6 +271,12 @@ mod tests {
         );
         let day = NaiveDate::from_ymd_opt(2016, 9, 30).unwrap();
         assert_eq!(Period::of_day(day), period);
+        assert_eq!(period.last_day(), day);
+        let february: Period = "2016-02".parse().unwrap();
+        assert_eq!(
+            february.last_day(),
+            NaiveDate::from_ymd_opt(2016, 2, 29).unwrap()
+        );
         for bad in [
             "2016-13",
             "2016-00",

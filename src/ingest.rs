@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::domain::{AccountId, Monitored, ObjectMeta};
 use crate::failure::{Classify, FailureKind};
-use crate::report::aggregate::{ReportIdentity, ReportSums, RowCounts};
+use crate::report::aggregate::{ReadSummary, ReportIdentity, ReportSums};
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{Listing, Source, SourceError};
@@ -64,11 +64,7 @@ pub struct PollOutcome {
 pub struct Ingested {
     pub object_key: String,
     pub reason: IngestReason,
-    pub rows: RowCounts,
-    pub accounts: usize,
-    /// Accounts the report has an `AccountTotal` row for (none in a report without footer).
-    pub accounts_with_total: usize,
-    pub unreconciled_accounts: usize,
+    pub summary: ReadSummary,
 }
 
 #[derive(Debug)]
@@ -268,12 +264,8 @@ fn record_ingested(
     sums: &ReportSums,
     seconds: f64,
 ) -> Ingested {
-    let rows = sums.rows();
-    let accounts = sums.accounts();
-    let unreconciled_accounts = accounts
-        .iter()
-        .filter(|a| a.reconciled() == Some(false))
-        .count();
+    let summary = sums.summary();
+    let (rows, mismatched) = (summary.rows, summary.reconciliation.mismatched);
     tracing::info!(
         line_items = rows.line_items,
         kept = rows.kept,
@@ -281,9 +273,9 @@ fn record_ingested(
         seconds = format!("{seconds:.2}"),
         "ingested"
     );
-    if unreconciled_accounts > 0 {
+    if mismatched > 0 {
         tracing::warn!(
-            unreconciled_accounts,
+            unreconciled_accounts = mismatched,
             "line items do not add up to AccountTotal"
         );
     }
@@ -294,17 +286,11 @@ fn record_ingested(
             "line items dated outside the report's month; kept in its month, as AWS's totals are"
         );
     }
-    telemetry::report_ingested(&listed.report, rows, unreconciled_accounts, seconds);
+    telemetry::report_ingested(&listed.report, rows, mismatched, seconds);
     Ingested {
         object_key: listed.object.key.clone(),
         reason,
-        rows,
-        accounts: accounts.len(),
-        accounts_with_total: accounts
-            .iter()
-            .filter(|a| a.account_total.is_some())
-            .count(),
-        unreconciled_accounts,
+        summary,
     }
 }
 

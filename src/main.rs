@@ -288,20 +288,9 @@ async fn accounts(
 
 fn print_outcome(outcome: &PollOutcome) {
     for report in &outcome.ingested {
-        let reconciliation = match (report.accounts_with_total, report.unreconciled_accounts) {
-            (0, _) => "no AccountTotal rows to check against".to_owned(),
-            (_, 0) => "totals match the report's AccountTotal rows".to_owned(),
-            (_, n) => format!("{n} account(s) do NOT match their AccountTotal"),
-        };
         println!(
-            "ingested  {} ({}): {} line items, {} kept, {} dropped (not monitored); {} accounts, {}",
-            report.object_key,
-            report.reason,
-            report.rows.line_items,
-            report.rows.kept,
-            report.rows.dropped_unmonitored,
-            report.accounts,
-            reconciliation
+            "ingested  {} ({}): {}",
+            report.object_key, report.reason, report.summary
         );
     }
     for failed in &outcome.failed {

@@ -4,6 +4,7 @@
 //! `Read` it is handed, so it can be tested and benchmarked alone.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -73,6 +74,45 @@ pub struct RowCounts {
     pub outside_period: u64,
 }
 
+/// How a report's line items compare with its `AccountTotal` rows, account by account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub accounts: usize,
+    /// Accounts the report has an `AccountTotal` row for (none in a report without footer).
+    pub with_total: usize,
+    /// Accounts whose line items do not add up to their `AccountTotal`.
+    pub mismatched: usize,
+}
+
+impl fmt::Display for Reconciliation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} accounts, ", self.accounts)?;
+        match (self.with_total, self.mismatched) {
+            (0, _) => f.write_str("no AccountTotal rows to check against"),
+            (_, 0) => f.write_str("totals match the report's AccountTotal rows"),
+            (_, n) => write!(f, "{n} account(s) do NOT match their AccountTotal"),
+        }
+    }
+}
+
+/// What reading a report came to, in one line for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadSummary {
+    pub rows: RowCounts,
+    pub reconciliation: Reconciliation,
+}
+
+impl fmt::Display for ReadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = &self.rows;
+        write!(
+            f,
+            "{} line items, {} kept, {} dropped (not monitored); {}",
+            rows.line_items, rows.kept, rows.dropped_unmonitored, self.reconciliation
+        )
+    }
+}
+
 /// What a report is known to be before it is read (from its object's name), for checking.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportIdentity {
@@ -121,10 +161,11 @@ pub struct DailyCost<'a> {
 #[derive(Debug)]
 pub struct ReportSums {
     payer: Option<AccountId>,
-    period: Option<Period>,
+    /// The first and last day of the report's billing period, when known.
+    period: Option<(NaiveDate, NaiveDate)>,
     monitored: Monitored,
     accounts: Vec<AccountId>,
-    /// Each monitored account's month so far, beside `accounts`.
+    /// Each monitored account's month, beside `accounts`, summed once the rows are read.
     account_sums: Vec<Sums>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
@@ -166,13 +207,18 @@ impl ReportSums {
             }
         }
         rows_read.store(read, Ordering::Relaxed);
+        sums.sum_accounts().map_err(|message| ParseError {
+            line: rows.line(),
+            column: None,
+            message,
+        })?;
         Ok(sums)
     }
 
-    pub fn new(identity: ReportIdentity, monitored: Monitored) -> ReportSums {
+    fn new(identity: ReportIdentity, monitored: Monitored) -> ReportSums {
         ReportSums {
             payer: identity.payer,
-            period: identity.period,
+            period: identity.period.map(|p| (p.first_day(), p.last_day())),
             monitored,
             accounts: Vec::new(),
             account_sums: Vec::new(),
@@ -188,7 +234,7 @@ impl ReportSums {
         }
     }
 
-    pub fn add(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
+    fn add(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
         let record_type = row.record_type()?;
         self.check_payer(row)?;
         self.estimated |= row.invoice_id() == b"Estimated";
@@ -233,8 +279,8 @@ impl ReportSums {
             }
         };
         let day = row.usage_day()?;
-        if let (Some(day), Some(period)) = (day, self.period)
-            && Period::of_day(day) != period
+        if let (Some(day), Some((first, last))) = (day, self.period)
+            && (day < first || day > last)
         {
             self.rows.outside_period += 1;
             self.first_outside_period.get_or_insert_with(|| row.line());
@@ -250,20 +296,26 @@ impl ReportSums {
             usage_quantity: row.usage_quantity()?,
             line_items: 1,
         };
-        // Both sums are checked here, where the row that overflows them is known.
-        let overflow = |what: &str| {
-            row.linked_account_error(format!(
-                "the account's {what} need more than 28 significant digits, which cannot be kept exactly"
-            ))
-        };
-        self.daily
-            .entry(key)
-            .or_default()
-            .add(&sums)
-            .ok_or_else(|| overflow("daily sums"))?;
-        self.account_sums[account as usize]
-            .add(&sums)
-            .ok_or_else(|| overflow("monthly sums"))
+        self.daily.entry(key).or_default().add(&sums).ok_or_else(|| {
+            row.linked_account_error(
+                "the account's daily sums need more than 28 significant digits, which cannot be kept exactly"
+                    .into(),
+            )
+        })
+    }
+
+    /// Sums each account's month from its days (once, not per row: the hot loop stays lean).
+    fn sum_accounts(&mut self) -> Result<(), String> {
+        for (key, sums) in &self.daily {
+            let account = key.account as usize;
+            self.account_sums[account].add(sums).ok_or_else(|| {
+                format!(
+                    "the monthly sums of account {} need more than 28 significant digits, which cannot be kept exactly",
+                    self.accounts[account]
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// The row's linked account's index, or `None` when it is not monitored. An empty
@@ -316,6 +368,25 @@ impl ReportSums {
 
     pub fn rows(&self) -> RowCounts {
         self.rows
+    }
+
+    /// The row counts and the reconciliation with the footer.
+    pub fn summary(&self) -> ReadSummary {
+        let accounts = self.accounts();
+        ReadSummary {
+            rows: self.rows,
+            reconciliation: Reconciliation {
+                accounts: accounts.len(),
+                with_total: accounts
+                    .iter()
+                    .filter(|a| a.account_total.is_some())
+                    .count(),
+                mismatched: accounts
+                    .iter()
+                    .filter(|a| a.reconciled() == Some(false))
+                    .count(),
+            },
+        }
     }
 
     /// The line of the first kept line item dated outside the report's period.
@@ -665,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn a_monthly_sum_that_overflows_names_the_row() {
+    fn a_monthly_sum_that_overflows_names_the_account() {
         // Each day's sum fits 96 bits (at most about 7.9e28); the month's does not.
         let mut text = HEADER.to_owned();
         for day in 1..=8 {
@@ -676,7 +747,7 @@ mod tests {
         let error = month_of(&text, Monitored::All).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "line 9, column LinkedAccountId: the account's monthly sums need more than 28 significant digits, which cannot be kept exactly"
+            "line 10: the monthly sums of account 1 need more than 28 significant digits, which cannot be kept exactly"
         );
     }
 

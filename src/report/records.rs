@@ -120,6 +120,11 @@ impl<R: Read> Records<R> {
         }
     }
 
+    /// The line reached: the one the next record starts on.
+    pub fn line(&self) -> u64 {
+        line_after(self.lines_dropped, &self.buf[..self.start])
+    }
+
     /// The next record, or `None` at the end of the input. Blank lines are skipped, and so is a
     /// UTF-8 byte-order mark before the first record.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {

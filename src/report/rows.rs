@@ -296,6 +296,11 @@ impl<R: Read> RowReader<R> {
         }
     }
 
+    /// The line reached: after the last row read.
+    pub fn line(&self) -> u64 {
+        self.records.line()
+    }
+
     pub fn columns(&self) -> &Columns {
         &self.columns
     }
@@ -490,19 +495,19 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
         (b'+', rest) => (false, rest),
         _ => (false, raw),
     };
-    let (mut mantissa, mut digits, mut significant, mut scale) = (0i128, 0u32, 0u32, None::<u32>);
+    let (mut mantissa, mut significant, mut any_digit, mut scale) =
+        (0i128, 0u32, false, None::<u32>);
     for &byte in text {
         match byte {
             b'0'..=b'9' => {
                 mantissa = mantissa * 10 + i128::from(byte - b'0');
-                digits += 1;
-                if mantissa != 0 {
-                    significant += 1;
-                }
+                any_digit = true;
+                // Leading zeros are not significant (the field's length is bounded anyway).
+                significant += u32::from(mantissa != 0);
                 if let Some(scale) = scale.as_mut() {
                     *scale += 1;
                 }
-                if significant > MAX_DIGITS || scale.is_some_and(|s| s > MAX_DIGITS) {
+                if significant > MAX_DIGITS {
                     return Err(TOO_PRECISE);
                 }
             }
@@ -510,7 +515,7 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
             _ => return Err(NOT_A_NUMBER),
         }
     }
-    if digits == 0 {
+    if !any_digit {
         return Err(NOT_A_NUMBER);
     }
     let mantissa = if negative { -mantissa } else { mantissa };
@@ -568,11 +573,11 @@ mod tests {
                 "1234567890123456.789012345678",
                 "1234567890123456.789012345678",
             ),
-            ("000000000000000000000000000001.5", "1.5"),
             (
                 "0.0000000000000000000000000001",
                 "0.0000000000000000000000000001",
             ),
+            ("000000000000000000000000000001.5", "1.5"),
         ] {
             assert_eq!(
                 parse_decimal(text.as_bytes()).map(|d| d.to_string()),

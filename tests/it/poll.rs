@@ -247,7 +247,7 @@ async fn a_changed_monitored_set_reingests_what_it_affects() {
     let configured = Monitored::parse("222222222222").unwrap();
     let first = s.poll(&source, &configured).await;
     assert_eq!(first.ingested.len(), 1);
-    assert!(first.ingested[0].rows.dropped_unmonitored > 0);
+    assert!(first.ingested[0].summary.rows.dropped_unmonitored > 0);
     assert_monthly(
         &monthly_costs(s.store.pool()).await,
         &expected_monthly(&[&only_one]),
