@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::domain::{AccountId, Monitored, ObjectMeta};
 use crate::failure::{Classify, FailureKind};
-use crate::report::aggregate::{ReadSummary, ReportIdentity, ReportSums};
+use crate::report::aggregate::{Grain, ReadSummary, ReportIdentity, ReportSums};
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{Listing, Source, SourceError};
@@ -452,6 +452,7 @@ pub async fn read_object(
             payer: Some(listed.report.payer.clone()),
             period: Some(listed.report.period),
         },
+        grain: Grain::Daily,
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(object.file_name(), Some(object.size), progress.clone());

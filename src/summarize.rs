@@ -1,5 +1,7 @@
 //! `dbr-ingest summarize`: reads local report files through the same stages as the daemon and
 //! prints per-account totals and their reconciliation, as text or one JSON document per file.
+//! It keeps only what it prints (per-account sums), so its memory does not grow with the
+//! report's key count; the text of usage fields, which it does not keep, is not checked.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::domain::{AccountId, Monitored, Period};
-use crate::report::aggregate::{AccountMonth, ReportIdentity, ReportSums};
+use crate::report::aggregate::{AccountMonth, Grain, ReportIdentity, ReportSums};
 use crate::report::key::{NotDbr, ReportKey, Variant};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 
@@ -127,6 +129,8 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
             payer: named.as_ref().map(|key| key.payer.clone()),
             period: named.as_ref().map(|key| key.period),
         },
+        // Only what is printed: memory stays constant whatever the report's key count.
+        grain: Grain::Accounts,
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(&name, size, progress.clone());

@@ -157,15 +157,29 @@ pub struct DailyCost<'a> {
     pub sums: Sums,
 }
 
+/// How finely a report is summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grain {
+    /// Per account only (`summarize`): constant memory whatever the report's key count.
+    Accounts,
+    /// Per account and per (day, product, usage type, operation, zone, resource, tags), as the
+    /// store keeps them.
+    Daily,
+}
+
 /// The sums of one report, built row by row.
 #[derive(Debug)]
 pub struct ReportSums {
+    grain: Grain,
     payer: Option<AccountId>,
     /// The first and last day of the report's billing period, when known.
     period: Option<(NaiveDate, NaiveDate)>,
+    /// Dated line items per month, when the period is not known (to find it).
+    items_by_period: BTreeMap<Period, u64>,
     monitored: Monitored,
     accounts: Vec<AccountId>,
-    /// Each monitored account's month, beside `accounts`, summed once the rows are read.
+    /// Each monitored account's month, beside `accounts`: summed row by row at the accounts
+    /// grain, from the daily sums once the rows are read at the daily grain.
     account_sums: Vec<Sums>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
@@ -184,19 +198,20 @@ pub struct ReportSums {
 }
 
 impl ReportSums {
-    /// Sums a whole report's CSV. With a payer given, every row must carry it; without, the
-    /// first row's payer is taken and every later row must match.
+    /// Sums a whole report's CSV at `grain`. With a payer given, every row must carry it;
+    /// without, the first row's payer is taken and every later row must match.
     ///
     /// `rows_read` follows the progress, for whoever reports it.
     pub fn sum_csv(
         input: impl Read,
         identity: ReportIdentity,
         monitored: Monitored,
+        grain: Grain,
         rows_read: &AtomicU64,
     ) -> Result<ReportSums, ParseError> {
         const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input)?;
-        let mut sums = ReportSums::new(identity, monitored);
+        let mut sums = ReportSums::new(identity, monitored, grain);
         sums.has_resources = rows.columns().has_resources();
         let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
@@ -215,10 +230,12 @@ impl ReportSums {
         Ok(sums)
     }
 
-    fn new(identity: ReportIdentity, monitored: Monitored) -> ReportSums {
+    fn new(identity: ReportIdentity, monitored: Monitored, grain: Grain) -> ReportSums {
         ReportSums {
+            grain,
             payer: identity.payer,
             period: identity.period.map(|p| (p.first_day(), p.last_day())),
+            items_by_period: BTreeMap::new(),
             monitored,
             accounts: Vec::new(),
             account_sums: Vec::new(),
@@ -270,42 +287,64 @@ impl ReportSums {
             return Ok(());
         };
         self.rows.kept += 1;
-        row.usage_key(&mut self.usage_key);
-        let usage = match self.usages.get_index_of(self.usage_key.as_slice()) {
-            Some(slot) => index(slot),
-            None => {
-                row.check_usage()?;
-                index(self.usages.insert_full(self.usage_key.as_slice().into()).0)
-            }
+        // Daily grain: the usage first, so that a field that is not text is named before a date.
+        let usage = match self.grain {
+            Grain::Daily => Some(self.usage_slot(row)?),
+            Grain::Accounts => None,
         };
         let day = row.usage_day()?;
-        if let (Some(day), Some((first, last))) = (day, self.period)
-            && (day < first || day > last)
-        {
-            self.rows.outside_period += 1;
-            self.first_outside_period.get_or_insert_with(|| row.line());
+        if let Some(day) = day {
+            match self.period {
+                Some((first, last)) if day < first || day > last => {
+                    self.rows.outside_period += 1;
+                    self.first_outside_period.get_or_insert_with(|| row.line());
+                }
+                Some(_) => {}
+                None => *self.items_by_period.entry(Period::of_day(day)).or_default() += 1,
+            }
         }
-        let key = DailyKey {
-            account,
-            day,
-            usage,
-        };
         let sums = Sums {
             unblended_cost: row.unblended_cost()?,
             blended_cost: row.blended_cost()?,
             usage_quantity: row.usage_quantity()?,
             line_items: 1,
         };
-        self.daily.entry(key).or_default().add(&sums).ok_or_else(|| {
-            row.linked_account_error(
-                "the account's daily sums need more than 28 significant digits, which cannot be kept exactly"
-                    .into(),
-            )
+        let (total, what) = match usage {
+            Some(usage) => {
+                let key = DailyKey {
+                    account,
+                    day,
+                    usage,
+                };
+                (self.daily.entry(key).or_default(), "daily")
+            }
+            None => (&mut self.account_sums[account as usize], "monthly"),
+        };
+        total.add(&sums).ok_or_else(|| {
+            row.linked_account_error(format!(
+                "the account's {what} sums need more than 28 significant digits, which cannot be kept exactly"
+            ))
+        })
+    }
+
+    /// The index of the row's usage, kept as its key bytes the first time it is seen.
+    fn usage_slot(&mut self, row: &Row<'_>) -> Result<u32, ParseError> {
+        row.usage_key(&mut self.usage_key);
+        Ok(match self.usages.get_index_of(self.usage_key.as_slice()) {
+            Some(slot) => index(slot),
+            None => {
+                row.check_usage()?;
+                index(self.usages.insert_full(self.usage_key.as_slice().into()).0)
+            }
         })
     }
 
     /// Sums each account's month from its days (once, not per row: the hot loop stays lean).
+    /// At the accounts grain they were summed row by row.
     fn sum_accounts(&mut self) -> Result<(), String> {
+        if self.grain == Grain::Accounts {
+            return Ok(());
+        }
         for (key, sums) in &self.daily {
             let account = key.account as usize;
             self.account_sums[account].add(sums).ok_or_else(|| {
@@ -410,15 +449,11 @@ impl ReportSums {
 
     /// The month most line items were used in: the billing period of a report whose file name
     /// does not say it.
+    /// `None` when the period was given: then line items outside it are counted instead.
     pub fn busiest_period(&self) -> Option<Period> {
-        let mut items: BTreeMap<Period, u64> = BTreeMap::new();
-        for (key, sums) in &self.daily {
-            if let Some(day) = key.day {
-                *items.entry(Period::of_day(day)).or_default() += sums.line_items;
-            }
-        }
-        items
-            .into_iter()
+        self.items_by_period
+            .iter()
+            .map(|(&period, &count)| (period, count))
             .max_by_key(|&(period, count)| (count, std::cmp::Reverse(period)))
             .map(|(period, _)| period)
     }
@@ -599,11 +634,13 @@ mod tests {
             items in prop::collection::vec(line_item(), 0..200),
             monitored in prop::collection::btree_set(0..3usize, 0..=3),
             crlf: bool,
+            daily: bool,
         ) {
+            let grain = if daily { Grain::Daily } else { Grain::Accounts };
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()) }, filter.clone(), &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()) }, filter.clone(), grain, &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -646,6 +683,7 @@ mod tests {
             text.as_bytes(),
             ReportIdentity::default(),
             monitored,
+            Grain::Daily,
             &AtomicU64::default(),
         )
     }
@@ -771,19 +809,49 @@ mod tests {
              1,9,1,LineItem,Tax,,,,,1,3,3\n\
              1,9,1,LineItem,EC2,Box,Run,,2016-12-31 00:00:00,1,4,4\n"
         );
-        let identity = ReportIdentity {
-            payer: None,
-            period: "2017-01".parse().ok(),
+        for grain in [Grain::Accounts, Grain::Daily] {
+            let identity = ReportIdentity {
+                payer: None,
+                period: "2017-01".parse().ok(),
+            };
+            let sums = ReportSums::sum_csv(
+                text.as_bytes(),
+                identity,
+                Monitored::All,
+                grain,
+                &Default::default(),
+            )
+            .unwrap();
+            assert_eq!(sums.rows().outside_period, 2);
+            assert_eq!(sums.first_outside_period(), Some(3));
+            assert_eq!(sums.accounts()[0].sums.unblended_cost, Decimal::from(10));
+        }
+    }
+
+    #[test]
+    fn the_accounts_grain_keeps_no_daily_sums() {
+        let mut text = HEADER.to_owned();
+        for day in 1..=28 {
+            for resource in 0..50 {
+                text.push_str(&format!(
+                    "1,9,1,LineItem,EC2,Box-{resource},Run,,2017-02-{day:02} 00:00:00,1,0.01,0.01\n"
+                ));
+            }
+        }
+        let sum = |grain| {
+            ReportSums::sum_csv(
+                text.as_bytes(),
+                ReportIdentity::default(),
+                Monitored::All,
+                grain,
+                &Default::default(),
+            )
+            .unwrap()
         };
-        let sums = ReportSums::sum_csv(
-            text.as_bytes(),
-            identity,
-            Monitored::All,
-            &Default::default(),
-        )
-        .unwrap();
-        assert_eq!(sums.rows().outside_period, 2);
-        assert_eq!(sums.first_outside_period(), Some(3));
-        assert_eq!(sums.accounts()[0].sums.unblended_cost, Decimal::from(10));
+        let (accounts, daily) = (sum(Grain::Accounts), sum(Grain::Daily));
+        assert_eq!(accounts.daily_costs().len(), 0);
+        assert_eq!(daily.daily_costs().len(), 28 * 50);
+        assert_eq!(accounts.accounts(), daily.accounts());
+        assert_eq!(accounts.busiest_period(), "2017-02".parse().ok());
     }
 }

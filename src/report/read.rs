@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::aggregate::{ReportIdentity, ReportSums};
+use super::aggregate::{Grain, ReportIdentity, ReportSums};
 use super::rows::ParseError;
 use super::zip::{self, ZipError, ZipMember};
 use crate::domain::Monitored;
@@ -62,6 +62,8 @@ pub struct Expected<'a> {
     pub zip_member: Option<&'a str>,
     /// What the object's name says the report is.
     pub identity: ReportIdentity,
+    /// How finely to sum it.
+    pub grain: Grain,
 }
 
 /// How far a report has been read; the counters move while it is, for whoever shows progress.
@@ -87,7 +89,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let identity = expected.identity.clone();
+    let (identity, grain) = (expected.identity.clone(), expected.grain);
     let parser = {
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
@@ -95,6 +97,7 @@ where
                 ChunkReader::new(receiver),
                 identity,
                 monitored,
+                grain,
                 &progress.rows,
             )
         })
@@ -266,6 +269,7 @@ mod tests {
         let expected = Expected {
             zip_member,
             identity: ReportIdentity::default(),
+            grain: Grain::Daily,
         };
         RUNTIME.with(|runtime| {
             runtime.block_on(read_report(
