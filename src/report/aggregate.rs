@@ -86,7 +86,12 @@ pub struct Reconciliation {
 
 impl fmt::Display for Reconciliation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} accounts, ", self.accounts)?;
+        let noun = if self.accounts == 1 {
+            "account"
+        } else {
+            "accounts"
+        };
+        write!(f, "{} {noun}, ", self.accounts)?;
         match (self.with_total, self.mismatched) {
             (0, _) => f.write_str("no AccountTotal rows to check against"),
             (_, 0) => f.write_str("totals match the report's AccountTotal rows"),

@@ -508,7 +508,7 @@ async fn the_binary_polls_once_and_manages_accounts() {
         text(&once.stdout)
             .lines()
             .any(|line| line.starts_with(&format!("ingested  {}", bare.key))
-                && line.ends_with("1 accounts, no AccountTotal rows to check against")),
+                && line.ends_with("1 account, no AccountTotal rows to check against")),
         "{}",
         text(&once.stdout)
     );
