@@ -6,7 +6,10 @@
 #   - peak RSS (target: <= 100 MB), and the same for a report a tenth the size (memory must not
 #     grow with the report),
 #   - that the totals equal the generator's own, to the last decimal,
-#   - `once` from a directory into PostgreSQL (a fresh database each run).
+#   - `once` from a directory into PostgreSQL (a fresh database each run),
+#   - the same on a high-cardinality report (BENCH_HC_BYTES, default a third of BENCH_BYTES, most
+#     line items distinct daily keys): `summarize`, `once` into a fresh database, `once`
+#     rewriting that month, with peak RSS and the dead tuples the rewrite leaves.
 # Generated reports are kept in BENCH_DIR (default /tmp/dbr-bench) for the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +20,14 @@ runs=${BENCH_RUNS:-3}
 name=123456789012-aws-billing-detailed-line-items-with-resources-and-tags-2017-03.csv
 mkdir -p "$dir"
 
-report() { # SIZE -> path of a zipped report of about SIZE bytes, generated once
-  local size=$1 zip="$dir/$1/$name.zip"
+report() { # SIZE [RESOURCES] -> path of a zipped report of about SIZE bytes, generated once
+  local size=$1 resources=${2:-300}
+  local case="$dir/$size-$resources" zip="$dir/$size-$resources/$name.zip"
   if [ ! -f "$zip" ]; then
-    mkdir -p "$dir/$size"
-    echo "generating a $size-byte report in $dir/$size (once; about 2 minutes per GB)" >&2
-    python3 tests/tools/gen_dbr.py --out - --expected "$dir/$size/expected.json" --bytes "$size" --seed 7 \
-      | zip -q - - | cat > "$zip.part"
+    mkdir -p "$case"
+    echo "generating a $size-byte report of $resources resources in $case (once; about 2 minutes per GB)" >&2
+    python3 tests/tools/gen_dbr.py --out - --expected "$case/expected.json" --bytes "$size" \
+      --resources "$resources" --seed 7 | zip -q - - | cat > "$zip.part"
     mv "$zip.part" "$zip"
   fi
   echo "$zip"
@@ -34,7 +38,7 @@ report() { # SIZE -> path of a zipped report of about SIZE bytes, generated once
 cargo build --release --quiet --bin dbr-ingest --bench inflate
 binary=target/release/dbr-ingest
 
-measure() { # ZIP -> prints "best_seconds max_rss_kb" over $runs runs, checks the totals
+measure() { # ZIP -> prints "best_seconds max_rss_kb" of summarize over $runs runs, checks the totals
   local zip=$1 best="" rss=0
   for _ in $(seq "$runs"); do
     /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$binary" summarize --json "$zip" > "$dir/summary.json"
@@ -66,30 +70,51 @@ done
 read -r big_seconds big_rss < <(measure "$big")
 read -r small_seconds small_rss < <(measure "$small")
 
-# The same report from a directory into PostgreSQL (`once`), into a fresh database each run.
 server=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
-once_best="" once_rss=0
-for run in $(seq "$runs"); do
-  url="$server/dbr_bench_$$_$run"
-  /usr/bin/time -f "%e %M" -o "$dir/time.txt" env DATABASE_URL="$url" DBR_CONFIG=/dev/null \
-    DBR_MONITORED_ACCOUNTS='*' RUST_LOG=warn "$binary" once --source "dir:$(dirname "$big")" > /dev/null
-  read -r seconds kb < "$dir/time.txt"
-  once_best=$(python3 -c "print(min(float('$seconds'), float('${once_best:-inf}')))")
-  [ "$kb" -gt "$once_rss" ] && once_rss=$kb
-  stored=$(psql "$url" -Atc "SELECT sum(line_items) FROM account_monthly_costs")
-  expected=$(python3 -c "import json; print(json.load(open('$(dirname "$big")/expected.json'))['rows']['kept'])")
-  [ "$stored" = "$expected" ] || { echo "once stored $stored line items, expected $expected" >&2; exit 1; }
-  psql "$server/postgres" -qc "DROP DATABASE \"dbr_bench_$$_$run\""
-done
+once() { # ZIP REWRITE -> prints "best_seconds max_rss_kb dead_tuples": `once` into a fresh
+  # database each run, then (REWRITE=1) the same month rewritten once more; checks the line items
+  local zip=$1 rewrite=$2 best="" rss=0 dead=0 run url stored expected seconds kb
+  expected=$(python3 -c "import json; print(json.load(open('$(dirname "$zip")/expected.json'))['rows']['kept'])")
+  for run in $(seq "$runs"); do
+    url="$server/dbr_bench_$$_$run"
+    for pass in $(seq $((1 + rewrite))); do
+      # A rewrite: the same report with a new version (the directory source's ETag is the mtime).
+      [ "$pass" = 2 ] && touch "$zip"
+      /usr/bin/time -f "%e %M" -o "$dir/time.txt" env DATABASE_URL="$url" DBR_CONFIG=/dev/null \
+        DBR_MONITORED_ACCOUNTS='*' RUST_LOG=warn "$binary" once --source "dir:$(dirname "$zip")" > /dev/null
+      read -r seconds kb < "$dir/time.txt"
+      [ "$kb" -gt "$rss" ] && rss=$kb
+    done
+    best=$(python3 -c "print(min(float('$seconds'), float('${best:-inf}')))")
+    stored=$(psql "$url" -Atc "SELECT sum(line_items) FROM account_monthly_costs")
+    [ "$stored" = "$expected" ] || { echo "once stored $stored line items, expected $expected" >&2; exit 1; }
+    dead=$(psql "$url" -Atc "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname = 'daily_costs'")
+    psql "$server/postgres" -qc "DROP DATABASE \"dbr_bench_$$_$run\""
+  done
+  echo "$best $rss $dead"
+}
+read -r once_best once_rss _ < <(once "$big" 0)
 
-python3 - "$inflated" "$inflate_best" "$big_seconds" "$big_rss" "$small_seconds" "$small_rss" "$once_best" "$once_rss" <<'PY'
+hc_bytes=${BENCH_HC_BYTES:-$((bytes / 3))}
+hc=$(report "$hc_bytes" $((hc_bytes / 100)))
+read -r hc_seconds hc_rss < <(measure "$hc")
+read -r hc_once hc_once_rss _ < <(once "$hc" 0)
+read -r hc_rewrite hc_rewrite_rss hc_dead < <(once "$hc" 1)
+
+python3 - "$inflated" "$inflate_best" "$big_seconds" "$big_rss" "$small_seconds" "$small_rss" "$once_best" "$once_rss" \
+  "$hc_bytes" "$hc_seconds" "$hc_rss" "$hc_once" "$hc_once_rss" "$hc_rewrite" "$hc_rewrite_rss" "$hc_dead" <<'PY'
 import sys
-inflated, inflate, big, big_rss, small, small_rss, once, once_rss = sys.argv[1:]
+inflated, inflate, big, big_rss, small, small_rss, once, once_rss = sys.argv[1:9]
+hc_bytes, hc, hc_rss, hc_once, hc_once_rss, hc_rewrite, hc_rewrite_rss, hc_dead = sys.argv[9:]
 inflated, inflate, big, small, once = int(inflated), float(inflate), float(big), float(small), float(once)
 print(f"report:        {inflated / 1e9:.2f} GB uncompressed (best of runs)")
 print(f"inflate only:  {inflate:.2f} s  (one core, zlib-rs)")
 print(f"summarize:     {big:.2f} s  = {big / inflate:.2f}x inflate   (target <= 1.5x)  {inflated / big / 1e6:.0f} MB/s")
 print(f"peak RSS:      {int(big_rss) / 1024:.1f} MB at full size, {int(small_rss) / 1024:.1f} MB at a tenth ({small:.2f} s)  (target <= 100 MB)")
 print(f"once:          {once:.2f} s  = {once / inflate:.2f}x inflate, directory to PostgreSQL, peak RSS {int(once_rss) / 1024:.1f} MB")
+print(f"high cardinality, {int(hc_bytes) / 1e9:.2f} GB, most line items distinct daily keys (no inflate baseline of its own):")
+print(f"  summarize:   {float(hc):.2f} s, peak RSS {int(hc_rss) / 1024:.1f} MB")
+print(f"  once:        {float(hc_once):.2f} s, peak RSS {int(hc_once_rss) / 1024:.1f} MB (fresh database)")
+print(f"  rewrite:     {float(hc_rewrite):.2f} s for the second pass, peak RSS {int(hc_rewrite_rss) / 1024:.1f} MB, {hc_dead} dead tuples left in daily_costs")
 print("totals:        equal to the generator's, to the last decimal")
 PY
