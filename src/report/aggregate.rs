@@ -463,20 +463,15 @@ impl ReportSums {
             .map(|(period, _)| period)
     }
 
-    /// Daily sums, ordered by account, day (undated first) and usage.
-    pub fn daily_costs(&self) -> Vec<DailyCost<'_>> {
-        let mut costs: Vec<DailyCost<'_>> = self
-            .daily
-            .iter()
-            .map(|(key, sums)| DailyCost {
-                account: &self.accounts[key.account as usize],
-                day: key.day,
-                usage: Usage::decode(&self.usages[key.usage as usize]),
-                sums: *sums,
-            })
-            .collect();
-        costs.sort_by(|a, b| (a.account, a.day, &a.usage).cmp(&(b.account, b.day, &b.usage)));
-        costs
+    /// Daily sums, in no particular order, decoded one at a time: writing them costs no copy
+    /// of the month.
+    pub fn daily_costs(&self) -> impl ExactSizeIterator<Item = DailyCost<'_>> {
+        self.daily.iter().map(|(key, sums)| DailyCost {
+            account: &self.accounts[key.account as usize],
+            day: key.day,
+            usage: Usage::decode(&self.usages[key.usage as usize]),
+            sums: *sums,
+        })
     }
 
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
@@ -740,7 +735,8 @@ mod tests {
                 .keys()
                 .all(|a| a.as_str() != "2")
         );
-        let daily = month.daily_costs();
+        let mut daily: Vec<_> = month.daily_costs().collect();
+        daily.sort_by_key(|d| d.day);
         assert_eq!(daily.len(), 2);
         assert_eq!(daily[0].day, None, "undated tax row first");
         assert_eq!(daily[1].day, NaiveDate::from_ymd_opt(2017, 1, 1));

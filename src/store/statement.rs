@@ -64,7 +64,7 @@ impl Store {
         .bind(invoice_status.as_str())
         .execute(&mut *tx)
         .await?;
-        copy_daily_costs(&mut tx, &statement, &sums.daily_costs()).await?;
+        copy_daily_costs(&mut tx, &statement, sums.daily_costs()).await?;
         insert_account_months(&mut tx, &statement, sums).await?;
         insert_report_totals(&mut tx, &statement, sums).await?;
         sqlx::query(
@@ -112,7 +112,7 @@ impl StatementId {
 async fn copy_daily_costs(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
-    costs: &[DailyCost<'_>],
+    costs: impl Iterator<Item = DailyCost<'_>>,
 ) -> Result<(), StoreError> {
     let mut copy = tx
         .copy_in_raw(
@@ -122,14 +122,11 @@ async fn copy_daily_costs(
         )
         .await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
+    let mut tags = Vec::new();
     for cost in costs {
         let usage = &cost.usage;
-        let tags: serde_json::Map<String, serde_json::Value> = usage
-            .tags
-            .iter()
-            .map(|&(name, value)| (name.to_owned(), serde_json::Value::String(value.to_owned())))
-            .collect();
-        let tags = serde_json::Value::Object(tags).to_string();
+        write_tags_json(&mut tags, &usage.tags);
+        let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
         let day = cost.day.map(|d| d.to_string());
         let period = statement.period.to_string();
         let fields = [
@@ -143,7 +140,7 @@ async fn copy_daily_costs(
             Some(usage.operation),
             Some(usage.availability_zone),
             Some(usage.resource_id),
-            Some(tags.as_str()),
+            Some(tags),
         ];
         for field in fields {
             match field {
@@ -167,6 +164,22 @@ async fn copy_daily_costs(
     }
     copy.finish().await?;
     Ok(())
+}
+
+/// `{"user:Name":"web",…}`, written into `json` without a map built per row. Tag names are
+/// unique: the header names each column once.
+fn write_tags_json(json: &mut Vec<u8>, tags: &[(&str, &str)]) {
+    json.clear();
+    json.push(b'{');
+    for (i, (name, value)) in tags.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut *json, name).expect("writing to a Vec");
+        json.push(b':');
+        serde_json::to_writer(&mut *json, value).expect("writing to a Vec");
+    }
+    json.push(b'}');
 }
 
 fn write_decimal(buffer: &mut String, value: Decimal) {
@@ -264,6 +277,22 @@ async fn insert_report_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_a_json_object() {
+        let mut json = Vec::new();
+        write_tags_json(
+            &mut json,
+            &[("user:Name", "web \"front\""), ("aws:createdBy", "é\\x")],
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"user:Name": "web \"front\"", "aws:createdBy": "é\\x"})
+        );
+        write_tags_json(&mut json, &[]);
+        assert_eq!(json, b"{}");
+    }
 
     #[test]
     fn copy_text_is_escaped() {

@@ -679,6 +679,14 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
     let outcome = s.poll(&source, &Monitored::All).await;
     assert_eq!(ingested_keys(&outcome), [tagged.key.as_str()]);
     assert_eq!(outcome.ignored, 1, "the plain report is passed over");
+    // Tags are stored as JSON objects, their values whole (commas, accents).
+    let values: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT t.value FROM daily_costs, jsonb_each_text(tags) AS t ORDER BY 1",
+    )
+    .fetch_all(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(values, ["batch, nightly", "db", "web", "équipe-données"]);
     assert_monthly(
         &monthly_costs(s.store.pool()).await,
         &expected_monthly(&[&tagged]),
