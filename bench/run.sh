@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Pipeline benchmark: one report of BENCH_BYTES (default 1 GB) uncompressed, zipped by Info-ZIP
-# from a pipe (ZIP64 data descriptor, as large reports have), read end to end by
-# `dbr-ingest summarize`. Reports
+# Pipeline benchmark: one realistic report of BENCH_BYTES (default 1 GB) uncompressed (3,400 usage
+# streams billed hour after hour), zipped by Info-ZIP from a pipe (ZIP64 data descriptor, as
+# large reports have), read end to end by `dbr-ingest summarize`. Reports
 #   - wall time against the time one core needs merely to inflate the member (target: <= 1.5x),
 #   - peak RSS (target: <= 100 MB), and the same for a report a tenth the size (memory must not
 #     grow with the report),
@@ -23,14 +23,14 @@ runs=${BENCH_RUNS:-3}
 name=123456789012-aws-billing-detailed-line-items-with-resources-and-tags-2017-03.csv
 mkdir -p "$dir"
 
-report() { # SIZE [RESOURCES] -> path of a zipped report of about SIZE bytes, generated once
-  local size=$1 resources=${2:-300}
-  local case="$dir/$size-$resources" zip="$dir/$size-$resources/$name.zip"
+report() { # SIZE RESOURCES ORDER -> path of a zipped report of about SIZE bytes, generated once
+  local size=$1 resources=$2 order=$3
+  local case="$dir/$size-$resources-$order" zip="$dir/$size-$resources-$order/$name.zip"
   if [ ! -f "$zip" ]; then
     mkdir -p "$case"
-    echo "generating a $size-byte report of $resources resources in $case (once; about 2 minutes per GB)" >&2
+    echo "generating a $size-byte report of $resources resources ($order) in $case (once; about 2 minutes per GB)" >&2
     python3 tests/tools/gen_dbr.py --out - --expected "$case/expected.json" --bytes "$size" \
-      --resources "$resources" --seed 7 | zip -q - - | cat > "$zip.part"
+      --resources "$resources" --order "$order" --seed 7 | zip -q - - | cat > "$zip.part"
     mv "$zip.part" "$zip"
   fi
   echo "$zip"
@@ -61,8 +61,9 @@ PY
   echo "$best $rss"
 }
 
-big=$(report "$bytes")
-small=$(report $((bytes / 10)))
+# The realistic shape: a few thousand usage streams billed hour after hour, as AWS writes them.
+big=$(report "$bytes" 3400 hourly)
+small=$(report $((bytes / 10)) 3400 hourly)
 inflated=$(unzip -Zt "$big" | awk '{print $3}')
 
 inflate_best=""
@@ -127,7 +128,7 @@ s3_env=()
 
 
 hc_bytes=${BENCH_HC_BYTES:-$((bytes / 3))}
-hc=$(report "$hc_bytes" $((hc_bytes / 100)))
+hc=$(report "$hc_bytes" $((hc_bytes / 100)) random)
 read -r hc_seconds hc_rss < <(measure "$hc")
 read -r hc_once hc_once_rss _ _ < <(once "$hc" 0 dir)
 read -r hc_rewrite hc_rewrite_rss hc_dead _ < <(once "$hc" 1 dir)

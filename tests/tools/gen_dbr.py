@@ -57,6 +57,8 @@ def main():
     p.add_argument("--rows", type=int, default=200, help="line items")
     p.add_argument("--bytes", type=int, help="write line items until this many bytes instead")
     p.add_argument("--resources", type=int, default=300, help="distinct resources the line items use")
+    p.add_argument("--order", choices=["random", "hourly"], default="random",
+                   help="line items in random order, or hourly: every resource's usage billed hour after hour, as AWS writes it")
     p.add_argument("--variant", choices=["plain", "with-resources-and-tags"], default="with-resources-and-tags")
     p.add_argument("--billing", choices=["consolidated", "single"], default="consolidated")
     p.add_argument("--tags", default="user:Name,user:cost-center,aws:createdBy,user:team/app.tier")
@@ -128,10 +130,17 @@ def main():
     while (count < a.rows) if a.bytes is None else (written < a.bytes):
         count += 1
         record_id += rng.randint(1, 10 ** 6)
-        acct, (product, usage_type, operation, description), zone, resource_id, resource_tags = rng.choice(resources)
+        if a.order == "hourly":  # each hour, one line item per resource, through the month and again
+            slot, at = divmod(count - 1, len(resources))
+            stream = resources[at]
+        else:
+            stream = rng.choice(resources)
+        acct, (product, usage_type, operation, description), zone, resource_id, resource_tags = stream
         kind = rng.random()
-        day = rng.randint(1, days)
-        hour = rng.randint(0, 22)
+        if a.order == "hourly":
+            day, hour = slot // 23 % days + 1, slot % 23
+        else:
+            day, hour = rng.randint(1, days), rng.randint(0, 22)
         start, end = date(day, hour), date(day, hour + 1)
         inv = invoice
         rid = str(record_id)
