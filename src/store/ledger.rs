@@ -153,6 +153,7 @@ pub(super) async fn write_entry(
         ),
     };
     let report_key = &report.listed.report;
+    let statement = report_key.statement();
     sqlx::query(
         "INSERT INTO reports (location, key, etag, size, last_modified, payer_account_id, billing_period,
                               entity, variant, status, failure_kind, rows_read, rows_kept, rows_dropped,
@@ -174,9 +175,9 @@ pub(super) async fn write_entry(
     .bind(&report.listed.object.etag)
     .bind(bigint(report.listed.object.size))
     .bind(report.listed.object.last_modified)
-    .bind(report_key.payer.as_str())
-    .bind(report_key.period.first_day())
-    .bind(report_key.entity.as_deref().unwrap_or(""))
+    .bind(statement.payer.as_str())
+    .bind(statement.period.first_day())
+    .bind(statement.entity_str())
     .bind(report_key.variant.as_str())
     .bind(status)
     .bind(kind)
