@@ -151,7 +151,7 @@ async fn run(
     let mut all_read = true;
     for listed in to_read {
         let key = &listed.object.key;
-        match read_object(source, listed, &monitored).await {
+        match read_object(source, listed, &monitored, &settings.memory_budget).await {
             Ok(sums) => say!(text, "ok      reading {key}: {}", sums.summary()),
             Err(error) => {
                 fail(text, format!("reading {key}: {error}"));

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::Monitored;
+use crate::report::aggregate::MemoryBudget;
 
 const DEFAULT_FILE: &str = "config/default.toml";
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/dbr_ingest";
@@ -77,6 +78,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Reports read at the same time in one poll.
     pub concurrency: usize,
+    /// What the daily sums of all reports being read may take in memory together, and where
+    /// they go beyond it.
+    pub memory_budget: MemoryBudget,
     /// How long `run` waits for connections to close after SIGTERM.
     pub shutdown_grace: Duration,
     /// Where `run` serves `/healthz`, `/readyz` and `/metrics`.
@@ -94,6 +98,8 @@ struct File {
     monitored_accounts: Option<MonitoredAccounts>,
     poll_interval: Option<String>,
     concurrency: Option<usize>,
+    memory_budget: Option<String>,
+    temp_dir: Option<String>,
     shutdown_grace: Option<String>,
     http_addr: Option<String>,
     log_format: Option<String>,
@@ -214,6 +220,11 @@ impl Settings {
                 CONCURRENCY.end()
             )));
         }
+        let memory_budget = MemoryBudget {
+            bytes: parse_memory_budget(pick("DBR_MEMORY_BUDGET", file.memory_budget))?,
+            temp_dir: pick("DBR_TEMP_DIR", file.temp_dir)
+                .map_or_else(std::env::temp_dir, PathBuf::from),
+        };
         let http_addr =
             pick("DBR_HTTP_ADDR", file.http_addr).unwrap_or_else(|| "0.0.0.0:9187".into());
         let http_addr = http_addr
@@ -235,6 +246,7 @@ impl Settings {
             monitored,
             poll_interval,
             concurrency,
+            memory_budget,
             shutdown_grace,
             http_addr,
             json_logs,
@@ -319,6 +331,46 @@ impl DurationSetting {
             )));
         }
         Ok(duration)
+    }
+}
+
+/// The memory budget's default and range: below 256 KiB sums would be written out every few
+/// hundred keys.
+const MEMORY_BUDGET_DEFAULT: usize = 64 << 20;
+const MEMORY_BUDGET: std::ops::RangeInclusive<usize> = (256 << 10)..=(64 << 30);
+
+/// `64MiB`, `512 KiB`, `1GiB`, `1000000` (bytes); KB, MB and GB are read as their binary
+/// counterparts, as `docker` and Kubernetes users write them loosely.
+fn parse_memory_budget(text: Option<String>) -> Result<usize, ConfigError> {
+    let Some(text) = text else {
+        return Ok(MEMORY_BUDGET_DEFAULT);
+    };
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => Some(0),
+        "k" | "kb" | "kib" => Some(10),
+        "m" | "mb" | "mib" => Some(20),
+        "g" | "gb" | "gib" => Some(30),
+        _ => None,
+    };
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .zip(shift)
+        .and_then(|(number, shift)| number.checked_mul(1 << shift));
+    let range = "256KiB to 64GiB";
+    match bytes {
+        Some(bytes) if MEMORY_BUDGET.contains(&bytes) => Ok(bytes),
+        Some(_) => Err(ConfigError(format!(
+            "memory budget {text:?} is outside the allowed range, {range}"
+        ))),
+        None => Err(ConfigError(format!(
+            "memory budget {text:?} is not a size (write it like 64MiB or 1GiB; from {range})"
+        ))),
     }
 }
 
@@ -491,6 +543,16 @@ mod tests {
                 vec![("DBR_SHUTDOWN_GRACE", "2h")],
                 "shutdown grace \"2h\" is outside the allowed range, 1s to 10m",
             ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_MEMORY_BUDGET", "64")],
+                "memory budget \"64\" is outside the allowed range, 256KiB to 64GiB",
+            ),
+            (
+                "memory_budget = \"lots\"\n",
+                vec![],
+                "memory budget \"lots\" is not a size",
+            ),
             ("bukket = \"b\"\n", vec![], "unknown field"),
         ];
         for (file, vars, expected) in cases {
@@ -517,7 +579,7 @@ mod tests {
 
     #[test]
     fn an_empty_variable_is_an_unset_one() {
-        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\nread_timeout = \"2m\"\n";
+        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nmemory_budget = \"8MiB\"\ntemp_dir = \"/var/tmp\"\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\nread_timeout = \"2m\"\n";
         let unset = load(file, &[]).unwrap();
         for var in [
             "DATABASE_URL",
@@ -537,6 +599,8 @@ mod tests {
             "DBR_EXTERNAL_ID",
             "DBR_ROLE_SESSION_NAME",
             "DBR_S3_READ_TIMEOUT",
+            "DBR_MEMORY_BUDGET",
+            "DBR_TEMP_DIR",
         ] {
             for empty in ["", " "] {
                 let settings =
@@ -544,6 +608,24 @@ mod tests {
                 assert_eq!(everything(&settings), everything(&unset), "{var}={empty:?}");
             }
         }
+    }
+
+    #[test]
+    fn memory_budgets_are_read_in_binary_units() {
+        for (text, bytes) in [
+            ("64MiB", 64 << 20),
+            ("512 KiB", 512 << 10),
+            ("1g", 1 << 30),
+            ("300000", 300_000),
+        ] {
+            assert_eq!(
+                parse_memory_budget(Some(text.into())).unwrap(),
+                bytes,
+                "{text}"
+            );
+        }
+        assert!(parse_memory_budget(Some("1TiB".into())).is_err());
+        assert!(parse_memory_budget(Some("99999999999999999999MiB".into())).is_err());
     }
 
     #[test]

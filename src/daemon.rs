@@ -92,6 +92,7 @@ async fn poll_until_stopped(source: &Source, store: &Store, settings: &Settings)
             store,
             settings.monitored.as_ref(),
             settings.concurrency,
+            &settings.memory_budget,
         );
         record(polling.instrument(tracing::info_span!("poll")).await);
         tokio::time::sleep(interval + jitter(interval / 10)).await;

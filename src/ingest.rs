@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::domain::{AccountId, Monitored, ObjectMeta};
 use crate::failure::{Classify, FailureKind};
-use crate::report::aggregate::{Grain, ReadSummary, ReportIdentity, ReportSums};
+use crate::report::aggregate::{Grain, MemoryBudget, ReadSummary, ReportIdentity, ReportSums};
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{Listing, Source, SourceError};
@@ -99,13 +99,19 @@ pub async fn monitored_accounts(
 }
 
 /// Lists the source and ingests every chosen report that is new, changed, or was filtered with
-/// another monitored set, at most `concurrency` at once.
+/// another monitored set, at most `concurrency` at once, sharing `memory_budget` between them.
 pub async fn poll(
     source: &Source,
     store: &Store,
     configured: Option<&Monitored>,
     concurrency: usize,
+    memory_budget: &MemoryBudget,
 ) -> Result<PollOutcome, PollError> {
+    let concurrency = concurrency.max(1);
+    let budget = MemoryBudget {
+        bytes: memory_budget.bytes / concurrency,
+        temp_dir: memory_budget.temp_dir.clone(),
+    };
     let monitored = monitored_accounts(configured, store).await?;
     let fingerprint = monitored.fingerprint();
     let location = source.location();
@@ -134,10 +140,11 @@ pub async fn poll(
         location: &location,
         monitored: &monitored,
         fingerprint: &fingerprint,
+        budget: &budget,
     };
     let mut results = stream::iter(jobs)
         .map(|(listed, reason)| poll.job(listed, reason))
-        .buffer_unordered(concurrency.max(1));
+        .buffer_unordered(concurrency);
     while let Some(result) = results.next().await {
         match result {
             Job::Ingested(ingested) => outcome.ingested.push(ingested),
@@ -173,6 +180,8 @@ struct Poll<'a> {
     location: &'a str,
     monitored: &'a Monitored,
     fingerprint: &'a str,
+    /// Each report's share of the memory budget.
+    budget: &'a MemoryBudget,
 }
 
 /// How one chosen report fared.
@@ -231,14 +240,7 @@ impl Poll<'_> {
             started_at: Utc::now(),
         };
         let started = Instant::now();
-        let ingested = ingest(
-            self.source,
-            self.store,
-            &report,
-            self.monitored,
-            self.fingerprint,
-        )
-        .await;
+        let ingested = ingest(self, &report).await;
         let seconds = started.elapsed().as_secs_f64();
         match ingested {
             Ok(sums) => Job::Ingested(record_ingested(&listed, reason, &sums, seconds)),
@@ -414,17 +416,11 @@ impl Classify for IngestError {
     }
 }
 
-async fn ingest(
-    source: &Source,
-    store: &Store,
-    report: &ReportVersion<'_>,
-    monitored: &Monitored,
-    fingerprint: &str,
-) -> Result<ReportSums, IngestError> {
+async fn ingest(poll: &Poll<'_>, report: &ReportVersion<'_>) -> Result<ReportSums, IngestError> {
     let mut delay = FIRST_RETRY_DELAY;
     let mut attempt = 1;
     let sums = loop {
-        match read_object(source, report.listed, monitored).await {
+        match read_object(poll.source, report.listed, poll.monitored, poll.budget).await {
             Err(error) if error.kind() == FailureKind::Transient && attempt < READ_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "reading the report failed; trying again");
                 tokio::time::sleep(delay).await;
@@ -434,7 +430,9 @@ async fn ingest(
             result => break result?,
         }
     };
-    store.replace_statement(report, &sums, fingerprint).await?;
+    poll.store
+        .replace_statement(report, &sums, poll.fingerprint)
+        .await?;
     Ok(sums)
 }
 
@@ -443,6 +441,7 @@ pub async fn read_object(
     source: &Source,
     listed: &ListedReport,
     monitored: &Monitored,
+    budget: &MemoryBudget,
 ) -> Result<ReportSums, IngestError> {
     let object = &listed.object;
     let body = source.open(object).await?;
@@ -452,7 +451,7 @@ pub async fn read_object(
             payer: Some(listed.report.payer.clone()),
             period: Some(listed.report.period),
         },
-        grain: Grain::Daily,
+        grain: Grain::Daily(budget.clone()),
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(object.file_name(), Some(object.size), progress.clone());

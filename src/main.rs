@@ -177,6 +177,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
                 &store,
                 settings.monitored.as_ref(),
                 settings.concurrency,
+                &settings.memory_budget,
             )
             .await?;
             print_outcome(&outcome);

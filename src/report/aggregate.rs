@@ -1,11 +1,15 @@
 //! One report's rows folded into sums: `LineItem` rows of monitored accounts are summed per
-//! (account, usage day, usage: product, usage type, operation, zone, resource, tags); every other line item is counted as dropped; the footer is kept
-//! to reconcile each account's sum with its `AccountTotal`. Plain computation, no I/O beyond the
-//! `Read` it is handed, so it can be tested and benchmarked alone.
+//! (account, usage day, usage: product, usage type, operation, zone, resource, tags); every
+//! other line item is counted as dropped; the footer is kept to reconcile each account's sum
+//! with its `AccountTotal`. Plain computation, no I/O beyond the `Read` it is handed and the
+//! temporary files of [`spill`], so it can be tested and benchmarked alone.
+
+mod spill;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
@@ -14,6 +18,7 @@ use rust_decimal::Decimal;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
+use crate::failure::{Classify, FailureKind};
 
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 
@@ -163,13 +168,61 @@ pub struct DailyCost<'a> {
 }
 
 /// How finely a report is summed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Grain {
     /// Per account only (`summarize`): constant memory whatever the report's key count.
     Accounts,
     /// Per account and per (day, product, usage type, operation, zone, resource, tags), as the
-    /// store keeps them.
-    Daily,
+    /// store keeps them, within a memory budget.
+    Daily(MemoryBudget),
+}
+
+/// How much memory the daily sums of one report may take before they are written out as a
+/// sorted run to `temp_dir` (and merged back while they are stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub bytes: usize,
+    pub temp_dir: PathBuf,
+}
+
+impl MemoryBudget {
+    /// Large enough that no test report spills unless it means to.
+    #[cfg(test)]
+    pub fn unlimited() -> MemoryBudget {
+        MemoryBudget {
+            bytes: usize::MAX,
+            temp_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// Why a report could not be summed.
+#[derive(Debug, thiserror::Error)]
+pub enum SumError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("writing partial sums to the temporary directory: {0}")]
+    Spill(#[source] io::Error),
+}
+
+/// Why the daily sums could not be read out.
+#[derive(Debug, thiserror::Error)]
+pub enum DailyCostsError {
+    #[error("reading partial sums back from the temporary directory: {0}")]
+    Spill(#[source] io::Error),
+    #[error(
+        "the daily sums of account {account} need more than 28 significant digits, which cannot be kept exactly"
+    )]
+    Inexact { account: AccountId },
+}
+
+impl Classify for DailyCostsError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            DailyCostsError::Spill(_) => FailureKind::Transient,
+            DailyCostsError::Inexact { .. } => FailureKind::Content,
+        }
+    }
 }
 
 /// The sums of one report, built row by row.
@@ -191,9 +244,13 @@ pub struct ReportSums {
     /// Every distinct usage as its [`Row::usage_key`] bytes, the only copy kept: a month holds
     /// as many as a report has resources × days, so they are kept compact.
     usages: IndexSet<Box<[u8]>, FxBuildHasher>,
+    /// The bytes of the keys in `usages`.
+    usage_bytes: usize,
     /// Reused for every row's usage key.
     usage_key: Vec<u8>,
     daily: FxHashMap<DailyKey, Sums>,
+    /// The daily sums written out so far, when they outgrew the budget.
+    runs: spill::Runs,
     footer: Footer,
     rows: RowCounts,
     /// The first line of a line item dated outside the period, for the warning.
@@ -213,13 +270,16 @@ impl ReportSums {
         monitored: Monitored,
         grain: Grain,
         rows_read: &AtomicU64,
-    ) -> Result<ReportSums, ParseError> {
+    ) -> Result<ReportSums, SumError> {
         const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input)?;
         let mut sums = ReportSums::new(identity, monitored, grain);
         sums.has_resources = rows.columns().has_resources();
         let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
+            if sums.spill_due() {
+                sums.spill(row.line())?;
+            }
             sums.add(&row)?;
             read += 1;
             if read.is_multiple_of(PROGRESS_EVERY) {
@@ -227,15 +287,20 @@ impl ReportSums {
             }
         }
         rows_read.store(read, Ordering::Relaxed);
-        sums.sum_accounts().map_err(|message| ParseError {
-            line: rows.line(),
-            column: None,
-            message,
-        })?;
+        if sums.runs.is_empty() {
+            sums.sum_accounts(rows.line())?;
+        } else {
+            // Once some sums are on disk, all are: they are merged from runs alone.
+            sums.spill(rows.line())?;
+        }
         Ok(sums)
     }
 
     fn new(identity: ReportIdentity, monitored: Monitored, grain: Grain) -> ReportSums {
+        let temp_dir = match &grain {
+            Grain::Daily(budget) => budget.temp_dir.clone(),
+            Grain::Accounts => PathBuf::new(),
+        };
         ReportSums {
             grain,
             payer: identity.payer,
@@ -246,8 +311,10 @@ impl ReportSums {
             account_sums: Vec::new(),
             account_slots: FxHashMap::default(),
             usages: IndexSet::default(),
+            usage_bytes: 0,
             usage_key: Vec::new(),
             daily: FxHashMap::default(),
+            runs: spill::Runs::new(temp_dir),
             footer: Footer::default(),
             rows: RowCounts::default(),
             first_outside_period: None,
@@ -294,7 +361,7 @@ impl ReportSums {
         self.rows.kept += 1;
         // Daily grain: the usage first, so that a field that is not text is named before a date.
         let usage = match self.grain {
-            Grain::Daily => Some(self.usage_slot(row)?),
+            Grain::Daily(_) => Some(self.usage_slot(row)?),
             Grain::Accounts => None,
         };
         let day = row.usage_day()?;
@@ -339,25 +406,77 @@ impl ReportSums {
             Some(slot) => index(slot),
             None => {
                 row.check_usage()?;
+                self.usage_bytes += self.usage_key.len();
                 index(self.usages.insert_full(self.usage_key.as_slice().into()).0)
             }
         })
     }
 
-    /// Sums each account's month from its days (once, not per row: the hot loop stays lean).
-    /// At the accounts grain they were summed row by row.
-    fn sum_accounts(&mut self) -> Result<(), String> {
-        if self.grain == Grain::Accounts {
-            return Ok(());
-        }
+    /// Whether the daily sums could outgrow the budget with the next key: growing a table
+    /// briefly holds the old one beside the new, and writing a run out sorts a copy of the
+    /// entries, so both are counted before they happen.
+    fn spill_due(&self) -> bool {
+        let Grain::Daily(budget) = &self.grain else {
+            return false;
+        };
+        let entry = size_of::<(DailyKey, Sums)>();
+        let daily = table_bytes(self.daily.capacity(), entry);
+        let daily_peak = if self.daily.len() == self.daily.capacity() {
+            daily + table_bytes(grown(self.daily.capacity()), entry)
+        } else {
+            daily + self.daily.len() * entry
+        };
+        // indexmap keeps its entries (hash and key) in a Vec beside a table of indexes.
+        let usage_entry = size_of::<(u64, Box<[u8]>)>();
+        let usages = self.usages.capacity() * usage_entry
+            + table_bytes(self.usages.capacity(), size_of::<usize>());
+        let usages_peak = if self.usages.len() == self.usages.capacity() {
+            usages * 3
+        } else {
+            usages
+        };
+        // Each key is an allocation of its own, rounded up by the allocator.
+        let keys = self.usage_bytes + self.usages.len() * 16;
+        daily_peak + usages_peak + keys > budget.bytes
+    }
+
+    /// Writes the daily sums out as a sorted run and starts again with empty tables, folding
+    /// them into the accounts' months first.
+    fn spill(&mut self, line: u64) -> Result<(), SumError> {
+        self.sum_accounts(line)?;
+        let mut entries: Vec<(DailyKey, Sums)> =
+            std::mem::take(&mut self.daily).into_iter().collect();
+        let usages = std::mem::take(&mut self.usages);
+        self.usage_bytes = 0;
+        entries.sort_unstable_by(|a, b| {
+            (a.0.account, a.0.day)
+                .cmp(&(b.0.account, b.0.day))
+                .then_with(|| usages[a.0.usage as usize].cmp(&usages[b.0.usage as usize]))
+        });
+        let records = entries.iter().map(|(key, sums)| spill::Record {
+            account: key.account,
+            day: key.day,
+            usage: &usages[key.usage as usize],
+            sums: *sums,
+        });
+        self.runs.write(records).map_err(SumError::Spill)
+    }
+
+    /// Adds the daily sums in memory to their accounts' months (once per table, not per row:
+    /// the hot loop stays lean). At the accounts grain they were summed row by row.
+    fn sum_accounts(&mut self, line: u64) -> Result<(), ParseError> {
         for (key, sums) in &self.daily {
             let account = key.account as usize;
-            self.account_sums[account].add(sums).ok_or_else(|| {
-                format!(
-                    "the monthly sums of account {} need more than 28 significant digits, which cannot be kept exactly",
-                    self.accounts[account]
-                )
-            })?;
+            self.account_sums[account]
+                .add(sums)
+                .ok_or_else(|| ParseError {
+                    line,
+                    column: None,
+                    message: format!(
+                        "the monthly sums of account {} need more than 28 significant digits, which cannot be kept exactly",
+                        self.accounts[account]
+                    ),
+                })?;
         }
         Ok(())
     }
@@ -463,15 +582,20 @@ impl ReportSums {
             .map(|(period, _)| period)
     }
 
-    /// Daily sums, in no particular order, decoded one at a time: writing them costs no copy
-    /// of the month.
-    pub fn daily_costs(&self) -> impl ExactSizeIterator<Item = DailyCost<'_>> {
-        self.daily.iter().map(|(key, sums)| DailyCost {
-            account: &self.accounts[key.account as usize],
-            day: key.day,
-            usage: Usage::decode(&self.usages[key.usage as usize]),
-            sums: *sums,
-        })
+    /// The daily sums, decoded one at a time: from memory in no particular order, or merged
+    /// from the runs written out in key order. Writing them costs no copy of the month.
+    pub fn daily_costs(&self) -> Result<DailyCosts<'_>, DailyCostsError> {
+        let source = if self.runs.is_empty() {
+            DailySource::Memory(self.daily.iter())
+        } else {
+            DailySource::Runs(self.runs.merge().map_err(DailyCostsError::Spill)?)
+        };
+        Ok(DailyCosts { sums: self, source })
+    }
+
+    /// How many sorted runs the daily sums were written out as (0: they stayed in memory).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
     }
 
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
@@ -494,6 +618,58 @@ impl ReportSums {
             })
             .collect()
     }
+}
+
+/// A report's daily sums being read out; see [`ReportSums::daily_costs`].
+pub struct DailyCosts<'a> {
+    sums: &'a ReportSums,
+    source: DailySource<'a>,
+}
+
+enum DailySource<'a> {
+    Memory(std::collections::hash_map::Iter<'a, DailyKey, Sums>),
+    Runs(spill::Merge<'a>),
+}
+
+impl DailyCosts<'_> {
+    /// The next day's sums for one account and usage, or `None` after the last.
+    #[allow(clippy::should_implement_trait)] // It lends from itself, which `Iterator` cannot.
+    pub fn next(&mut self) -> Option<Result<DailyCost<'_>, DailyCostsError>> {
+        let accounts = &self.sums.accounts;
+        match &mut self.source {
+            DailySource::Memory(entries) => entries.next().map(|(key, sums)| {
+                Ok(DailyCost {
+                    account: &accounts[key.account as usize],
+                    day: key.day,
+                    usage: Usage::decode(&self.sums.usages[key.usage as usize]),
+                    sums: *sums,
+                })
+            }),
+            DailySource::Runs(merge) => merge.next().map(|merged| match merged {
+                Ok(record) => Ok(DailyCost {
+                    account: &accounts[record.account as usize],
+                    day: record.day,
+                    usage: Usage::decode(record.usage),
+                    sums: record.sums,
+                }),
+                Err(spill::MergeError::Io(error)) => Err(DailyCostsError::Spill(error)),
+                Err(spill::MergeError::Inexact { account }) => Err(DailyCostsError::Inexact {
+                    account: accounts[account as usize].clone(),
+                }),
+            }),
+        }
+    }
+}
+
+/// The bytes of a hash table holding `capacity` entries of `entry` bytes (hashbrown keeps one
+/// control byte per bucket and at most 7 entries per 8 buckets).
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    capacity / 7 * 8 * (entry + 1)
+}
+
+/// The capacity a full table grows to.
+fn grown(capacity: usize) -> usize {
+    (capacity * 2).max(3)
 }
 
 fn parse_account(raw: &[u8]) -> Result<AccountId, String> {
@@ -636,7 +812,7 @@ mod tests {
             crlf: bool,
             daily: bool,
         ) {
-            let grain = if daily { Grain::Daily } else { Grain::Accounts };
+            let grain = if daily { Grain::Daily(MemoryBudget::unlimited()) } else { Grain::Accounts };
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
@@ -678,14 +854,74 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(crate::report::proptest_config(100))]
+        /// Whatever the budget, down to one that writes a run before every row, the daily and
+        /// monthly sums are those of the budget that never writes one.
+        #[test]
+        fn spilled_sums_equal_the_sums_kept_in_memory(
+            items in prop::collection::vec(line_item(), 1..150),
+            budget in prop::sample::select(vec![1usize, 3_000, 30_000]),
+        ) {
+            let report = write_report(&items, false);
+            let in_memory = sum_daily(&report, Monitored::All, usize::MAX).unwrap();
+            let spilled = sum_daily(&report, Monitored::All, budget).unwrap();
+            prop_assert_eq!(in_memory.runs(), 0);
+            prop_assert!(budget > 1_000 || spilled.runs() >= items.len());
+            prop_assert_eq!(daily_rows(&spilled), daily_rows(&in_memory));
+            prop_assert_eq!(spilled.accounts(), in_memory.accounts());
+            prop_assert_eq!(spilled.rows(), in_memory.rows());
+        }
+    }
+
+    #[test]
+    fn a_budget_spills_a_report_of_many_keys_into_a_few_runs() {
+        let mut text = HEADER.to_owned();
+        for resource in 0..20_000 {
+            text.push_str(&format!(
+                "1,9,1,LineItem,EC2,Box-{resource},Run,,2017-02-01 00:00:00,1,0.01,0.01\n"
+            ));
+        }
+        let spilled = sum_daily(text.as_bytes(), Monitored::All, 1 << 20).unwrap();
+        assert!((2..=8).contains(&spilled.runs()), "{} runs", spilled.runs());
+        let in_memory = month_of(&text, Monitored::All).unwrap();
+        assert_eq!(daily_rows(&spilled), daily_rows(&in_memory));
+    }
+
     fn month_of(text: &str, monitored: Monitored) -> Result<ReportSums, ParseError> {
+        sum_daily(text.as_bytes(), monitored, usize::MAX).map_err(|error| match error {
+            SumError::Parse(error) => error,
+            SumError::Spill(error) => panic!("{error}"),
+        })
+    }
+
+    fn sum_daily(text: &[u8], monitored: Monitored, budget: usize) -> Result<ReportSums, SumError> {
+        let budget = MemoryBudget {
+            bytes: budget,
+            temp_dir: std::env::temp_dir(),
+        };
         ReportSums::sum_csv(
-            text.as_bytes(),
+            text,
             ReportIdentity::default(),
             monitored,
-            Grain::Daily,
+            Grain::Daily(budget),
             &AtomicU64::default(),
         )
+    }
+
+    /// A report's daily sums, owned and sorted, to compare.
+    type DailyRow = (String, Option<NaiveDate>, String, Sums);
+
+    fn daily_rows(sums: &ReportSums) -> Vec<DailyRow> {
+        let mut rows = Vec::new();
+        let mut costs = sums.daily_costs().unwrap();
+        while let Some(cost) = costs.next() {
+            let cost = cost.unwrap();
+            let usage = format!("{:?}", cost.usage);
+            rows.push((cost.account.to_string(), cost.day, usage, cost.sums));
+        }
+        rows.sort_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+        rows
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
@@ -735,11 +971,10 @@ mod tests {
                 .keys()
                 .all(|a| a.as_str() != "2")
         );
-        let mut daily: Vec<_> = month.daily_costs().collect();
-        daily.sort_by_key(|d| d.day);
+        let daily = daily_rows(&month);
         assert_eq!(daily.len(), 2);
-        assert_eq!(daily[0].day, None, "undated tax row first");
-        assert_eq!(daily[1].day, NaiveDate::from_ymd_opt(2017, 1, 1));
+        assert_eq!(daily[0].1, None, "undated tax row first");
+        assert_eq!(daily[1].1, NaiveDate::from_ymd_opt(2017, 1, 1));
     }
 
     #[test]
@@ -810,7 +1045,7 @@ mod tests {
              1,9,1,LineItem,Tax,,,,,1,3,3\n\
              1,9,1,LineItem,EC2,Box,Run,,2016-12-31 00:00:00,1,4,4\n"
         );
-        for grain in [Grain::Accounts, Grain::Daily] {
+        for grain in [Grain::Accounts, Grain::Daily(MemoryBudget::unlimited())] {
             let identity = ReportIdentity {
                 payer: None,
                 period: "2017-01".parse().ok(),
@@ -849,9 +1084,12 @@ mod tests {
             )
             .unwrap()
         };
-        let (accounts, daily) = (sum(Grain::Accounts), sum(Grain::Daily));
-        assert_eq!(accounts.daily_costs().len(), 0);
-        assert_eq!(daily.daily_costs().len(), 28 * 50);
+        let (accounts, daily) = (
+            sum(Grain::Accounts),
+            sum(Grain::Daily(MemoryBudget::unlimited())),
+        );
+        assert_eq!(daily_rows(&accounts).len(), 0);
+        assert_eq!(daily_rows(&daily).len(), 28 * 50);
         assert_eq!(accounts.accounts(), daily.accounts());
         assert_eq!(accounts.busiest_period(), "2017-02".parse().ok());
     }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::aggregate::{Grain, ReportIdentity, ReportSums};
+use super::aggregate::{Grain, ReportIdentity, ReportSums, SumError};
 use super::rows::ParseError;
 use super::zip::{self, ZipError, ZipMember};
 use crate::domain::Monitored;
@@ -30,6 +30,17 @@ pub enum ReadError {
     Io(#[source] io::Error),
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error("writing partial sums to the temporary directory: {0}")]
+    Spill(#[source] io::Error),
+}
+
+impl From<SumError> for ReadError {
+    fn from(error: SumError) -> ReadError {
+        match error {
+            SumError::Parse(error) => ReadError::Parse(error),
+            SumError::Spill(error) => ReadError::Spill(error),
+        }
+    }
 }
 
 impl Classify for ReadError {
@@ -38,7 +49,8 @@ impl Classify for ReadError {
     fn kind(&self) -> FailureKind {
         match self {
             ReadError::Zip(_) | ReadError::Parse(_) => FailureKind::Content,
-            ReadError::Io(_) => FailureKind::Transient,
+            // A full disk, most likely: it may have room at the next poll.
+            ReadError::Io(_) | ReadError::Spill(_) => FailureKind::Transient,
         }
     }
 }
@@ -89,7 +101,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let (identity, grain) = (expected.identity.clone(), expected.grain);
+    let (identity, grain) = (expected.identity.clone(), expected.grain.clone());
     let parser = {
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
@@ -214,6 +226,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::report::aggregate::MemoryBudget;
     use crate::report::proptest_config;
 
     const REPORT: &str = "\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"ProductName\",\"UsageType\",\"Operation\",\"AvailabilityZone\",\"UsageStartDate\",\"UsageQuantity\",\"BlendedCost\",\"UnBlendedCost\",\"ResourceId\",\"user:Name\"\r\n\
@@ -269,7 +282,7 @@ mod tests {
         let expected = Expected {
             zip_member,
             identity: ReportIdentity::default(),
-            grain: Grain::Daily,
+            grain: Grain::Daily(MemoryBudget::unlimited()),
         };
         RUNTIME.with(|runtime| {
             runtime.block_on(read_report(

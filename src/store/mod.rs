@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, Connection, Postgres};
 
 use crate::domain::{NotAnAccountId, StatementId};
 use crate::failure::{Classify, FailureKind};
+use crate::report::aggregate::DailyCostsError;
 
 pub use accounts::MonitoredAccount;
 pub use ledger::{LedgerEntry, Status};
@@ -41,6 +42,8 @@ pub enum StoreError {
     UnknownValue { table: &'static str, value: String },
     #[error("the monitored_accounts table: {0}")]
     BadAccount(#[from] NotAnAccountId),
+    #[error(transparent)]
+    DailyCosts(#[from] DailyCostsError),
 }
 
 impl Classify for StoreError {
@@ -48,6 +51,7 @@ impl Classify for StoreError {
         match self {
             StoreError::Database(error) => database_failure_kind(error),
             StoreError::Timeout(_) => FailureKind::Transient,
+            StoreError::DailyCosts(error) => error.kind(),
             StoreError::Migrate(_)
             | StoreError::MigrationsBehind { .. }
             | StoreError::UnknownValue { .. }

@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Acquire, AssertSqlSafe, Postgres, Transaction};
 
 use super::ledger::{Outcome, write_entry};
 use super::{Store, StoreError, bigint, lock_name};
 use crate::domain::StatementId;
-use crate::report::aggregate::{AccountMonth, Amounts, DailyCost, ReportSums};
+use crate::report::aggregate::{AccountMonth, Amounts, ReportSums};
 use crate::report::key::ListedReport;
 use crate::report::rows::RecordType;
 
@@ -28,6 +28,10 @@ pub struct ReportVersion<'a> {
 impl Store {
     /// Makes `sums` what the views show for the report's statement, and records the version as
     /// ingested (any other object that fed the statement becomes `superseded`). All or nothing.
+    ///
+    /// The daily sums go into a partition of their own, which the views cannot see until it is
+    /// swapped in for the old version's at the end, so the month is never half written and
+    /// the old rows leave nothing to vacuum.
     pub async fn replace_statement(
         &self,
         report: &ReportVersion<'_>,
@@ -44,16 +48,26 @@ impl Store {
             .bind(lock_name("write", &id))
             .execute(&mut *tx)
             .await?;
-        // Cascades to the statement's daily costs, account months and footer totals.
-        sqlx::query("DELETE FROM statements WHERE payer_account_id = $1 AND entity = $2 AND billing_period = $3")
-            .bind(statement.payer)
-            .bind(statement.entity)
-            .bind(statement.period)
-            .execute(&mut *tx)
+        let version: i64 = sqlx::query_scalar("SELECT new_daily_costs_partition()")
+            .fetch_one(&mut *tx)
             .await?;
+        copy_daily_costs(&mut tx, version, sums).await?;
+        let old_version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM statements
+             WHERE payer_account_id = $1 AND entity = $2 AND billing_period = $3 FOR UPDATE",
+        )
+        .bind(statement.payer)
+        .bind(statement.entity)
+        .bind(statement.period)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
-            "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+            "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
+             ON CONFLICT (payer_account_id, entity, billing_period) DO UPDATE SET
+                 location = excluded.location, key = excluded.key, etag = excluded.etag,
+                 invoice_status = excluded.invoice_status, ingested_at = excluded.ingested_at,
+                 version = excluded.version",
         )
         .bind(statement.payer)
         .bind(statement.entity)
@@ -62,9 +76,20 @@ impl Store {
         .bind(&object.key)
         .bind(&object.etag)
         .bind(invoice_status.as_str())
+        .bind(version)
         .execute(&mut *tx)
         .await?;
-        copy_daily_costs(&mut tx, &statement, sums.daily_costs()).await?;
+        // One row per account and a few footer rows: deleted and written again.
+        for table in ["account_months", "report_totals"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE payer_account_id = $1 AND entity = $2 AND billing_period = $3"
+            )))
+            .bind(statement.payer)
+            .bind(statement.entity)
+            .bind(statement.period)
+            .execute(&mut *tx)
+            .await?;
+        }
         insert_account_months(&mut tx, &statement, sums).await?;
         insert_report_totals(&mut tx, &statement, sums).await?;
         sqlx::query(
@@ -85,10 +110,63 @@ impl Store {
             monitored_fingerprint,
         };
         write_entry(&mut *tx, report, &outcome).await?;
+        // Last: the swap's lock on daily_costs is held until the commit right after it.
+        swap_partition(&mut tx, version, old_version).await?;
         tx.commit().await?;
         Ok(())
     }
 }
+
+/// How long one try of the swap waits for queries running on daily_costs, and how many tries
+/// it makes before the report fails (to be tried again at the next poll). Queries arriving
+/// while it waits wait behind it, so this is also the longest a dashboard waits for a swap.
+const SWAP_LOCK_TIMEOUT: &str = "2s";
+const SWAP_TRIES: u32 = 30;
+
+/// Swaps the new version's partition in for the old one's, trying again while running
+/// queries hold the table for longer than [`SWAP_LOCK_TIMEOUT`].
+async fn swap_partition(
+    tx: &mut Transaction<'_, Postgres>,
+    version: i64,
+    old_version: Option<i64>,
+) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        let mut attempt = tx.begin().await?; // a savepoint: a timed-out try is rolled back alone
+        sqlx::query(AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"
+        )))
+        .execute(&mut *attempt)
+        .await?;
+        let swapped = sqlx::query("SELECT swap_daily_costs_partition($1, $2)")
+            .bind(version)
+            .bind(old_version)
+            .execute(&mut *attempt)
+            .await;
+        match swapped {
+            Ok(_) => {
+                attempt.commit().await?;
+                return Ok(());
+            }
+            Err(error) if super::sqlstate(&error).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                attempt.rollback().await?;
+                tries += 1;
+                if tries == SWAP_TRIES {
+                    return Err(error.into());
+                }
+                tracing::info!(
+                    tries,
+                    "dashboard queries hold daily_costs; trying the swap again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(50..250))).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// SQLSTATE of a lock that `lock_timeout` gave up on.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// A statement's key columns, as bound in every statement's query.
 struct Statement<'a> {
@@ -107,53 +185,52 @@ impl StatementId {
     }
 }
 
-/// Bulk-loads the daily sums with COPY (text format): row-by-row inserts are what made earlier
-/// ingesters take hours.
+/// Bulk-loads the daily sums into the version's partition with COPY (text format): row-by-row
+/// inserts are what made earlier ingesters take hours.
 async fn copy_daily_costs(
     tx: &mut Transaction<'_, Postgres>,
-    statement: &Statement<'_>,
-    costs: impl Iterator<Item = DailyCost<'_>>,
+    version: i64,
+    sums: &ReportSums,
 ) -> Result<(), StoreError> {
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY daily_costs (payer_account_id, entity, billing_period, linked_account_id, usage_date,
-                               product_name, usage_type, operation, availability_zone, resource_id, tags,
-                               unblended_cost, blended_cost, usage_quantity, line_items) FROM STDIN",
-        )
-        .await?;
+    let mut costs = sums.daily_costs()?;
+    let statement = format!(
+        "COPY daily_costs_{version} (linked_account_id, usage_date, product_name, usage_type,
+                                     operation, availability_zone, resource_id, tags,
+                                     unblended_cost, blended_cost, usage_quantity, line_items)
+         FROM STDIN"
+    );
+    let mut copy = tx.copy_in_raw(&statement).await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
     let mut tags = Vec::new();
-    for cost in costs {
+    while let Some(cost) = costs.next() {
+        let cost = cost?;
         let usage = &cost.usage;
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
-        let day = cost.day.map(|d| d.to_string());
-        let period = statement.period.to_string();
-        let fields = [
-            Some(statement.payer),
-            Some(statement.entity),
-            Some(period.as_str()),
-            Some(cost.account.as_str()),
-            day.as_deref(),
-            Some(usage.product),
-            Some(usage.usage_type),
-            Some(usage.operation),
-            Some(usage.availability_zone),
-            Some(usage.resource_id),
-            Some(tags),
-        ];
-        for field in fields {
-            match field {
-                Some(text) => escape_copy_text(&mut buffer, text),
-                None => buffer.push_str("\\N"),
-            }
+        escape_copy_text(&mut buffer, cost.account.as_str());
+        buffer.push('\t');
+        match cost.day {
+            Some(day) => write!(buffer, "{day}").expect("writing to a String"),
+            None => buffer.push_str("\\N"),
+        }
+        for field in [
+            usage.product,
+            usage.usage_type,
+            usage.operation,
+            usage.availability_zone,
+            usage.resource_id,
+            tags,
+        ] {
             buffer.push('\t');
+            escape_copy_text(&mut buffer, field);
         }
         let sums = &cost.sums;
-        write_decimal(&mut buffer, sums.unblended_cost);
-        write_decimal(&mut buffer, sums.blended_cost);
-        write_decimal(&mut buffer, sums.usage_quantity);
-        writeln!(buffer, "{}", sums.line_items).expect("writing to a String");
+        writeln!(
+            buffer,
+            "\t{}\t{}\t{}\t{}",
+            sums.unblended_cost, sums.blended_cost, sums.usage_quantity, sums.line_items
+        )
+        .expect("writing to a String");
         if buffer.len() >= COPY_CHUNK {
             copy.send(buffer.as_bytes()).await?;
             buffer.clear();
@@ -180,10 +257,6 @@ fn write_tags_json(json: &mut Vec<u8>, tags: &[(&str, &str)]) {
         serde_json::to_writer(&mut *json, value).expect("writing to a Vec");
     }
     json.push(b'}');
-}
-
-fn write_decimal(buffer: &mut String, value: Decimal) {
-    write!(buffer, "{value}\t").expect("writing to a String");
 }
 
 /// COPY's text format: backslash, tab, newline and carriage return are escaped.

@@ -59,9 +59,15 @@ impl Faulty {
     }
 
     async fn poll(&self) -> PollOutcome {
-        poll(&self.source, &self.store, Some(&Monitored::All), 2)
-            .await
-            .unwrap()
+        poll(
+            &self.source,
+            &self.store,
+            Some(&Monitored::All),
+            2,
+            &memory_budget(DEFAULT_BUDGET),
+        )
+        .await
+        .unwrap()
     }
 
     async fn assert_views(&self, reports: &[&Report]) {
@@ -157,7 +163,17 @@ async fn an_object_replaced_while_it_is_read_ends_whole_either_way() {
     f.proxy.slow_down(200_000);
     let polling = {
         let (source, store) = (&f.source, &f.store);
-        async move { poll(source, store, Some(&Monitored::All), 2).await.unwrap() }
+        async move {
+            poll(
+                source,
+                store,
+                Some(&Monitored::All),
+                2,
+                &memory_budget(DEFAULT_BUDGET),
+            )
+            .await
+            .unwrap()
+        }
     };
     let replacing = async {
         while f.proxy.delivered() < 100_000 {

@@ -1,6 +1,9 @@
 //! The service against a real S3 protocol server (s3s-fs on 127.0.0.1) and a real PostgreSQL: what
 //! a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
 
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
 use crate::common::s3::S3Server;
 use crate::common::views::*;
 use crate::common::*;
@@ -39,7 +42,24 @@ impl Setup {
     }
 
     async fn poll(&self, source: &Source, monitored: &Monitored) -> PollOutcome {
-        poll(source, &self.store, Some(monitored), 2).await.unwrap()
+        self.poll_within(source, monitored, DEFAULT_BUDGET).await
+    }
+
+    async fn poll_within(
+        &self,
+        source: &Source,
+        monitored: &Monitored,
+        budget: usize,
+    ) -> PollOutcome {
+        poll(
+            source,
+            &self.store,
+            Some(monitored),
+            2,
+            &memory_budget(budget),
+        )
+        .await
+        .unwrap()
     }
 
     async fn finish(self) {
@@ -362,32 +382,115 @@ async fn a_broken_report_fails_alone_and_keeps_the_previous_month() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_a_partial_or_empty_month() {
+    readers_see_one_version_or_the_other(&["--rows", "500"], &["--rows", "3000"], DEFAULT_BUDGET)
+        .await;
+}
+
+/// Most line items their own daily key, summed within a budget far too small for them (so the
+/// sums are merged from runs on disk while they are copied), replaced again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_partial_month_at_high_cardinality() {
+    let many_keys = ["--rows", "40000", "--resources", "20000"];
+    readers_see_one_version_or_the_other(&["--rows", "20000"], &many_keys, 256 << 10).await;
+}
+
+/// The daily rows of a report whose distinct keys far exceed the memory budget are those of
+/// the same report summed in memory, to the last digit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
     let s = setup().await;
-    let dir = s.dir.path();
-    let small = report(
-        dir,
+    let r = report(
+        s.dir.path(),
         "",
         "111111111111",
         "with-resources-and-tags",
         "2017-07",
-        &["--seed", "7", "--rows", "500"],
+        &["--seed", "9", "--rows", "30000", "--resources", "20000"],
     );
-    let large = Report {
-        key: small.key.clone(),
-        ..report(
+    s.upload(&r).await;
+    let source = s.server.source(BUCKET, "").await;
+    let in_memory = TestDatabase::new();
+    let in_memory_store = in_memory.store().await;
+    // Each daily row as text: numeric keeps the scale it was given, so this compares exactly.
+    let rows = |pool: PgPool| async move {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws('|', linked_account_id, usage_date, product_name, usage_type, operation,
+                              availability_zone, resource_id, tags, unblended_cost, blended_cost,
+                              usage_quantity, line_items)
+             FROM daily_costs ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let spilled = s.poll_within(&source, &Monitored::All, 256 << 10).await;
+    assert_eq!(spilled.ingested.len(), 1, "{:?}", spilled.failed);
+    let kept = poll(
+        &source,
+        &in_memory_store,
+        Some(&Monitored::All),
+        1,
+        &memory_budget(DEFAULT_BUDGET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept.ingested.len(), 1);
+    let (spilled, kept) = (
+        rows(s.store.pool().clone()).await,
+        rows(in_memory_store.pool().clone()).await,
+    );
+    assert!(
+        spilled.len() > 15_000,
+        "{} daily rows: far beyond 256 KiB",
+        spilled.len()
+    );
+    assert_eq!(spilled, kept);
+    assert_monthly(
+        &monthly_costs(s.store.pool()).await,
+        &expected_monthly(&[&r]),
+    );
+    in_memory_store.pool().close().await;
+    in_memory.drop_database().await;
+    s.finish().await;
+}
+
+/// Replaces one month by one of two versions in turn while a reader sums the monthly and the
+/// daily view in one query: it must see one version or the other whole, never a mix or
+/// nothing; no partition of an old version may remain.
+async fn readers_see_one_version_or_the_other(small: &[&str], large: &[&str], budget: usize) {
+    let s = setup().await;
+    let dir = s.dir.path();
+    let version = |seed: &str, rows: &[&str]| {
+        let mut args = vec!["--seed", seed];
+        args.extend_from_slice(rows);
+        report(
             dir,
             "",
             "111111111111",
             "with-resources-and-tags",
             "2017-07",
-            &["--seed", "8", "--rows", "3000"],
+            &args,
         )
     };
-    let total = |r: &Report| -> i64 { r.expected["rows"]["kept"].as_i64().unwrap() };
-    let allowed = [total(&small), total(&large)];
+    let small = version("7", small);
+    let large = Report {
+        key: small.key.clone(),
+        ..version("8", large)
+    };
+    let totals = |r: &Report| -> (i64, Decimal) {
+        let cost = r.expected["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| decimal(&a["unblended_cost"]).unwrap())
+            .sum();
+        (r.expected["rows"]["kept"].as_i64().unwrap(), cost)
+    };
+    let allowed = [totals(&small), totals(&large)];
     s.upload(&small).await;
     let source = s.server.source(BUCKET, "").await;
-    s.poll(&source, &Monitored::All).await;
+    s.poll_within(&source, &Monitored::All, budget).await;
 
     let pool = s.store.pool().clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -396,12 +499,15 @@ async fn readers_never_see_a_partial_or_empty_month() {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let items: Option<i64> =
-                    sqlx::query_scalar("SELECT sum(line_items)::bigint FROM account_monthly_costs")
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap();
-                seen.push(items.unwrap_or(0));
+                // One statement, one snapshot of both views.
+                let (items, cost): (Option<i64>, Option<Decimal>) = sqlx::query_as(
+                    "SELECT (SELECT sum(line_items)::bigint FROM account_monthly_costs),
+                            (SELECT sum(unblended_cost) FROM account_daily_costs)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                seen.push((items.unwrap_or(0), cost.unwrap_or_default()));
             }
             seen
         })
@@ -409,7 +515,8 @@ async fn readers_never_see_a_partial_or_empty_month() {
     for round in 0..6 {
         let next = if round % 2 == 0 { &large } else { &small };
         s.upload(next).await;
-        assert_eq!(s.poll(&source, &Monitored::All).await.ingested.len(), 1);
+        let outcome = s.poll_within(&source, &Monitored::All, budget).await;
+        assert_eq!(outcome.ingested.len(), 1, "{:?}", outcome.failed);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = reader.await.unwrap();
@@ -422,6 +529,21 @@ async fn readers_never_see_a_partial_or_empty_month() {
     assert!(
         odd.is_empty(),
         "a reader saw {odd:?}, not one of {allowed:?}"
+    );
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname LIKE 'daily\\_costs\\_%' AND relkind = 'r'",
+    )
+    .fetch_all(s.store.pool())
+    .await
+    .unwrap();
+    let current: i64 = sqlx::query_scalar("SELECT version FROM statements")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        partitions,
+        [format!("daily_costs_{current}")],
+        "only the current version's partition is left"
     );
     s.finish().await;
 }

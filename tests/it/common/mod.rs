@@ -63,6 +63,16 @@ pub fn generate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, Value) {
     (csv, expected)
 }
 
+/// The default memory budget, or a small one to make the daily sums spill.
+pub fn memory_budget(bytes: usize) -> dbr_ingest::report::aggregate::MemoryBudget {
+    dbr_ingest::report::aggregate::MemoryBudget {
+        bytes,
+        temp_dir: std::env::temp_dir(),
+    }
+}
+
+pub const DEFAULT_BUDGET: usize = 64 << 20;
+
 /// A zipped report made by the generator, and the totals it computed.
 pub struct Report {
     pub key: String,
