@@ -48,9 +48,10 @@ impl Store {
             .bind(lock_name("write", &id))
             .execute(&mut *tx)
             .await?;
-        let version: i64 = sqlx::query_scalar("SELECT new_daily_costs_partition()")
+        let version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
             .fetch_one(&mut *tx)
             .await?;
+        copy_usages(&mut tx, version, sums).await?;
         copy_daily_costs(&mut tx, version, sums).await?;
         let old_version: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM statements
@@ -123,8 +124,8 @@ impl Store {
 const SWAP_LOCK_TIMEOUT: &str = "2s";
 const SWAP_TRIES: u32 = 30;
 
-/// Swaps the new version's partition in for the old one's, trying again while running
-/// queries hold the table for longer than [`SWAP_LOCK_TIMEOUT`].
+/// Swaps the new version's partitions in for the old one's, trying again while running
+/// queries hold the tables for longer than [`SWAP_LOCK_TIMEOUT`].
 async fn swap_partition(
     tx: &mut Transaction<'_, Postgres>,
     version: i64,
@@ -138,7 +139,7 @@ async fn swap_partition(
         )))
         .execute(&mut *attempt)
         .await?;
-        let swapped = sqlx::query("SELECT swap_daily_costs_partition($1, $2)")
+        let swapped = sqlx::query("SELECT swap_daily_partitions($1, $2)")
             .bind(version)
             .bind(old_version)
             .execute(&mut *attempt)
@@ -185,34 +186,25 @@ impl StatementId {
     }
 }
 
-/// Bulk-loads the daily sums into the version's partition with COPY (text format): row-by-row
-/// inserts are what made earlier ingesters take hours.
-async fn copy_daily_costs(
+/// Bulk-loads the report's usages into the version's partition with COPY (text format).
+async fn copy_usages(
     tx: &mut Transaction<'_, Postgres>,
     version: i64,
     sums: &ReportSums,
 ) -> Result<(), StoreError> {
-    let mut costs = sums.daily_costs()?;
+    let mut usages = sums.usages()?;
     let statement = format!(
-        "COPY daily_costs_{version} (linked_account_id, usage_date, product_name, usage_type,
-                                     operation, availability_zone, resource_id, tags,
-                                     unblended_cost, blended_cost, usage_quantity, line_items)
-         FROM STDIN"
+        "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
+                                      availability_zone, resource_id, tags) FROM STDIN"
     );
     let mut copy = tx.copy_in_raw(&statement).await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
     let mut tags = Vec::new();
-    while let Some(cost) = costs.next() {
-        let cost = cost?;
-        let usage = &cost.usage;
+    while let Some(usage) = usages.next() {
+        let (id, usage) = usage?;
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
-        escape_copy_text(&mut buffer, cost.account.as_str());
-        buffer.push('\t');
-        match cost.day {
-            Some(day) => write!(buffer, "{day}").expect("writing to a String"),
-            None => buffer.push_str("\\N"),
-        }
+        write!(buffer, "{id}").expect("writing to a String");
         for field in [
             usage.product,
             usage.usage_type,
@@ -224,11 +216,49 @@ async fn copy_daily_costs(
             buffer.push('\t');
             escape_copy_text(&mut buffer, field);
         }
+        buffer.push('\n');
+        if buffer.len() >= COPY_CHUNK {
+            copy.send(buffer.as_bytes()).await?;
+            buffer.clear();
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer.as_bytes()).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Bulk-loads the daily sums into the version's partition with COPY (text format): row-by-row
+/// inserts are what made earlier ingesters take hours.
+async fn copy_daily_costs(
+    tx: &mut Transaction<'_, Postgres>,
+    version: i64,
+    sums: &ReportSums,
+) -> Result<(), StoreError> {
+    let statement = format!(
+        "COPY daily_costs_{version} (linked_account_id, usage_date, usage_id, unblended_cost,
+                                     blended_cost, usage_quantity, line_items) FROM STDIN"
+    );
+    let mut copy = tx.copy_in_raw(&statement).await?;
+    let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
+    for cost in sums.daily_costs()? {
+        let cost = cost?;
+        escape_copy_text(&mut buffer, cost.account.as_str());
+        match cost.day {
+            Some(day) => write!(buffer, "\t{day}"),
+            None => write!(buffer, "\t\\N"),
+        }
+        .expect("writing to a String");
         let sums = &cost.sums;
         writeln!(
             buffer,
-            "\t{}\t{}\t{}\t{}",
-            sums.unblended_cost, sums.blended_cost, sums.usage_quantity, sums.line_items
+            "\t{}\t{}\t{}\t{}\t{}",
+            cost.usage,
+            sums.unblended_cost,
+            sums.blended_cost,
+            sums.usage_quantity,
+            sums.line_items
         )
         .expect("writing to a String");
         if buffer.len() >= COPY_CHUNK {

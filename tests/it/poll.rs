@@ -411,13 +411,17 @@ async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
     let source = s.server.source(BUCKET, "").await;
     let in_memory = TestDatabase::new();
     let in_memory_store = in_memory.store().await;
-    // Each daily row as text: numeric keeps the scale it was given, so this compares exactly.
+    // Each daily key as text, partial sums (of different generations of usages) added up:
+    // numeric keeps the scale it was given, so this compares exactly.
     let rows = |pool: PgPool| async move {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT concat_ws('|', linked_account_id, usage_date, product_name, usage_type, operation,
-                              availability_zone, resource_id, tags, unblended_cost, blended_cost,
-                              usage_quantity, line_items)
-             FROM daily_costs ORDER BY 1",
+                              availability_zone, resource_id, tags, sum(unblended_cost),
+                              sum(blended_cost), sum(usage_quantity), sum(line_items))
+             FROM daily_costs JOIN daily_usages USING (statement_version, usage_id)
+             GROUP BY linked_account_id, usage_date, product_name, usage_type, operation,
+                      availability_zone, resource_id, tags
+             ORDER BY 1",
         )
         .fetch_all(&pool)
         .await
@@ -531,7 +535,8 @@ async fn readers_see_one_version_or_the_other(small: &[&str], large: &[&str], bu
         "a reader saw {odd:?}, not one of {allowed:?}"
     );
     let partitions: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relname LIKE 'daily\\_costs\\_%' AND relkind = 'r'",
+        "SELECT relname::text FROM pg_class
+         WHERE relname ~ '^daily_(costs|usages)_[0-9]+$' AND relkind = 'r' ORDER BY 1",
     )
     .fetch_all(s.store.pool())
     .await
@@ -542,8 +547,11 @@ async fn readers_see_one_version_or_the_other(small: &[&str], large: &[&str], bu
         .unwrap();
     assert_eq!(
         partitions,
-        [format!("daily_costs_{current}")],
-        "only the current version's partition is left"
+        [
+            format!("daily_costs_{current}"),
+            format!("daily_usages_{current}")
+        ],
+        "only the current version's partitions are left"
     );
     s.finish().await;
 }
@@ -803,7 +811,7 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
     assert_eq!(outcome.ignored, 1, "the plain report is passed over");
     // Tags are stored as JSON objects, their values whole (commas, accents).
     let values: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT t.value FROM daily_costs, jsonb_each_text(tags) AS t ORDER BY 1",
+        "SELECT DISTINCT t.value FROM daily_usages, jsonb_each_text(tags) AS t ORDER BY 1",
     )
     .fetch_all(s.store.pool())
     .await
