@@ -240,7 +240,7 @@ pub struct ReportSums {
     /// The distinct usages of the current generation, by id.
     usages: daily::Usages,
     /// The daily sums since the last run was written out.
-    daily: FxHashMap<DailyKey, Sums>,
+    daily: daily::DailySums,
     /// The daily sums written out so far, when they outgrew the budget.
     runs: spill::Runs,
     footer: Footer,
@@ -304,7 +304,7 @@ impl ReportSums {
             account_slots: FxHashMap::default(),
             usage_key: Vec::new(),
             usages: daily::Usages::within(budget, 0),
-            daily: FxHashMap::default(),
+            daily: daily::DailySums::default(),
             runs: spill::Runs::new(temp_dir),
             footer: Footer::default(),
             rows: RowCounts::default(),
@@ -382,7 +382,7 @@ impl ReportSums {
                     day,
                     usage,
                 };
-                (self.daily.entry(key).or_default(), "daily")
+                (self.daily.sums_of(key), "daily")
             }
             None => (&mut self.account_sums[account as usize], "monthly"),
         };
@@ -400,14 +400,8 @@ impl ReportSums {
         let Grain::Daily(budget) = &self.grain else {
             return false;
         };
-        budget.bytes < self.usages.peak_bytes_with_one_more() + self.daily_peak_bytes()
-    }
-
-    fn daily_peak_bytes(&self) -> usize {
-        let entry = size_of::<(DailyKey, Sums)>();
-        let (len, capacity) = (self.daily.len(), self.daily.capacity());
-        let sort = len * size_of::<(&DailyKey, &Sums)>();
-        daily::table_bytes(capacity, entry) + daily::growth_bytes(len, capacity, entry).max(sort)
+        budget.bytes
+            < self.usages.peak_bytes_with_one_more() + self.daily.peak_bytes_with_one_more()
     }
 
     /// Writes the daily sums out as a sorted run and starts again with an empty table. When
@@ -428,12 +422,10 @@ impl ReportSums {
 
     fn write_daily_run(&mut self, line: u64) -> Result<(), SumError> {
         self.sum_accounts(line)?;
-        let mut entries: Vec<(&DailyKey, &Sums)> = self.daily.iter().collect();
-        entries.sort_unstable_by_key(|(key, _)| **key);
+        let sorted = self.daily.take_sorted();
         let written = self
             .runs
-            .write(entries.into_iter().map(|(key, sums)| (*key, sums)));
-        self.daily = FxHashMap::default();
+            .write(sorted.iter().map(|(key, sums)| (*key, sums)));
         written.map_err(|error| match error {
             spill::MergeError::Io(error) => SumError::Spill(error),
             spill::MergeError::Inexact { account } => SumError::Parse(ParseError {
@@ -450,7 +442,7 @@ impl ReportSums {
     /// Adds the daily sums in memory to their accounts' months (once per table, not per row:
     /// the hot loop stays lean). At the accounts grain they were summed row by row.
     fn sum_accounts(&mut self, line: u64) -> Result<(), ParseError> {
-        for (key, sums) in &self.daily {
+        for (key, sums) in self.daily.iter() {
             let account = key.account as usize;
             self.account_sums[account]
                 .add(sums)
@@ -580,7 +572,7 @@ impl ReportSums {
     /// runs written out, in key order. Writing them costs no copy of the month.
     pub fn daily_costs(&self) -> Result<DailyCosts<'_>, DailyCostsError> {
         let source = if self.runs.is_empty() {
-            DailySource::Memory(self.daily.iter())
+            DailySource::Memory(Box::new(self.daily.iter()))
         } else {
             DailySource::Runs(self.runs.merge().map_err(DailyCostsError::Spill)?)
         };
@@ -647,7 +639,7 @@ pub struct DailyCosts<'a> {
 }
 
 enum DailySource<'a> {
-    Memory(std::collections::hash_map::Iter<'a, DailyKey, Sums>),
+    Memory(Box<dyn Iterator<Item = (DailyKey, &'a Sums)> + Send + 'a>),
     Runs(spill::Merge<'a>),
 }
 
@@ -656,7 +648,7 @@ impl<'a> Iterator for DailyCosts<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (key, sums) = match &mut self.source {
-            DailySource::Memory(entries) => entries.next().map(|(key, sums)| (*key, *sums))?,
+            DailySource::Memory(entries) => entries.next().map(|(key, sums)| (key, *sums))?,
             DailySource::Runs(merge) => match merge.next()? {
                 Ok(merged) => merged,
                 Err(spill::MergeError::Io(error)) => {
