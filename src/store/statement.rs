@@ -187,6 +187,9 @@ impl StatementId {
 }
 
 /// Bulk-loads the report's usages into the version's partition with COPY (text format).
+/// `FREEZE`: the partition was created in this transaction, so its rows can be written frozen
+/// and all-visible, and the first queries after the swap do not rewrite every page to set hint
+/// bits, nor does vacuum ever need to freeze them.
 async fn copy_usages(
     tx: &mut Transaction<'_, Postgres>,
     version: i64,
@@ -195,7 +198,8 @@ async fn copy_usages(
     let mut usages = sums.usages()?;
     let statement = format!(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
-                                      availability_zone, resource_id, tags) FROM STDIN"
+                                      availability_zone, resource_id, tags)
+         FROM STDIN WITH (FREEZE)"
     );
     let mut copy = tx.copy_in_raw(&statement).await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
@@ -238,7 +242,8 @@ async fn copy_daily_costs(
 ) -> Result<(), StoreError> {
     let statement = format!(
         "COPY daily_costs_{version} (linked_account_id, usage_date, usage_id, unblended_cost,
-                                     blended_cost, usage_quantity, line_items) FROM STDIN"
+                                     blended_cost, usage_quantity, line_items)
+         FROM STDIN WITH (FREEZE)"
     );
     let mut copy = tx.copy_in_raw(&statement).await?;
     let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
