@@ -17,7 +17,7 @@ use crate::report::aggregate::{Grain, MemoryBudget, ReadSummary, ReportIdentity,
 use crate::report::key::{self, ListedReport, ReportKey};
 use crate::report::read::{Expected, Progress, ReadError, read_report};
 use crate::source::{Listing, Source, SourceError};
-use crate::store::{LedgerEntry, ReportVersion, Status, Store, StoreError};
+use crate::store::{Claim, LedgerEntry, ReportVersion, Status, Store, StoreError};
 use crate::telemetry;
 
 /// Reading a report again after its stream broke (network), before recording a failure.
@@ -208,7 +208,7 @@ impl Poll<'_> {
     }
 
     async fn claim_and_ingest(&self, listed: ListedReport, reason: IngestReason) -> Job {
-        let _claim = match self.store.try_claim(&listed.report.statement()).await {
+        let mut claim = match self.store.try_claim(&listed.report.statement()).await {
             Ok(Some(claim)) => claim,
             Ok(None) => {
                 tracing::info!("another replica is ingesting this statement");
@@ -217,8 +217,8 @@ impl Poll<'_> {
             }
             Err(error) => return failed(&listed, &error),
         };
-        match self.still_to_ingest(&listed.object).await {
-            Ok(true) => self.ingest_and_record(listed, reason).await,
+        match self.still_to_ingest(&mut claim, &listed.object).await {
+            Ok(true) => self.ingest_and_record(&mut claim, listed, reason).await,
             Ok(false) => {
                 telemetry::report_skipped(&listed.report);
                 Job::Unchanged
@@ -228,19 +228,28 @@ impl Poll<'_> {
     }
 
     /// Whether the ledger, read afresh under the claim, still says the object must be read.
-    async fn still_to_ingest(&self, object: &ObjectMeta) -> Result<bool, StoreError> {
-        let entry = self.store.ledger_entry(self.location, &object.key).await?;
+    async fn still_to_ingest(
+        &self,
+        claim: &mut Claim,
+        object: &ObjectMeta,
+    ) -> Result<bool, StoreError> {
+        let entry = claim.ledger_entry(self.location, &object.key).await?;
         Ok(why_ingest(entry.as_ref(), object, self.fingerprint).is_some())
     }
 
-    async fn ingest_and_record(&self, listed: ListedReport, reason: IngestReason) -> Job {
+    async fn ingest_and_record(
+        &self,
+        claim: &mut Claim,
+        listed: ListedReport,
+        reason: IngestReason,
+    ) -> Job {
         let report = ReportVersion {
             location: self.location,
             listed: &listed,
             started_at: Utc::now(),
         };
         let started = Instant::now();
-        let ingested = ingest(self, &report).await;
+        let ingested = ingest(self, claim, &report).await;
         let seconds = started.elapsed().as_secs_f64();
         match ingested {
             Ok(sums) => Job::Ingested(record_ingested(&listed, reason, &sums, seconds)),
@@ -272,6 +281,8 @@ fn record_ingested(
         line_items = rows.line_items,
         kept = rows.kept,
         dropped_unmonitored = rows.dropped_unmonitored,
+        // Sorted runs written to the temporary directory: 0 when the sums fit the budget.
+        spilled_runs = sums.runs(),
         seconds = format!("{seconds:.2}"),
         "ingested"
     );
@@ -416,7 +427,11 @@ impl Classify for IngestError {
     }
 }
 
-async fn ingest(poll: &Poll<'_>, report: &ReportVersion<'_>) -> Result<ReportSums, IngestError> {
+async fn ingest(
+    poll: &Poll<'_>,
+    claim: &mut Claim,
+    report: &ReportVersion<'_>,
+) -> Result<ReportSums, IngestError> {
     let mut delay = FIRST_RETRY_DELAY;
     let mut attempt = 1;
     let sums = loop {
@@ -431,7 +446,7 @@ async fn ingest(poll: &Poll<'_>, report: &ReportVersion<'_>) -> Result<ReportSum
         }
     };
     poll.store
-        .replace_statement(report, &sums, poll.fingerprint)
+        .replace_statement(claim, report, &sums, poll.fingerprint)
         .await?;
     Ok(sums)
 }

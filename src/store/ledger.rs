@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::PgExecutor;
 
-use super::{ReportVersion, Store, StoreError, bigint};
+use super::{Claim, ReportVersion, Store, StoreError, bigint};
 use crate::domain::InvoiceStatus;
 use crate::failure::FailureKind;
 use crate::report::aggregate::RowCounts;
@@ -80,24 +80,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(entry).collect()
-    }
-
-    /// The ledger entry of one object, read afresh.
-    pub async fn ledger_entry(
-        &self,
-        location: &str,
-        key: &str,
-    ) -> Result<Option<LedgerEntry>, StoreError> {
-        let row: Option<LedgerRow> = sqlx::query_as(
-            "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
-             FROM reports WHERE location = $1 AND key = $2",
-        )
-        .bind(location)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| entry(row).map(|(_, entry)| entry))
-            .transpose()
     }
 
     /// Records a failed attempt. The statement's data, if any, stays as it was.
@@ -192,4 +174,24 @@ pub(super) async fn write_entry(
     .execute(executor)
     .await?;
     Ok(())
+}
+
+impl Claim {
+    /// The ledger entry of one object, read afresh under the claim (on its connection).
+    pub async fn ledger_entry(
+        &mut self,
+        location: &str,
+        key: &str,
+    ) -> Result<Option<LedgerEntry>, StoreError> {
+        let row: Option<LedgerRow> = sqlx::query_as(
+            "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
+             FROM reports WHERE location = $1 AND key = $2",
+        )
+        .bind(location)
+        .bind(key)
+        .fetch_optional(&mut *self.connection)
+        .await?;
+        row.map(|row| entry(row).map(|(_, entry)| entry))
+            .transpose()
+    }
 }

@@ -221,15 +221,15 @@ impl Store {
                 .bind(lock_name("claim", statement))
                 .fetch_one(&mut *connection)
                 .await?;
-        Ok(claimed.then_some(Claim {
-            _connection: connection,
-        }))
+        Ok(claimed.then_some(Claim { connection }))
     }
 }
 
-/// Held while a report of a statement is being ingested; see [`Store::try_claim`].
+/// Held while a report of a statement is being ingested; see [`Store::try_claim`]. The
+/// statement is replaced on its connection, which saves opening another (sqlx 0.9 leaves
+/// Nagle's algorithm on, so each new connection waits out a few delayed ACKs).
 pub struct Claim {
-    _connection: PoolConnection<Postgres>,
+    connection: PoolConnection<Postgres>,
 }
 
 /// The name of an advisory lock on `statement`.

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{Acquire, AssertSqlSafe, Postgres, Transaction};
+use sqlx::postgres::PgCopyIn;
+use sqlx::{Acquire, AssertSqlSafe, PgConnection, Postgres, Transaction};
 
 use super::ledger::{Outcome, write_entry};
-use super::{Store, StoreError, bigint, lock_name};
+use super::{Claim, Store, StoreError, bigint, lock_name};
 use crate::domain::StatementId;
 use crate::report::aggregate::{AccountMonth, Amounts, ReportSums};
 use crate::report::key::ListedReport;
@@ -34,6 +35,7 @@ impl Store {
     /// the old rows leave nothing to vacuum.
     pub async fn replace_statement(
         &self,
+        claim: &mut Claim,
         report: &ReportVersion<'_>,
         sums: &ReportSums,
         monitored_fingerprint: &str,
@@ -42,7 +44,7 @@ impl Store {
         let statement = id.columns();
         let object = &report.listed.object;
         let invoice_status = sums.invoice_status();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = claim.connection.begin().await?;
         // Writers of one statement queue here rather than interleave, claimed or not.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(lock_name("write", &id))
@@ -201,13 +203,13 @@ async fn copy_usages(
                                       availability_zone, resource_id, tags)
          FROM STDIN WITH (FREEZE)"
     );
-    let mut copy = tx.copy_in_raw(&statement).await?;
-    let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
+    let mut copy = CopyRows::start(tx, &statement).await?;
     let mut tags = Vec::new();
     while let Some(usage) = usages.next() {
         let (id, usage) = usage?;
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
+        let buffer = &mut copy.buffer;
         write!(buffer, "{id}").expect("writing to a String");
         for field in [
             usage.product,
@@ -218,19 +220,12 @@ async fn copy_usages(
             tags,
         ] {
             buffer.push('\t');
-            escape_copy_text(&mut buffer, field);
+            escape_copy_text(buffer, field);
         }
         buffer.push('\n');
-        if buffer.len() >= COPY_CHUNK {
-            copy.send(buffer.as_bytes()).await?;
-            buffer.clear();
-        }
+        copy.row_written().await?;
     }
-    if !buffer.is_empty() {
-        copy.send(buffer.as_bytes()).await?;
-    }
-    copy.finish().await?;
-    Ok(())
+    copy.finish().await
 }
 
 /// Bulk-loads the daily sums into the version's partition with COPY (text format): row-by-row
@@ -245,11 +240,11 @@ async fn copy_daily_costs(
                                      blended_cost, usage_quantity, line_items)
          FROM STDIN WITH (FREEZE)"
     );
-    let mut copy = tx.copy_in_raw(&statement).await?;
-    let mut buffer = String::with_capacity(COPY_CHUNK + 4096);
+    let mut copy = CopyRows::start(tx, &statement).await?;
     for cost in sums.daily_costs()? {
         let cost = cost?;
-        escape_copy_text(&mut buffer, cost.account.as_str());
+        let buffer = &mut copy.buffer;
+        escape_copy_text(buffer, cost.account.as_str());
         match cost.day {
             Some(day) => write!(buffer, "\t{day}"),
             None => write!(buffer, "\t\\N"),
@@ -266,16 +261,44 @@ async fn copy_daily_costs(
             sums.line_items
         )
         .expect("writing to a String");
-        if buffer.len() >= COPY_CHUNK {
-            copy.send(buffer.as_bytes()).await?;
-            buffer.clear();
+        copy.row_written().await?;
+    }
+    copy.finish().await
+}
+
+/// COPY data written row by row into a buffer, sent in pieces of about [`COPY_CHUNK`] bytes.
+struct CopyRows<'c> {
+    copy: PgCopyIn<&'c mut PgConnection>,
+    buffer: String,
+}
+
+impl<'c> CopyRows<'c> {
+    async fn start(
+        tx: &'c mut Transaction<'_, Postgres>,
+        statement: &str,
+    ) -> Result<CopyRows<'c>, StoreError> {
+        Ok(CopyRows {
+            copy: tx.copy_in_raw(statement).await?,
+            buffer: String::with_capacity(COPY_CHUNK + 4096),
+        })
+    }
+
+    /// Sends the buffer once it holds a piece's worth of rows.
+    async fn row_written(&mut self) -> Result<(), StoreError> {
+        if self.buffer.len() >= COPY_CHUNK {
+            self.copy.send(self.buffer.as_bytes()).await?;
+            self.buffer.clear();
         }
+        Ok(())
     }
-    if !buffer.is_empty() {
-        copy.send(buffer.as_bytes()).await?;
+
+    async fn finish(mut self) -> Result<(), StoreError> {
+        if !self.buffer.is_empty() {
+            self.copy.send(self.buffer.as_bytes()).await?;
+        }
+        self.copy.finish().await?;
+        Ok(())
     }
-    copy.finish().await?;
-    Ok(())
 }
 
 /// `{"user:Name":"web",…}`, written into `json` without a map built per row. Tag names are
