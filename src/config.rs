@@ -303,7 +303,7 @@ const READ_TIMEOUT: DurationSetting = DurationSetting {
     min: Duration::from_secs(1),
     max: Duration::from_secs(3600),
 };
-/// Reports read at once; each holds two database connections.
+/// Reports read at once; each holds a database connection and its share of the memory budget.
 const CONCURRENCY: std::ops::RangeInclusive<usize> = 1..=32;
 
 impl DurationSetting {

@@ -102,7 +102,7 @@ pub struct Store {
 impl Store {
     /// A store whose connections open when first needed: `run` starts (and serves `/readyz`)
     /// without its database. Only a URL that cannot be parsed fails here. `concurrency` reports
-    /// at a time each hold a claim and a transaction.
+    /// at a time each hold a claim (on which the month is replaced), beside the ledger's reads.
     pub fn connect_lazy(url: &SecretString, concurrency: usize) -> Result<Store, StoreError> {
         let name = format!(
             "dbr-ingest {} {:08x}",
