@@ -624,3 +624,71 @@ async fn check_names_what_a_directory_holds_besides_files() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+/// A database written by the version before partitioning (migrations 1 to 6) keeps its months:
+/// migration 7 moves each statement's daily rows into its partitions, usages numbered, and the
+/// views show what they showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_earlier_schema_keeps_its_months() {
+    use sqlx::migrate::{MigrateDatabase, Migrator};
+    let db = TestDatabase::new();
+    sqlx::Postgres::create_database(&db.url).await.unwrap();
+    let earlier = tempfile::tempdir().unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&migrations).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, earlier.path().join(name)).unwrap();
+        }
+    }
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for statement in [
+        "INSERT INTO statements VALUES ('111111111111', '', '2017-07-01', 'dir:x', 'k1', 'e1', 'final', now()),
+                                       ('111111111111', 'AWSMarketplace', '2017-07-01', 'dir:x', 'k2', 'e2', 'final', now())",
+        "INSERT INTO daily_costs VALUES
+             ('111111111111', '', '2017-07-01', '222222222222', '2017-07-03', 'Amazon EC2', 'BoxUsage', 'RunInstances', 'us-east-1a', 'i-1', '{\"user:Name\": \"web\"}', 1.25, 1.20, 3, 3),
+             ('111111111111', '', '2017-07-01', '222222222222', '2017-07-04', 'Amazon EC2', 'BoxUsage', 'RunInstances', 'us-east-1a', 'i-1', '{\"user:Name\": \"web\"}', 0.50, 0.40, 1, 1),
+             ('111111111111', '', '2017-07-01', '333333333333', NULL, 'Tax', '', '', '', '', '{}', 0.10, 0.10, 0, 1),
+             ('111111111111', 'AWSMarketplace', '2017-07-01', '222222222222', '2017-07-03', 'Vendor', 'Seat', '', '', '', '{}', 9.99, 9.99, 1, 1)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let daily = |pool: PgPool| async move {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws('|', payer_account_id, linked_account_id, billing_period, usage_date,
+                              product_name, unblended_cost, blended_cost, usage_quantity)
+             FROM account_daily_costs ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let before = daily(pool.clone()).await;
+    assert_eq!(before.len(), 4);
+    pool.close().await;
+
+    let store = db.store().await; // applies migration 7
+    assert_eq!(daily(store.pool().clone()).await, before);
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM daily_costs), (SELECT count(*) FROM daily_usages),
+                (SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        (4, 3, 2),
+        "daily rows, usages (i-1 once), one partition per statement"
+    );
+    store.pool().close().await;
+    db.drop_database().await;
+}
