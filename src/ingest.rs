@@ -445,9 +445,15 @@ async fn ingest(
             result => break result?,
         }
     };
+    let writing = Instant::now();
     poll.store
         .replace_statement(claim, report, &sums, poll.fingerprint)
         .await?;
+    // Where a report's time goes: reading (inflate, parse, sum) came before this.
+    tracing::debug!(
+        write_seconds = format!("{:.2}", writing.elapsed().as_secs_f64()),
+        "month replaced"
+    );
     Ok(sums)
 }
 
