@@ -141,10 +141,11 @@ impl Store {
     /// needs no right beyond reading and writing the service's tables (see the README's least
     /// privilege: the owner runs `migrate`, the service needs DML only).
     pub async fn prepare(&self) -> Result<(), StoreError> {
-        // One connection of its own first: an unreachable server or a refused password says so
-        // at once, where the pool would keep trying until its timeout.
-        match self.options.connect().await {
-            Ok(connection) => connection.close().await?,
+        // A connection of its own: an unreachable server or a refused password says so at once,
+        // where the pool would keep trying until its timeout. The pool's first connection opens
+        // at the same time: each costs about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
+        match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
+            Ok((probe, _first)) => probe.close().await?,
             Err(error) if sqlstate(&error).as_deref() == Some("3D000") => {
                 sqlx::Postgres::create_database(self.url.expose_secret()).await?;
                 tracing::info!("created the database");
