@@ -394,8 +394,8 @@ impl ReportSums {
     }
 
     /// Whether the daily sums and usages could outgrow the budget with the next key: growing
-    /// a table holds the old one beside the new one, and writing a run out sorts references to
-    /// the entries, so both are counted before they happen.
+    /// a table holds the old one beside the new one, and writing a run out moves the entries
+    /// into a vector to sort them, so both are counted before they happen.
     fn spill_due(&self) -> bool {
         let Grain::Daily(budget) = &self.grain else {
             return false;
