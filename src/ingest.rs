@@ -479,6 +479,9 @@ pub async fn read_object(
     let sums = read_report(body, &expected, monitored.clone(), progress.clone()).await;
     drop(watch);
     telemetry::bytes_read(&progress);
+    if let Ok(sums) = &sums {
+        telemetry::runs_spilled(sums.runs());
+    }
     Ok(sums?)
 }
 

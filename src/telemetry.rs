@@ -33,7 +33,7 @@ pub fn init_logs(json: bool) {
 
 /// Every counter, with its help text. Each is exported from the first scrape, at zero until
 /// something happens (without labels until then), so that `rate()` and absence alerts work.
-const COUNTERS: [(&str, &str); 9] = [
+const COUNTERS: [(&str, &str); 10] = [
     (
         "dbr_reports_ingested_total",
         "Report versions ingested, by payer.",
@@ -66,6 +66,10 @@ const COUNTERS: [(&str, &str); 9] = [
     (
         "dbr_poll_errors_total",
         "Polls that could not run (listing, database).",
+    ),
+    (
+        "dbr_spilled_runs_total",
+        "Sorted runs of daily sums written to the temporary directory by reports that outgrew the memory budget.",
     ),
 ];
 
@@ -138,6 +142,11 @@ pub fn bytes_read(progress: &Progress) {
     use std::sync::atomic::Ordering::Relaxed;
     counter!("dbr_bytes_downloaded_total").increment(progress.downloaded.load(Relaxed));
     counter!("dbr_bytes_inflated_total").increment(progress.inflated.load(Relaxed));
+}
+
+/// Adds the sorted runs a report's daily sums were written out as (none when they fit the budget).
+pub fn runs_spilled(runs: usize) {
+    counter!("dbr_spilled_runs_total").increment(runs as u64);
 }
 
 pub fn poll_succeeded() {
