@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Postgres};
+use sqlx::{ConnectOptions, Connection, PgExecutor, Postgres};
 
 use crate::domain::{NotAnAccountId, StatementId};
 use crate::failure::{Classify, FailureKind};
@@ -143,23 +143,29 @@ impl Store {
     pub async fn prepare(&self) -> Result<(), StoreError> {
         // A connection of its own: an unreachable server or a refused password says so at once,
         // where the pool would keep trying until its timeout. The pool's first connection opens
-        // at the same time: each costs about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
-        match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
-            Ok((probe, _first)) => probe.close().await?,
+        // at the same time, and serves the checks and migrations below: each new connection
+        // costs about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
+        let mut connection = match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
+            Ok((probe, first)) => {
+                probe.close().await?;
+                first
+            }
             Err(error) if sqlstate(&error).as_deref() == Some("3D000") => {
                 sqlx::Postgres::create_database(self.url.expose_secret()).await?;
                 tracing::info!("created the database");
+                self.pool.acquire().await?
             }
             Err(error) => return Err(error.into()),
-        }
-        match self.ready().await {
+        };
+        match migrations_applied(&mut *connection).await {
             Ok(()) => return Ok(()),
             // No migration table yet, or not every migration applied.
             Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {}
             Err(StoreError::MigrationsBehind { .. }) => {}
             Err(other) => return Err(other),
         }
-        self.migrate().await
+        MIGRATOR.run(&mut *connection).await?;
+        Ok(())
     }
 
     /// Applies the migrations not applied yet (and checks those that are).
@@ -191,20 +197,9 @@ impl Store {
 
     /// Whether the database answers (within two seconds) with every migration applied.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        let latest = MIGRATOR.iter().map(|m| m.version).max();
-        let applied = tokio::time::timeout(
-            READY_TIMEOUT,
-            sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT max(version) FROM _sqlx_migrations WHERE success",
-            )
-            .fetch_one(&self.pool),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout(READY_TIMEOUT))??;
-        if applied < latest {
-            return Err(StoreError::MigrationsBehind { applied, latest });
-        }
-        Ok(())
+        tokio::time::timeout(READY_TIMEOUT, migrations_applied(&self.pool))
+            .await
+            .map_err(|_| StoreError::Timeout(READY_TIMEOUT))?
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -231,6 +226,19 @@ impl Store {
 /// Nagle's algorithm on, so each new connection waits out a few delayed ACKs).
 pub struct Claim {
     connection: PoolConnection<Postgres>,
+}
+
+/// Whether every migration of this version is applied.
+async fn migrations_applied(executor: impl PgExecutor<'_>) -> Result<(), StoreError> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max();
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(executor)
+            .await?;
+    if applied < latest {
+        return Err(StoreError::MigrationsBehind { applied, latest });
+    }
+    Ok(())
 }
 
 /// The name of an advisory lock on `statement`.
