@@ -431,10 +431,10 @@ impl ReportSums {
             spill::MergeError::Inexact { account } => SumError::Parse(ParseError {
                 line,
                 column: None,
-                message: format!(
-                    "the daily sums of account {} need more than 28 significant digits, which cannot be kept exactly",
-                    self.accounts[account as usize]
-                ),
+                message: DailyCostsError::Inexact {
+                    account: self.accounts[account as usize].clone(),
+                }
+                .to_string(),
             }),
         })
     }
