@@ -1,17 +1,17 @@
-//! `dbr-ingest check`: tries every part a poll needs, in order, and says what to fix. It reads
-//! the smallest report (or all, with `--read-all`) to the end through the same pipeline as
-//! `once`, so it fails where `once` would (a payer mismatch, a CRC mismatch, a bad amount). It
-//! changes nothing: no database is created, no migration applied, no report stored.
+//! `dbr-ingest check`: tries every part a poll needs, in order, and says what to fix, for every
+//! integration (or the one named). It reads the smallest report (or all, with `--read-all`) to
+//! the end through the same pipeline as `once`, so it fails where `once` would (a payer
+//! mismatch, a CRC mismatch, a bad amount). It changes nothing: no database is created, no
+//! migration applied, no report stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use std::collections::BTreeSet;
-
 use crate::config::Settings;
-use crate::domain::{AccountId, Monitored, StatementId};
-use crate::ingest::{read_object, sort_listing};
-use crate::source::Source;
+use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
+use crate::ingest::{PollError, integrations_to_poll, read_object, sort_listing};
+use crate::integration::Integration;
+use crate::source::{S3Context, Source};
 use crate::store::Store;
 
 /// Which reports `check` reads to the end.
@@ -28,9 +28,14 @@ pub struct Checked {
     pub ok: bool,
 }
 
-pub async fn check(settings: &Settings, source: &Source, read: ReadReports) -> Checked {
+/// Checks the integrations a poll would work on, or only `only`.
+pub async fn check(
+    settings: &Settings,
+    only: Option<&IntegrationName>,
+    read: ReadReports,
+) -> Checked {
     let mut text = String::new();
-    let ok = run(settings, source, read, &mut text).await.is_ok();
+    let ok = run(settings, only, read, &mut text).await.is_ok();
     Checked { text, ok }
 }
 
@@ -48,12 +53,30 @@ fn fail(text: &mut String, message: impl std::fmt::Display) -> Failed {
 
 async fn run(
     settings: &Settings,
-    source: &Source,
+    only: Option<&IntegrationName>,
     read: ReadReports,
     text: &mut String,
 ) -> Result<(), Failed> {
-    say!(text, "ok      configuration: source {}", source.location());
+    let store = database(settings, text).await?;
+    let integrations = integrations_to_poll(settings, &store, only)
+        .await
+        .map_err(|e| fail(text, e))?;
+    let context = S3Context::load(settings.s3.read_timeout).await;
+    let several = integrations.len() > 1;
+    let mut all_ok = true;
+    for integration in &integrations {
+        if several {
+            say!(text, "integration {}:", integration.name);
+        }
+        let source = Source::for_integration(&integration.source, &context).await;
+        all_ok &= check_integration(settings, &store, integration, &source, read, text)
+            .await
+            .is_ok();
+    }
+    if all_ok { Ok(()) } else { Err(Failed) }
+}
 
+async fn database(settings: &Settings, text: &mut String) -> Result<Store, Failed> {
     let database = settings.database_display();
     let store = Store::connect_existing(&settings.database_url)
         .await
@@ -68,9 +91,20 @@ async fn run(
         text,
         "ok      database {database}: reachable, migrations applied"
     );
+    Ok(store)
+}
 
+async fn check_integration(
+    settings: &Settings,
+    store: &Store,
+    integration: &Integration,
+    source: &Source,
+    read: ReadReports,
+    text: &mut String,
+) -> Result<(), Failed> {
+    say!(text, "ok      configuration: source {}", integration.source);
     let table = store
-        .monitored_accounts()
+        .monitored_accounts(&integration.name)
         .await
         .map_err(|e| fail(text, e))?;
     let stored = table.len();
@@ -79,7 +113,7 @@ async fn run(
         .into_iter()
         .filter(|account| account.origin == "command")
         .map(|account| account.id);
-    let monitored = match &settings.monitored {
+    let monitored = match &integration.monitored {
         Some(Monitored::All) => {
             say!(text, "ok      monitored accounts: every account (*)");
             Monitored::All
@@ -99,10 +133,13 @@ async fn run(
             );
             Monitored::Only(added_by_command.collect::<BTreeSet<AccountId>>())
         }
+        None if integration.name.is_default() => {
+            return Err(fail(text, PollError::NoMonitoredAccounts));
+        }
         None => {
             return Err(fail(
                 text,
-                "no monitored accounts: set DBR_MONITORED_ACCOUNTS, or add some with `dbr-ingest accounts add ID`",
+                PollError::NoMonitoredAccountsOf(integration.name.clone()),
             ));
         }
     };

@@ -253,16 +253,6 @@ impl Settings {
         })
     }
 
-    /// Checks what reading reports needs and commands that only touch the database do not.
-    pub fn check_source(&self) -> Result<(), ConfigError> {
-        if self.source == SourceSetting::S3 && self.s3.bucket.is_empty() {
-            return Err(ConfigError(
-                "no bucket: set DBR_BUCKET (or s3.bucket), or read a directory with --source dir:PATH".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The database URL without its passwords, for messages.
     pub fn database_display(&self) -> String {
         crate::secrets::display_database_url(self.database_url.expose_secret())
@@ -421,10 +411,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let file = toml::from_str(toml).map_err(|e| e.to_string())?;
-        let settings = Settings::from_layers(file, |name| vars.get(name).cloned())
-            .map_err(|e| e.to_string())?;
-        settings.check_source().map_err(|e| e.to_string())?;
-        Ok(settings)
+        Settings::from_layers(file, |name| vars.get(name).cloned()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -496,7 +483,6 @@ mod tests {
     #[test]
     fn mistakes_are_explained() {
         let cases = [
-            ("", vec![], "no bucket"),
             (
                 "[s3]\nbucket = \"b\"\n",
                 vec![("DBR_POLL_INTERVAL", "soon")],

@@ -17,16 +17,16 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::ingest::{PollError, PollOutcome, poll};
-use crate::source::Source;
+use crate::domain::IntegrationName;
+use crate::ingest::{IntegrationPolled, SourceGroup, Sources, integrations_to_poll, poll_groups};
 use crate::store::Store;
 
-/// Serves the HTTP endpoint and polls until a shutdown signal. Fails if the signal handlers
-/// cannot be set or the HTTP address cannot be bound.
+/// Serves the HTTP endpoint and polls every integration (or `only` that one) until a shutdown
+/// signal. Fails if the signal handlers cannot be set or the HTTP address cannot be bound.
 pub async fn run(
-    source: &Source,
     store: &Store,
     settings: &Settings,
+    only: Option<IntegrationName>,
     metrics: PrometheusHandle,
 ) -> std::io::Result<()> {
     let mut shutdown = Shutdown::listen()?;
@@ -49,7 +49,7 @@ pub async fn run(
         },
     ));
     tokio::select! {
-        () = poll_until_stopped(source, store, settings) => {}
+        () = poll_until_stopped(store, settings, only.as_ref()) => {}
         () = shutdown.requested() => {}
     }
     // Dropping the poll dropped its transactions; ending their statements rolls them back now
@@ -81,22 +81,52 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_DATABASE_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_DATABASE_RETRY: Duration = Duration::from_secs(60);
 
-/// Waits for the database, then polls at start and every interval, forever.
-async fn poll_until_stopped(source: &Source, store: &Store, settings: &Settings) {
+/// Waits for the database, then polls at start and every interval, forever. The integrations
+/// are read from the database at every poll, so that one added, changed or disabled takes
+/// effect at the next; their sources (S3 clients, roles' credentials) are kept between polls.
+async fn poll_until_stopped(store: &Store, settings: &Settings, only: Option<&IntegrationName>) {
     wait_for_database(store).await;
     let interval = settings.poll_interval;
-    tracing::info!(source = source.location(), every = %humantime::format_duration(interval), "polling");
+    tracing::info!(every = %humantime::format_duration(interval), "polling");
+    let mut sources = Sources::new(settings.s3.read_timeout).await;
     loop {
-        let polling = poll(
-            source,
-            store,
-            settings.monitored.as_ref(),
-            settings.concurrency,
-            &settings.memory_budget,
-        );
-        record(polling.instrument(tracing::info_span!("poll")).await);
+        let polling = poll(&mut sources, store, settings, only);
+        polling.instrument(tracing::info_span!("poll")).await;
         tokio::time::sleep(interval + jitter(interval / 10)).await;
     }
+}
+
+async fn poll(
+    sources: &mut Sources,
+    store: &Store,
+    settings: &Settings,
+    only: Option<&IntegrationName>,
+) {
+    let integrations = match integrations_to_poll(settings, store, only).await {
+        Ok(integrations) => integrations,
+        Err(error) => {
+            crate::telemetry::poll_failed();
+            tracing::error!(%error, "poll failed");
+            return;
+        }
+    };
+    let grouped = sources.group(integrations).await;
+    let groups: Vec<SourceGroup> = grouped
+        .iter()
+        .map(|(source, members)| SourceGroup {
+            source,
+            members: members.clone(),
+        })
+        .collect();
+    record(
+        poll_groups(
+            &groups,
+            store,
+            settings.concurrency,
+            &settings.memory_budget,
+        )
+        .await,
+    );
 }
 
 /// Prepares the database (creating it and applying migrations when needed), trying again with
@@ -140,22 +170,40 @@ fn jitter(at_most: Duration) -> Duration {
     at_most.mul_f64(fastrand::f64())
 }
 
-fn record(outcome: Result<PollOutcome, PollError>) {
-    match outcome {
-        Ok(outcome) => {
-            crate::telemetry::poll_succeeded();
-            tracing::info!(
-                ingested = outcome.ingested.len(),
-                failed = outcome.failed.len(),
-                unchanged = outcome.unchanged,
-                claimed_elsewhere = outcome.claimed_elsewhere,
-                ignored = outcome.ignored,
-                "poll done"
-            )
-        }
-        Err(error) => {
-            crate::telemetry::poll_failed();
-            tracing::error!(%error, "poll failed");
+/// Logs a poll and counts it: successful when every integration could be listed and planned
+/// (its reports may still have failed, one by one), else a poll error per integration that
+/// could not.
+fn record(polled: Vec<IntegrationPolled>) {
+    let (mut ingested, mut failed, mut unchanged, mut claimed_elsewhere) = (0, 0, 0, 0);
+    let mut all_polled = true;
+    for IntegrationPolled {
+        integration,
+        outcome,
+    } in &polled
+    {
+        match outcome {
+            Ok(outcome) => {
+                ingested += outcome.ingested.len();
+                failed += outcome.failed.len();
+                unchanged += outcome.unchanged;
+                claimed_elsewhere += outcome.claimed_elsewhere;
+            }
+            Err(error) => {
+                all_polled = false;
+                crate::telemetry::poll_failed();
+                tracing::error!(%integration, %error, "poll failed");
+            }
         }
     }
+    if all_polled {
+        crate::telemetry::poll_succeeded();
+    }
+    tracing::info!(
+        integrations = polled.len(),
+        ingested,
+        failed,
+        unchanged,
+        claimed_elsewhere,
+        "poll done"
+    );
 }

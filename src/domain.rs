@@ -185,6 +185,69 @@ impl Monitored {
             Monitored::Only(ids) => ids.contains(account),
         }
     }
+
+    /// The accounts of either set: what one read of a report shared by two integrations keeps.
+    pub fn union(&self, other: &Monitored) -> Monitored {
+        match (self, other) {
+            (Monitored::Only(a), Monitored::Only(b)) => Monitored::Only(a | b),
+            _ => Monitored::All,
+        }
+    }
+}
+
+/// An integration's stable name: a customer's bucket, credentials and monitored accounts.
+/// Lower-case letters, digits, `-` and `_`, at most 63, starting with a letter or digit, so it
+/// can stand in a metric label, a lock name and a command line unquoted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IntegrationName(String);
+
+/// Text that is not an integration name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is not an integration name (lower-case letters, digits, - and _, at most 63)",
+    excerpt(.0.as_bytes())
+)]
+pub struct NotAnIntegrationName(pub String);
+
+impl IntegrationName {
+    /// The integration of the configuration file and environment (`DBR_BUCKET`, …).
+    pub const DEFAULT: &str = "default";
+
+    pub fn default_name() -> IntegrationName {
+        IntegrationName(Self::DEFAULT.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IntegrationName {
+    type Err = NotAnIntegrationName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bytes = text.as_bytes();
+        let valid = (1..=63).contains(&bytes.len())
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            Ok(IntegrationName(text.to_owned()))
+        } else {
+            Err(NotAnIntegrationName(text.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for IntegrationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// What one statement is: a payer's bill for one month from one billing entity. A statement
@@ -326,6 +389,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.len() < 150, "{error}");
+    }
+
+    #[test]
+    fn integration_names() {
+        for good in ["default", "acme", "acme-prod_2", "0"] {
+            assert_eq!(good.parse::<IntegrationName>().unwrap().as_str(), good);
+        }
+        for bad in ["", "Acme", "-acme", "a b", "a/b", &"a".repeat(64)] {
+            assert!(bad.parse::<IntegrationName>().is_err(), "{bad}");
+        }
+        let a = Monitored::parse("1,2").unwrap();
+        assert_eq!(
+            a.union(&Monitored::parse("2,3").unwrap()),
+            Monitored::parse("1,2,3").unwrap()
+        );
+        assert_eq!(a.union(&Monitored::All), Monitored::All);
     }
 
     #[test]

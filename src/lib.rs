@@ -7,6 +7,7 @@ pub mod domain;
 pub mod failure;
 pub mod http;
 pub mod ingest;
+pub mod integration;
 pub mod progress;
 pub mod report;
 pub mod secrets;

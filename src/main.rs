@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use dbr_ingest::check::ReadReports;
 use dbr_ingest::config::{Settings, SourceSetting};
-use dbr_ingest::domain::{AccountId, Monitored};
-use dbr_ingest::ingest::{PollOutcome, poll};
+use dbr_ingest::domain::{AccountId, IntegrationName, Monitored};
+use dbr_ingest::ingest::{
+    IntegrationPolled, PollOutcome, SourceGroup, Sources, integrations_to_poll, poll_groups,
+};
 use dbr_ingest::secrets::redact;
-use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 use dbr_ingest::telemetry;
+
+#[path = "cli/integrations.rs"]
+mod integrations;
 
 #[derive(Parser)]
 #[command(
@@ -32,14 +36,19 @@ struct Config {
 
 #[derive(Args)]
 struct SourceArg {
-    /// Where reports come from: s3 (the configured bucket) or dir:PATH.
+    /// Where the `default` integration's reports come from: s3 (the configured bucket) or
+    /// dir:PATH.
     #[arg(long, value_parser = SourceSetting::parse)]
     source: Option<SourceSetting>,
+    /// Work on this integration only (`default` is the configuration's).
+    #[arg(long)]
+    integration: Option<IntegrationName>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Poll once: ingest every new or changed report, then exit (non-zero if any failed).
+    /// Poll once: ingest every integration's new or changed reports, then exit (non-zero if
+    /// any report or integration failed).
     Once {
         #[command(flatten)]
         config: Config,
@@ -74,8 +83,18 @@ enum Command {
     Accounts {
         #[command(flatten)]
         config: Config,
+        /// The integration whose accounts these are.
+        #[arg(long, global = true, default_value = IntegrationName::DEFAULT)]
+        integration: IntegrationName,
         #[command(subcommand)]
         action: AccountsAction,
+    },
+    /// Manage the integrations: customers' buckets, credentials and monitored accounts.
+    Integrations {
+        #[command(flatten)]
+        config: Config,
+        #[command(subcommand)]
+        action: integrations::Action,
     },
     /// Read local report files (.csv.zip or .csv) and print per-account totals and their
     /// reconciliation with the report's AccountTotal rows. No database involved.
@@ -144,14 +163,14 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             source,
             read_all,
         } => {
+            let only = source.integration.clone();
             let settings = load_for_source(&config, source, Bars::Off)?;
-            let source = Source::from_settings(&settings).await;
             let read = if read_all {
                 ReadReports::All
             } else {
                 ReadReports::Smallest
             };
-            let checked = dbr_ingest::check::check(&settings, &source, read).await;
+            let checked = dbr_ingest::check::check(&settings, only.as_ref(), read).await;
             print!("{}", redact(&checked.text));
             Ok(checked.ok)
         }
@@ -161,35 +180,52 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             println!("database {} is up to date", settings.database_display());
             Ok(true)
         }
-        Command::Accounts { config, action } => {
+        Command::Accounts {
+            config,
+            integration,
+            action,
+        } => {
             let settings = load(&config, Bars::Off)?;
-            accounts(
-                &connect(&settings).await?,
-                settings.monitored.as_ref(),
-                action,
-            )
-            .await
+            let configured = integration
+                .is_default()
+                .then_some(settings.monitored.as_ref())
+                .flatten();
+            accounts(&connect(&settings).await?, &integration, configured, action).await
+        }
+        Command::Integrations { config, action } => {
+            let settings = load(&config, Bars::Off)?;
+            integrations::run(&connect(&settings).await?, &settings, action).await
         }
         Command::Once { config, source } => {
-            let (settings, source, store) = start(config, source, Bars::OnATerminal).await?;
-            let outcome = poll(
-                &source,
+            let only = source.integration.clone();
+            let settings = load_for_source(&config, source, Bars::OnATerminal)?;
+            let store = connect(&settings).await?;
+            let integrations = integrations_to_poll(&settings, &store, only.as_ref()).await?;
+            let mut sources = Sources::new(settings.s3.read_timeout).await;
+            let grouped = sources.group(integrations).await;
+            let groups: Vec<SourceGroup> = grouped
+                .iter()
+                .map(|(source, members)| SourceGroup {
+                    source,
+                    members: members.clone(),
+                })
+                .collect();
+            let polled = poll_groups(
+                &groups,
                 &store,
-                settings.monitored.as_ref(),
                 settings.concurrency,
                 &settings.memory_budget,
             )
-            .await?;
-            print_outcome(&outcome);
-            Ok(outcome.failed.is_empty())
+            .await;
+            print_outcomes(polled)
         }
         Command::Run { config, source } => {
+            let only = source.integration.clone();
             let settings = load_for_source(&config, source, Bars::Off)?;
             // The database may be down: the daemon waits for it, serving its health meanwhile.
             let store = Store::connect_lazy(&settings.database_url, settings.concurrency)?;
-            let source = Source::from_settings(&settings).await;
             let metrics = telemetry::init_metrics()?;
-            dbr_ingest::daemon::run(&source, &store, &settings, metrics).await?;
+            dbr_ingest::daemon::run(&store, &settings, only, metrics).await?;
             Ok(true)
         }
     }
@@ -228,36 +264,27 @@ fn load_for_source(config: &Config, source: SourceArg, bars: Bars) -> Result<Set
     if let Some(source) = source.source {
         settings.source = source;
     }
-    settings.check_source()?;
     Ok(settings)
-}
-
-async fn start(
-    config: Config,
-    source: SourceArg,
-    bars: Bars,
-) -> Result<(Settings, Source, Store), Failure> {
-    let settings = load_for_source(&config, source, bars)?;
-    let store = connect(&settings).await?;
-    let source = Source::from_settings(&settings).await;
-    Ok((settings, source, store))
 }
 
 async fn accounts(
     store: &Store,
+    integration: &IntegrationName,
     configured: Option<&Monitored>,
     action: AccountsAction,
 ) -> Result<bool, Failure> {
     match action {
         AccountsAction::List => {
-            for account in store.monitored_accounts().await? {
+            for account in store.monitored_accounts(integration).await? {
                 let name = account.name.as_deref().unwrap_or("");
                 let added = account.added_at.format("%Y-%m-%d");
                 println!("{}\t{}\t{added}\t{name}", account.id, account.origin);
             }
         }
         AccountsAction::Add { id, name } => {
-            let new = store.add_monitored_account(&id, name.as_deref()).await?;
+            let new = store
+                .add_monitored_account(integration, &id, name.as_deref())
+                .await?;
             println!(
                 "{id} {}",
                 if new {
@@ -268,7 +295,7 @@ async fn accounts(
             );
         }
         AccountsAction::Remove { id } => {
-            let removed = store.remove_monitored_account(&id).await?;
+            let removed = store.remove_monitored_account(integration, &id).await?;
             println!(
                 "{id} {}",
                 if removed {
@@ -287,27 +314,58 @@ async fn accounts(
     Ok(true)
 }
 
-fn print_outcome(outcome: &PollOutcome) {
+/// Prints what each integration's poll did; `Ok(false)` when any report or integration
+/// failed. A deployment of the `default` integration alone prints as it always has, and a poll
+/// that could not run at all is its error.
+fn print_outcomes(polled: Vec<IntegrationPolled>) -> Result<bool, Failure> {
+    let alone = polled.len() == 1 && polled[0].integration.is_default();
+    let mut ok = true;
+    for IntegrationPolled {
+        integration,
+        outcome,
+    } in polled
+    {
+        match outcome {
+            Ok(outcome) => {
+                ok &= outcome.failed.is_empty();
+                let name = (!alone).then(|| format!("[{integration}] "));
+                print_outcome(name.as_deref().unwrap_or(""), &outcome);
+            }
+            Err(error) if alone => return Err(error.into()),
+            Err(error) => {
+                ok = false;
+                println!(
+                    "failed    integration {integration}: {}",
+                    redact(&error.to_string())
+                );
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn print_outcome(name: &str, outcome: &PollOutcome) {
     for report in &outcome.ingested {
         println!(
-            "ingested  {} ({}): {}",
+            "{name}ingested  {} ({}): {}",
             report.object_key, report.reason, report.summary
         );
     }
     for failed in &outcome.failed {
         println!(
-            "failed    {} ({} failure): {}",
+            "{name}failed    {} ({} failure): {}",
             failed.object_key,
             failed.kind,
             redact(&failed.error)
         );
     }
     println!(
-        "{} ingested, {} failed, {} unchanged, {} claimed by another process, {} other objects ignored",
+        "{name}{} ingested, {} failed, {} unchanged, {} claimed by another process, {} other objects ignored, {} S3 requests",
         outcome.ingested.len(),
         outcome.failed.len(),
         outcome.unchanged,
         outcome.claimed_elsewhere,
-        outcome.ignored
+        outcome.ignored,
+        outcome.s3_requests
     );
 }

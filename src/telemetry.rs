@@ -8,6 +8,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+use crate::domain::IntegrationName;
 use crate::report::aggregate::RowCounts;
 use crate::report::key::ReportKey;
 use crate::report::read::Progress;
@@ -33,7 +34,7 @@ pub fn init_logs(json: bool) {
 
 /// Every counter, with its help text. Each is exported from the first scrape, at zero until
 /// something happens (without labels until then), so that `rate()` and absence alerts work.
-const COUNTERS: [(&str, &str); 10] = [
+const COUNTERS: [(&str, &str); 11] = [
     (
         "dbr_reports_ingested_total",
         "Report versions ingested, by payer.",
@@ -68,16 +69,24 @@ const COUNTERS: [(&str, &str); 10] = [
         "Polls that could not run (listing, database).",
     ),
     (
+        "dbr_s3_requests_total",
+        "Requests sent to S3 (listing pages, reports read), by integration.",
+    ),
+    (
         "dbr_spilled_runs_total",
         "Sorted runs of daily sums written to the temporary directory by reports that outgrew the memory budget.",
     ),
 ];
 
 /// Every gauge, with its help text; zero until set, like the counters.
-const GAUGES: [(&str, &str); 2] = [
+const GAUGES: [(&str, &str); 3] = [
     (
         "dbr_last_successful_poll_timestamp_seconds",
         "When the last poll without error ended (Unix time; 0 before the first).",
+    ),
+    (
+        "dbr_integration_last_successful_poll_timestamp_seconds",
+        "When the last poll that could list and plan an integration ended, by integration (Unix time).",
     ),
     (
         "dbr_reconciliation_mismatches",
@@ -116,25 +125,54 @@ fn register_metrics() {
     );
 }
 
-pub fn report_ingested(key: &ReportKey, rows: RowCounts, unreconciled: usize, seconds: f64) {
-    let payer = key.payer.to_string();
-    counter!("dbr_reports_ingested_total", "payer" => payer.clone()).increment(1);
-    counter!("dbr_rows_read_total", "payer" => payer.clone()).increment(rows.line_items);
-    counter!("dbr_rows_kept_total", "payer" => payer.clone()).increment(rows.kept);
-    counter!("dbr_rows_dropped_total", "payer" => payer.clone())
-        .increment(rows.dropped_unmonitored);
-    gauge!("dbr_reconciliation_mismatches", "payer" => payer, "period" => key.period.to_string())
-        .set(unreconciled as f64);
+/// The labels of a report's series: its payer, and the integration it was read for.
+fn report_labels(integration: &IntegrationName, key: &ReportKey) -> [(&'static str, String); 2] {
+    [
+        ("payer", key.payer.to_string()),
+        ("integration", integration.to_string()),
+    ]
+}
+
+pub fn report_ingested(
+    integration: &IntegrationName,
+    key: &ReportKey,
+    rows: RowCounts,
+    unreconciled: usize,
+    seconds: f64,
+) {
+    let labels = report_labels(integration, key);
+    counter!("dbr_reports_ingested_total", &labels).increment(1);
+    counter!("dbr_rows_read_total", &labels).increment(rows.line_items);
+    counter!("dbr_rows_kept_total", &labels).increment(rows.kept);
+    counter!("dbr_rows_dropped_total", &labels).increment(rows.dropped_unmonitored);
+    let [payer, integration] = labels;
+    let labels = [payer, ("period", key.period.to_string()), integration];
+    gauge!("dbr_reconciliation_mismatches", &labels).set(unreconciled as f64);
     histogram!(INGEST_DURATION).record(seconds);
 }
 
-pub fn report_failed(key: &ReportKey, seconds: f64) {
-    counter!("dbr_reports_failed_total", "payer" => key.payer.to_string()).increment(1);
+pub fn report_failed(integration: &IntegrationName, key: &ReportKey, seconds: f64) {
+    counter!("dbr_reports_failed_total", &report_labels(integration, key)).increment(1);
     histogram!(INGEST_DURATION).record(seconds);
 }
 
-pub fn report_skipped(key: &ReportKey) {
-    counter!("dbr_reports_skipped_total", "payer" => key.payer.to_string()).increment(1);
+pub fn report_skipped(integration: &IntegrationName, key: &ReportKey) {
+    counter!(
+        "dbr_reports_skipped_total",
+        &report_labels(integration, key)
+    )
+    .increment(1);
+}
+
+/// Adds the requests one poll sent to S3 for an integration.
+pub fn s3_requests(integration: &IntegrationName, requests: u64) {
+    counter!("dbr_s3_requests_total", "integration" => integration.to_string()).increment(requests);
+}
+
+/// An integration was listed and planned: its reports may still have failed, one by one.
+pub fn integration_polled(integration: &IntegrationName) {
+    gauge!("dbr_integration_last_successful_poll_timestamp_seconds", "integration" => integration.to_string())
+        .set(unix_now());
 }
 
 /// Adds what one read of a report transferred.
@@ -150,10 +188,14 @@ pub fn runs_spilled(runs: usize) {
 }
 
 pub fn poll_succeeded() {
-    let now = std::time::SystemTime::now()
+    gauge!("dbr_last_successful_poll_timestamp_seconds").set(unix_now());
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    gauge!("dbr_last_successful_poll_timestamp_seconds").set(now.as_secs_f64());
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 pub fn poll_failed() {

@@ -233,6 +233,8 @@ pub struct ReportSums {
     /// Each monitored account's month, beside `accounts`: summed row by row at the accounts
     /// grain, from the daily sums once the rows are read at the daily grain.
     account_sums: Vec<Sums>,
+    /// Each monitored account's line items dated outside the period, beside `accounts`.
+    account_outside_period: Vec<u64>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
     account_slots: FxHashMap<Vec<u8>, Option<u32>>,
     /// Reused for every row's usage key ([`Row::usage_key`]).
@@ -301,6 +303,7 @@ impl ReportSums {
             monitored,
             accounts: Vec::new(),
             account_sums: Vec::new(),
+            account_outside_period: Vec::new(),
             account_slots: FxHashMap::default(),
             usage_key: Vec::new(),
             usages: daily::Usages::within(budget, 0),
@@ -363,6 +366,7 @@ impl ReportSums {
             match self.period {
                 Some((first, last)) if day < first || day > last => {
                     self.rows.outside_period += 1;
+                    self.account_outside_period[account as usize] += 1;
                     self.first_outside_period.get_or_insert_with(|| row.line());
                 }
                 Some(_) => {}
@@ -478,6 +482,7 @@ impl ReportSums {
             None => self.monitored.contains(&account).then(|| {
                 self.accounts.push(account);
                 self.account_sums.push(Sums::default());
+                self.account_outside_period.push(0);
                 index(self.accounts.len() - 1)
             }),
         };
@@ -508,6 +513,27 @@ impl ReportSums {
 
     pub fn rows(&self) -> RowCounts {
         self.rows
+    }
+
+    /// The row counts as they are for `only` these accounts (all when `None`): the line items
+    /// of the others count as dropped.
+    pub fn rows_of(&self, only: Option<&Monitored>) -> RowCounts {
+        let Some(only) = only else {
+            return self.rows;
+        };
+        let mut rows = RowCounts {
+            kept: 0,
+            outside_period: 0,
+            ..self.rows
+        };
+        for (slot, account) in self.accounts.iter().enumerate() {
+            if only.contains(account) {
+                rows.kept += self.account_sums[slot].line_items;
+                rows.outside_period += self.account_outside_period[slot];
+            }
+        }
+        rows.dropped_unmonitored = rows.line_items - rows.kept;
+        rows
     }
 
     /// The row counts and the reconciliation with the footer.
@@ -587,6 +613,15 @@ impl ReportSums {
         self.runs.len()
     }
 
+    /// [`ReportSums::accounts`] of `only` these accounts (all when `None`).
+    pub fn accounts_of(&self, only: Option<&Monitored>) -> Vec<AccountMonth> {
+        let mut accounts = self.accounts();
+        if let Some(only) = only {
+            accounts.retain(|month| only.contains(&month.account));
+        }
+        accounts
+    }
+
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
     /// account with a total but no line items is listed too (its costs were all dropped or zero).
     pub fn accounts(&self) -> Vec<AccountMonth> {
@@ -606,6 +641,41 @@ impl ReportSums {
                 account_total: self.footer.account_totals.get(account).copied(),
             })
             .collect()
+    }
+}
+
+/// A set of usage ids, one bit per usage of each generation: which usages one integration's
+/// accounts refer to, when a report read once is written for several integrations.
+#[derive(Debug, Default)]
+pub struct UsageSet {
+    /// Per generation, a bit per usage index.
+    generations: Vec<Vec<u64>>,
+}
+
+impl UsageSet {
+    fn place(id: u64) -> (usize, usize, u64) {
+        let index = (id & u64::from(u32::MAX)) as usize;
+        ((id >> 32) as usize, index / 64, 1 << (index % 64))
+    }
+
+    pub fn insert(&mut self, id: u64) {
+        let (generation, word, bit) = UsageSet::place(id);
+        if self.generations.len() <= generation {
+            self.generations.resize_with(generation + 1, Vec::new);
+        }
+        let words = &mut self.generations[generation];
+        if words.len() <= word {
+            words.resize(word + 1, 0);
+        }
+        words[word] |= bit;
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        let (generation, word, bit) = UsageSet::place(id);
+        self.generations
+            .get(generation)
+            .and_then(|words| words.get(word))
+            .is_some_and(|&w| w & bit != 0)
     }
 }
 

@@ -21,6 +21,12 @@ pub const KNOWN_ENTITIES: [&str; 4] = ["ACTS", "ACTS-Ningxia", "AISPL", "AWSMark
 /// Detailed billing reports began in 2012.
 const FIRST_YEAR: i32 = 2012;
 
+/// How every DBR key of `payer` begins (after the bucket's prefix): listing only this finds
+/// its reports without the other objects of a crowded bucket.
+pub fn payer_key_start(payer: &AccountId) -> String {
+    format!("{payer}-{DETAILED}")
+}
+
 /// Which of the two DBR flavours a file is. Both hold the same line items for a month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Variant {

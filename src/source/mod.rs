@@ -7,11 +7,12 @@ mod s3;
 
 use tokio::io::AsyncRead;
 
-pub use s3::S3Source;
+pub use s3::{S3Context, S3Source};
 
 use crate::config::{Settings, SourceSetting};
 use crate::domain::ObjectMeta;
 use crate::failure::{Classify, FailureKind};
+use crate::integration::IntegrationSource;
 use dir::DirSource;
 
 /// What a listing found: the objects, and what was passed over with the reason (entries of a
@@ -75,6 +76,29 @@ impl Source {
         }
     }
 
+    /// An integration's source: its own S3 client (made from the process's `context`), or its
+    /// directory.
+    pub async fn for_integration(source: &IntegrationSource, context: &S3Context) -> Source {
+        match source {
+            IntegrationSource::S3(s3) => Source::S3(S3Source::new(context, s3).await),
+            IntegrationSource::Dir(path) => Source::Dir(DirSource::new(path.clone())),
+        }
+    }
+
+    /// Requests sent to S3 so far (none for a directory).
+    pub fn requests(&self) -> u64 {
+        match self {
+            Source::S3(s3) => s3.requests(),
+            Source::Dir(_) => 0,
+        }
+    }
+
+    /// Whether listing fewer prefixes saves anything: requests to S3 do, a directory's
+    /// entries cost nothing.
+    pub fn lists_by_request(&self) -> bool {
+        matches!(self, Source::S3(_))
+    }
+
     /// Names the bucket (or directory) in the ledger and in messages: `s3://bucket/prefix` or
     /// `dir:PATH`.
     pub fn location(&self) -> String {
@@ -86,8 +110,14 @@ impl Source {
 
     /// Every object under the configured prefix, page after page.
     pub async fn list(&self) -> Result<Listing, SourceError> {
+        self.list_within(None).await
+    }
+
+    /// With `within`, only the objects whose keys (after the prefix) start with one of these
+    /// (a directory is always listed whole: that costs no request).
+    pub async fn list_within(&self, within: Option<&[String]>) -> Result<Listing, SourceError> {
         match self {
-            Source::S3(s3) => s3.list().await,
+            Source::S3(s3) => s3.list(within).await,
             Source::Dir(dir) => dir.list().await,
         }
     }

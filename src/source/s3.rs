@@ -3,9 +3,11 @@
 //! SDK's standard retry strategy. Errors say what to fix: which permission on which resource,
 //! which region.
 
-use aws_config::BehaviorVersion;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
@@ -27,45 +29,80 @@ pub struct S3Source {
     bucket: String,
     prefix: String,
     read_timeout: std::time::Duration,
+    /// Requests sent (list pages, object reads), for the integration's metric.
+    requests: AtomicU64,
 }
 
-impl S3Source {
-    /// Credentials, region and endpoint come from the SDK's default chain (environment,
-    /// profile, web identity, instance metadata), overridden by the settings where given; with
-    /// a role to assume, those credentials only serve to assume it.
-    pub async fn from_settings(settings: &S3Settings) -> S3Source {
-        S3Source::build(settings, None).await
+/// What the S3 clients of one process share: the default chain's credentials, region and
+/// timeouts, loaded once, and one HTTPS connection pool. Each integration's client is made from
+/// it with its own region, endpoint and role.
+#[derive(Clone)]
+pub struct S3Context {
+    sdk: SdkConfig,
+}
+
+impl S3Context {
+    /// Credentials, region and endpoint from the SDK's default chain (environment, profile,
+    /// web identity, instance metadata). `read_timeout` bounds every request's silences.
+    pub async fn load(read_timeout: std::time::Duration) -> S3Context {
+        S3Context::build(read_timeout, None).await
     }
 
-    /// The same, with fixed credentials instead of the default chain's.
-    pub async fn with_credentials(settings: &S3Settings, credentials: Credentials) -> S3Source {
-        S3Source::build(settings, Some(credentials)).await
-    }
-
-    async fn build(settings: &S3Settings, credentials: Option<Credentials>) -> S3Source {
+    async fn build(
+        read_timeout: std::time::Duration,
+        credentials: Option<Credentials>,
+    ) -> S3Context {
         let https = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(settings.read_timeout)
-            .read_timeout(settings.read_timeout)
+            .connect_timeout(read_timeout)
+            .read_timeout(read_timeout)
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https)
             .timeout_config(timeouts);
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &settings.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
         if let Some(credentials) = credentials {
             loader = loader.credentials_provider(credentials);
         }
-        let sdk = loader.load().await;
+        S3Context {
+            sdk: loader.load().await,
+        }
+    }
+}
+
+impl S3Source {
+    /// The configured bucket, read with the default chain's credentials, overridden by the
+    /// settings where given; with a role to assume, those credentials only serve to assume it.
+    pub async fn from_settings(settings: &S3Settings) -> S3Source {
+        S3Source::new(&S3Context::load(settings.read_timeout).await, settings).await
+    }
+
+    /// The same, with fixed credentials instead of the default chain's.
+    pub async fn with_credentials(settings: &S3Settings, credentials: Credentials) -> S3Source {
+        let context = S3Context::build(settings.read_timeout, Some(credentials)).await;
+        S3Source::new(&context, settings).await
+    }
+
+    /// A client of its own for one integration. A role is assumed through STS (at the
+    /// endpoint of `AWS_ENDPOINT_URL_STS` when set) with the context's credentials; the SDK
+    /// caches the role's credentials in this client and refreshes them before they expire.
+    pub async fn new(context: &S3Context, settings: &S3Settings) -> S3Source {
+        let sdk = match &settings.region {
+            Some(region) => context
+                .sdk
+                .to_builder()
+                .region(aws_config::Region::new(region.clone()))
+                .build(),
+            None => context.sdk.clone(),
+        };
         let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(settings.force_path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        // The S3 endpoint is S3's alone: a role is still assumed at STS's.
+        if let Some(endpoint) = &settings.endpoint_url {
+            config = config.endpoint_url(endpoint);
+        }
         if let Some(role) = &settings.assume_role {
             let provider = assume_role(role).configure(&sdk).build().await;
             config = config.credentials_provider(SharedCredentialsProvider::new(provider));
@@ -75,23 +112,53 @@ impl S3Source {
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
             read_timeout: settings.read_timeout,
+            requests: AtomicU64::new(0),
         }
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    pub async fn list(&self) -> Result<Listing, SourceError> {
+    /// Every object under the prefix, or with `within`, only those under the prefix followed
+    /// by one of these.
+    pub async fn list(&self, within: Option<&[String]>) -> Result<Listing, SourceError> {
+        let prefixes = match within {
+            Some(within) => within
+                .iter()
+                .map(|start| format!("{}{start}", self.prefix))
+                .collect(),
+            None => vec![self.prefix.clone()],
+        };
+        let mut objects = Vec::new();
+        for prefix in prefixes {
+            self.list_prefix(&prefix, &mut objects).await?;
+        }
+        Ok(Listing {
+            objects,
+            passed_over: Vec::new(),
+        })
+    }
+
+    async fn list_prefix(
+        &self,
+        prefix: &str,
+        objects: &mut Vec<ObjectMeta>,
+    ) -> Result<(), SourceError> {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&self.prefix)
+            .prefix(prefix)
             .into_paginator()
             .send();
-        let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let page = page.map_err(|e| {
                 let resource = format!("arn:aws:s3:::{}", self.bucket);
                 let (kind, explanation) = explain(&e, "s3:ListBucket", &resource);
@@ -117,10 +184,7 @@ impl S3Source {
                 });
             }
         }
-        Ok(Listing {
-            objects,
-            passed_over: Vec::new(),
-        })
+        Ok(())
     }
 
     pub async fn open(&self, object: &ObjectMeta) -> Result<ObjectBody, SourceError> {
@@ -132,6 +196,7 @@ impl S3Source {
         if !object.etag.is_empty() {
             request = request.if_match(&object.etag);
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = request.send().await.map_err(|e| {
             if e.code() == Some("PreconditionFailed") {
                 SourceError::Changed {

@@ -1,10 +1,11 @@
-//! The `monitored_accounts` table: the accounts named in the configuration, kept in step with
-//! it, and those added by `dbr-ingest accounts add`.
+//! The `monitored_accounts` table, per integration: the accounts named in the configuration
+//! (the `default` integration's), kept in step with it, and those added by
+//! `dbr-ingest accounts add` or `dbr-ingest integrations add … --monitored`.
 
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
-use crate::domain::AccountId;
+use crate::domain::{AccountId, IntegrationName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitoredAccount {
@@ -16,10 +17,15 @@ pub struct MonitoredAccount {
 }
 
 impl Store {
-    pub async fn monitored_accounts(&self) -> Result<Vec<MonitoredAccount>, StoreError> {
+    pub async fn monitored_accounts(
+        &self,
+        integration: &IntegrationName,
+    ) -> Result<Vec<MonitoredAccount>, StoreError> {
         let rows: Vec<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT linked_account_id, name, origin, added_at FROM monitored_accounts ORDER BY linked_account_id",
+            "SELECT linked_account_id, name, origin, added_at FROM monitored_accounts
+             WHERE integration = $1 ORDER BY linked_account_id",
         )
+        .bind(integration.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -39,21 +45,25 @@ impl Store {
     /// removes those it no longer names. Accounts added by command stay.
     pub async fn seed_monitored_accounts(
         &self,
+        integration: &IntegrationName,
         configured: &[AccountId],
     ) -> Result<(), StoreError> {
         let ids: Vec<&str> = configured.iter().map(AccountId::as_str).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "DELETE FROM monitored_accounts WHERE origin = 'configuration' AND linked_account_id <> ALL($1)",
+            "DELETE FROM monitored_accounts
+             WHERE integration = $1 AND origin = 'configuration' AND linked_account_id <> ALL($2)",
         )
+        .bind(integration.as_str())
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO monitored_accounts (linked_account_id, origin)
-             SELECT id, 'configuration' FROM UNNEST($1::text[]) AS id
-             ON CONFLICT (linked_account_id) DO NOTHING",
+            "INSERT INTO monitored_accounts (integration, linked_account_id, origin)
+             SELECT $1, id, 'configuration' FROM UNNEST($2::text[]) AS id
+             ON CONFLICT (integration, linked_account_id) DO NOTHING",
         )
+        .bind(integration.as_str())
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
@@ -64,14 +74,18 @@ impl Store {
     /// Adds an account, or renames it when `name` is given. Returns whether it was new.
     pub async fn add_monitored_account(
         &self,
+        integration: &IntegrationName,
         id: &AccountId,
         name: Option<&str>,
     ) -> Result<bool, StoreError> {
         let new: bool = sqlx::query_scalar(
-            "INSERT INTO monitored_accounts (linked_account_id, name, origin) VALUES ($1, $2, 'command')
-             ON CONFLICT (linked_account_id) DO UPDATE SET name = coalesce(EXCLUDED.name, monitored_accounts.name)
+            "INSERT INTO monitored_accounts (integration, linked_account_id, name, origin)
+             VALUES ($1, $2, $3, 'command')
+             ON CONFLICT (integration, linked_account_id)
+                 DO UPDATE SET name = coalesce(EXCLUDED.name, monitored_accounts.name)
              RETURNING (xmax = 0)",
         )
+        .bind(integration.as_str())
         .bind(id.as_str())
         .bind(name)
         .fetch_one(&self.pool)
@@ -80,11 +94,18 @@ impl Store {
     }
 
     /// Returns whether the account was there.
-    pub async fn remove_monitored_account(&self, id: &AccountId) -> Result<bool, StoreError> {
-        let removed = sqlx::query("DELETE FROM monitored_accounts WHERE linked_account_id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+    pub async fn remove_monitored_account(
+        &self,
+        integration: &IntegrationName,
+        id: &AccountId,
+    ) -> Result<bool, StoreError> {
+        let removed = sqlx::query(
+            "DELETE FROM monitored_accounts WHERE integration = $1 AND linked_account_id = $2",
+        )
+        .bind(integration.as_str())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(removed.rows_affected() > 0)
     }
 }

@@ -1,11 +1,13 @@
 //! The `reports` ledger: per object, the version last seen and its outcome.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
 
 use sqlx::PgExecutor;
 
 use super::{Claim, ReportVersion, Store, StoreError, bigint};
-use crate::domain::InvoiceStatus;
+use crate::domain::{AccountId, IntegrationName, InvoiceStatus};
 use crate::failure::FailureKind;
 use crate::report::aggregate::RowCounts;
 
@@ -70,16 +72,77 @@ fn entry(
 }
 
 impl Store {
-    /// The ledger of one location (`s3://bucket/prefix` or `dir:PATH`), by object key.
-    pub async fn ledger(&self, location: &str) -> Result<HashMap<String, LedgerEntry>, StoreError> {
+    /// An integration's ledger of one location (`s3://bucket/prefix` or `dir:PATH`), by
+    /// object key.
+    pub async fn ledger(
+        &self,
+        integration: &IntegrationName,
+        location: &str,
+    ) -> Result<HashMap<String, LedgerEntry>, StoreError> {
         let rows: Vec<LedgerRow> = sqlx::query_as(
             "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
-             FROM reports WHERE location = $1",
+             FROM reports WHERE integration = $1 AND location = $2",
         )
+        .bind(integration.as_str())
         .bind(location)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(entry).collect()
+    }
+
+    /// The payers whose reports these integrations have read from `location`.
+    pub async fn known_payers(
+        &self,
+        integrations: &[&IntegrationName],
+        location: &str,
+    ) -> Result<BTreeSet<AccountId>, StoreError> {
+        let payers: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT payer_account_id FROM reports
+             WHERE integration = ANY($1) AND location = $2",
+        )
+        .bind(names(integrations))
+        .bind(location)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(payers
+            .iter()
+            .map(|payer| payer.parse())
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// When `location` was last listed whole for every one of these integrations (`None` when
+    /// one of them never was).
+    pub async fn last_full_listing(
+        &self,
+        integrations: &[&IntegrationName],
+        location: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let (listed, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), min(listed_at) FROM full_listings
+             WHERE integration = ANY($1) AND location = $2",
+        )
+        .bind(names(integrations))
+        .bind(location)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(oldest.filter(|_| listed == integrations.len() as i64))
+    }
+
+    pub async fn record_full_listing(
+        &self,
+        integrations: &[&IntegrationName],
+        location: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO full_listings (integration, location, listed_at)
+             SELECT name, $2, now() FROM UNNEST($1::text[]) AS name
+             ON CONFLICT (integration, location) DO UPDATE SET listed_at = EXCLUDED.listed_at",
+        )
+        .bind(names(integrations))
+        .bind(location)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records a failed attempt. The statement's data, if any, stays as it was.
@@ -91,6 +154,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         write_entry(&self.pool, report, &Outcome::Failed { error, kind }).await
     }
+}
+
+fn names<'a>(integrations: &[&'a IntegrationName]) -> Vec<&'a str> {
+    integrations.iter().map(|name| name.as_str()).collect()
 }
 
 /// What became of a report version.
@@ -140,10 +207,10 @@ pub(super) async fn write_entry(
         "INSERT INTO reports (location, key, etag, size, last_modified, payer_account_id, billing_period,
                               entity, variant, status, failure_kind, rows_read, rows_kept, rows_dropped,
                               rows_outside_period, invoice_status, monitored_fingerprint, error,
-                              started_at, finished_at)
+                              started_at, integration, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, now())
-         ON CONFLICT (location, key) DO UPDATE SET
+                 $19, $20, now())
+         ON CONFLICT (integration, location, key) DO UPDATE SET
              etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
              status = EXCLUDED.status, failure_kind = EXCLUDED.failure_kind,
              rows_read = EXCLUDED.rows_read, rows_kept = EXCLUDED.rows_kept,
@@ -171,22 +238,26 @@ pub(super) async fn write_entry(
     .bind(fingerprint)
     .bind(error)
     .bind(report.started_at)
+    .bind(report.integration.as_str())
     .execute(executor)
     .await?;
     Ok(())
 }
 
 impl Claim {
-    /// The ledger entry of one object, read afresh under the claim (on its connection).
+    /// An integration's ledger entry of one object, read afresh under the claim (on its
+    /// connection).
     pub async fn ledger_entry(
         &mut self,
+        integration: &IntegrationName,
         location: &str,
         key: &str,
     ) -> Result<Option<LedgerEntry>, StoreError> {
         let row: Option<LedgerRow> = sqlx::query_as(
             "SELECT key, etag, size, status, failure_kind, monitored_fingerprint, error
-             FROM reports WHERE location = $1 AND key = $2",
+             FROM reports WHERE integration = $1 AND location = $2 AND key = $3",
         )
+        .bind(integration.as_str())
         .bind(location)
         .bind(key)
         .fetch_optional(&mut *self.connection)

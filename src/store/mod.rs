@@ -3,6 +3,7 @@
 //! views of `migrations/0004_views.sql` (and the later migrations that change them).
 
 mod accounts;
+mod integrations;
 mod ledger;
 mod statement;
 
@@ -12,11 +13,12 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgExecutor, Postgres};
 
-use crate::domain::{NotAnAccountId, StatementId};
+use crate::domain::{IntegrationName, NotAnAccountId, NotAnIntegrationName, StatementId};
 use crate::failure::{Classify, FailureKind};
 use crate::report::aggregate::DailyCostsError;
 
 pub use accounts::MonitoredAccount;
+pub use integrations::{Contents, Removed, StoredIntegration};
 pub use ledger::{LedgerEntry, Status};
 pub use statement::ReportVersion;
 
@@ -42,6 +44,11 @@ pub enum StoreError {
     UnknownValue { table: &'static str, value: String },
     #[error("the monitored_accounts table: {0}")]
     BadAccount(#[from] NotAnAccountId),
+    #[error("the integrations table: {0}")]
+    BadIntegration(#[from] NotAnIntegrationName),
+    /// `integrations add` of a name in use, `update` of one that is not.
+    #[error("{0}")]
+    Integration(String),
     #[error(transparent)]
     DailyCosts(#[from] DailyCostsError),
 }
@@ -55,7 +62,9 @@ impl Classify for StoreError {
             StoreError::Migrate(_)
             | StoreError::MigrationsBehind { .. }
             | StoreError::UnknownValue { .. }
-            | StoreError::BadAccount(_) => FailureKind::Configuration,
+            | StoreError::BadAccount(_)
+            | StoreError::BadIntegration(_)
+            | StoreError::Integration(_) => FailureKind::Configuration,
         }
     }
 }
@@ -206,26 +215,37 @@ impl Store {
         &self.pool
     }
 
-    /// Claims `statement`, or `None` when another process holds it. The claim is a session
-    /// advisory lock on a connection of its own, closed when the claim is dropped: a crashed
-    /// replica's claims go with its connections.
-    pub async fn try_claim(&self, statement: &StatementId) -> Result<Option<Claim>, StoreError> {
+    /// A connection to claim statements on; see [`Claim::try_claim`]. It is closed when the
+    /// claim is dropped: a crashed replica's claims go with its connections.
+    pub async fn claims(&self) -> Result<Claim, StoreError> {
         let mut connection = self.pool.acquire().await?;
         connection.close_on_drop();
-        let claimed: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(lock_name("claim", statement))
-                .fetch_one(&mut *connection)
-                .await?;
-        Ok(claimed.then_some(Claim { connection }))
+        Ok(Claim { connection })
     }
 }
 
-/// Held while a report of a statement is being ingested; see [`Store::try_claim`]. The
-/// statement is replaced on its connection, which saves opening another (sqlx 0.9 leaves
+/// Held while a report is being ingested, for one or more integrations that share it. The
+/// statements are replaced on its connection, which saves opening another (sqlx 0.9 leaves
 /// Nagle's algorithm on, so each new connection waits out a few delayed ACKs).
 pub struct Claim {
     connection: PoolConnection<Postgres>,
+}
+
+impl Claim {
+    /// Claims an integration's `statement` on this connection, or says `false` when another
+    /// process holds it. The claim is a session advisory lock, held until the claim is dropped.
+    pub async fn try_claim(
+        &mut self,
+        integration: &IntegrationName,
+        statement: &StatementId,
+    ) -> Result<bool, StoreError> {
+        let claimed: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(lock_name("claim", integration, statement))
+                .fetch_one(&mut *self.connection)
+                .await?;
+        Ok(claimed)
+    }
 }
 
 /// Whether every migration of this version is applied.
@@ -241,10 +261,10 @@ async fn migrations_applied(executor: impl PgExecutor<'_>) -> Result<(), StoreEr
     Ok(())
 }
 
-/// The name of an advisory lock on `statement`.
-fn lock_name(purpose: &str, statement: &StatementId) -> String {
+/// The name of an advisory lock on an integration's `statement`.
+fn lock_name(purpose: &str, integration: &IntegrationName, statement: &StatementId) -> String {
     format!(
-        "dbr-ingest:{purpose}:{}:{}:{}",
+        "dbr-ingest:{purpose}:{integration}:{}:{}:{}",
         statement.payer,
         statement.entity_str(),
         statement.period

@@ -95,7 +95,7 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database_from_the_sta
     );
     postgres.up().await;
 
-    let ingested = r#"dbr_reports_ingested_total{payer="111111111111"}"#;
+    let ingested = r#"dbr_reports_ingested_total{payer="111111111111",integration="default"}"#;
     assert!(
         eventually(30, || async { daemon.metric(ingested).await == Some(2.0) }).await,
         "two reports ingested"
@@ -104,13 +104,13 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database_from_the_sta
         january["rows"]["kept"].as_u64().unwrap() + february["rows"]["kept"].as_u64().unwrap();
     assert_eq!(
         daemon
-            .metric(r#"dbr_rows_kept_total{payer="111111111111"}"#)
+            .metric(r#"dbr_rows_kept_total{payer="111111111111",integration="default"}"#)
             .await,
         Some(kept as f64)
     );
     assert_eq!(
         daemon
-            .metric(r#"dbr_rows_dropped_total{payer="111111111111"}"#)
+            .metric(r#"dbr_rows_dropped_total{payer="111111111111",integration="default"}"#)
             .await,
         Some(0.0)
     );
@@ -199,7 +199,7 @@ async fn two_daemons_on_one_bucket_ingest_every_report_once() {
     );
     // A few more polls: nothing is read again.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let series = r#"dbr_reports_ingested_total{payer="111111111111"}"#;
+    let series = r#"dbr_reports_ingested_total{payer="111111111111",integration="default"}"#;
     let a = first.metric(series).await.unwrap_or(0.0);
     let b = second.metric(series).await.unwrap_or(0.0);
     assert_eq!(a + b, 6.0, "each report once between the two ({a} + {b})");

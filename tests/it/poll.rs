@@ -68,6 +68,11 @@ impl Setup {
     }
 }
 
+/// The configuration's integration, the only one of these tests.
+fn default() -> dbr_ingest::domain::IntegrationName {
+    dbr_ingest::domain::IntegrationName::default_name()
+}
+
 fn ingested_keys(outcome: &PollOutcome) -> Vec<&str> {
     let mut keys: Vec<&str> = outcome
         .ingested
@@ -275,7 +280,7 @@ async fn a_changed_monitored_set_reingests_what_it_affects() {
 
     // An account added to the table joins the configured one: the report is read again.
     s.store
-        .add_monitored_account(&"333333333333".parse().unwrap(), Some("team c"))
+        .add_monitored_account(&default(), &"333333333333".parse().unwrap(), Some("team c"))
         .await
         .unwrap();
     let second = s.poll(&source, &configured).await;
@@ -736,23 +741,27 @@ async fn the_configured_accounts_are_kept_in_the_table() {
         Monitored::All => vec!["*".to_owned()],
     };
     let configured = Monitored::parse("111111111111,222222222222").unwrap();
-    let set = monitored_accounts(Some(&configured), &store).await.unwrap();
+    let set = monitored_accounts(&default(), Some(&configured), &store)
+        .await
+        .unwrap();
     assert_eq!(ids(set), ["111111111111", "222222222222"]);
     store
-        .add_monitored_account(&"333333333333".parse().unwrap(), None)
+        .add_monitored_account(&default(), &"333333333333".parse().unwrap(), None)
         .await
         .unwrap();
     // The configuration drops one account: it leaves the table; the one added by command stays.
     let configured = Monitored::parse("222222222222").unwrap();
-    let set = monitored_accounts(Some(&configured), &store).await.unwrap();
+    let set = monitored_accounts(&default(), Some(&configured), &store)
+        .await
+        .unwrap();
     assert_eq!(ids(set), ["222222222222", "333333333333"]);
     // Nothing configured: the table alone.
     assert_eq!(
-        ids(monitored_accounts(None, &store).await.unwrap()),
+        ids(monitored_accounts(&default(), None, &store).await.unwrap()),
         ["333333333333"]
     );
     let origins: Vec<String> = store
-        .monitored_accounts()
+        .monitored_accounts(&default())
         .await
         .unwrap()
         .into_iter()
@@ -760,17 +769,19 @@ async fn the_configured_accounts_are_kept_in_the_table() {
         .collect();
     assert_eq!(origins, ["command"]);
     assert_eq!(
-        ids(monitored_accounts(Some(&Monitored::All), &store)
-            .await
-            .unwrap()),
+        ids(
+            monitored_accounts(&default(), Some(&Monitored::All), &store)
+                .await
+                .unwrap()
+        ),
         ["*"]
     );
     store
-        .remove_monitored_account(&"333333333333".parse().unwrap())
+        .remove_monitored_account(&default(), &"333333333333".parse().unwrap())
         .await
         .unwrap();
     assert!(
-        monitored_accounts(None, &store).await.is_err(),
+        monitored_accounts(&default(), None, &store).await.is_err(),
         "no account at all is refused"
     );
     store.pool().close().await;
