@@ -342,19 +342,26 @@ pub async fn poll_groups(
 }
 
 /// Reports to read, taken one group at a time in turn.
-#[derive(Default)]
-struct FairQueue<'a> {
-    groups: VecDeque<VecDeque<job::Job<'a>>>,
+struct FairQueue<T> {
+    groups: VecDeque<VecDeque<T>>,
 }
 
-impl<'a> FairQueue<'a> {
-    fn push(&mut self, jobs: Vec<job::Job<'a>>) {
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        FairQueue {
+            groups: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> FairQueue<T> {
+    fn push(&mut self, jobs: Vec<T>) {
         if !jobs.is_empty() {
             self.groups.push_back(jobs.into());
         }
     }
 
-    fn pop(&mut self) -> Option<job::Job<'a>> {
+    fn pop(&mut self) -> Option<T> {
         let mut jobs = self.groups.pop_front()?;
         let job = jobs.pop_front();
         if !jobs.is_empty() {
@@ -507,6 +514,22 @@ mod tests {
             monitored_fingerprint: Some(fingerprint.into()),
             error: None,
         }
+    }
+
+    #[test]
+    fn the_queue_takes_one_report_of_each_group_in_turn() {
+        let mut queue = FairQueue::default();
+        queue.push(vec!["big-1", "big-2", "big-3"]);
+        queue.push(vec![]);
+        queue.push(vec!["small-1"]);
+        let mut order = vec![queue.pop().unwrap()];
+        // A group whose listing comes in later joins the rotation.
+        queue.push(vec!["late-1", "late-2"]);
+        order.extend(std::iter::from_fn(|| queue.pop()));
+        assert_eq!(
+            order,
+            ["big-1", "small-1", "big-2", "late-1", "big-3", "late-2"]
+        );
     }
 
     #[test]

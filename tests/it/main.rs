@@ -6,6 +6,8 @@
 mod common;
 /// S3 failing (throttling, connections cut or stalled, objects replaced mid-read).
 mod faults;
+/// Many integrations: buckets, credentials and monitored sets side by side, shared reads.
+mod integrations;
 /// Operating the daemon: HTTP endpoint and metrics, readiness, replicas, stopping, `check`.
 mod operate;
 /// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.

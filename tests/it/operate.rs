@@ -117,12 +117,20 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database_from_the_sta
     assert!(daemon.metric("dbr_bytes_downloaded_total").await.unwrap() > 0.0);
     assert!(daemon.metric("dbr_bytes_inflated_total").await.unwrap() > 0.0);
     assert!(
-        daemon
-            .metric("dbr_last_successful_poll_timestamp_seconds")
-            .await
-            .unwrap()
-            > 1.7e9
+        eventually(10, || async {
+            daemon
+                .metric("dbr_last_successful_poll_timestamp_seconds")
+                .await
+                .unwrap()
+                > 1.7e9
+        })
+        .await
     );
+    let polled = r#"dbr_integration_last_successful_poll_timestamp_seconds{integration="default"}"#;
+    assert!(daemon.metric(polled).await.unwrap() > 1.7e9);
+    // One listing page and two reports read.
+    let requests = r#"dbr_s3_requests_total{integration="default"}"#;
+    assert!(daemon.metric(requests).await.unwrap() >= 3.0);
     assert_eq!(
         daemon
             .metric("dbr_report_ingest_duration_seconds_count")

@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod net;
 pub mod s3;
+pub mod sts;
 pub mod views;
 
 use std::path::{Path, PathBuf};

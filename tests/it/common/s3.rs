@@ -1,6 +1,8 @@
 //! A real S3 protocol server for the tests: s3s-fs serving a temporary directory over HTTP on
 //! 127.0.0.1, and a client of the AWS SDK pointed at it.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -11,7 +13,8 @@ use dbr_ingest::config::S3Settings;
 use dbr_ingest::source::{S3Source, Source};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
-use s3s::auth::SimpleAuth;
+use s3s::S3Result;
+use s3s::auth::{S3Auth, SecretKey, SimpleAuth};
 use s3s::service::S3ServiceBuilder;
 
 pub const ACCESS_KEY: &str = "dbr-test-access-key";
@@ -21,16 +24,45 @@ pub const REGION: &str = "us-east-1";
 pub struct S3Server {
     pub endpoint: String,
     pub client: Client,
+    /// The access keys requests were signed with.
+    used_keys: Arc<Mutex<BTreeSet<String>>>,
     _root: tempfile::TempDir,
+}
+
+/// The server's accounts, remembering which access keys signed requests.
+struct RecordingAuth {
+    keys: SimpleAuth,
+    used: Arc<Mutex<BTreeSet<String>>>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for RecordingAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        self.used.lock().unwrap().insert(access_key.to_owned());
+        self.keys.get_secret_key(access_key).await
+    }
 }
 
 impl S3Server {
     /// Starts a server on a free port of 127.0.0.1; it stops with the test's runtime.
     pub async fn start() -> S3Server {
+        S3Server::start_with_keys(&[]).await
+    }
+
+    /// A server that also accepts these (access key, secret key) pairs.
+    pub async fn start_with_keys(keys: &[(&str, &str)]) -> S3Server {
         let root = tempfile::tempdir().unwrap();
+        let used_keys = Arc::new(Mutex::new(BTreeSet::new()));
         let service = {
             let mut builder = S3ServiceBuilder::new(s3s_fs::FileSystem::new(root.path()).unwrap());
-            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            let mut accounts = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+            for (access, secret) in keys {
+                accounts.register((*access).to_owned(), SecretKey::from(*secret));
+            }
+            builder.set_auth(RecordingAuth {
+                keys: accounts,
+                used: used_keys.clone(),
+            });
             builder.build()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,8 +93,14 @@ impl S3Server {
         S3Server {
             endpoint,
             client: Client::from_conf(config),
+            used_keys,
             _root: root,
         }
+    }
+
+    /// The access keys that signed requests so far.
+    pub fn used_keys(&self) -> BTreeSet<String> {
+        self.used_keys.lock().unwrap().clone()
     }
 
     pub fn address(&self) -> std::net::SocketAddr {

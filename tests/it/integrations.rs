@@ -1,0 +1,640 @@
+//! Many integrations in one deployment: each customer's bucket, credentials and monitored
+//! accounts side by side, a reseller's bucket shared by two customers, one integration failing
+//! while the others go on, replicas sharing the work, and listings narrowed to known payers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output};
+
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use crate::common::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use crate::common::sts::Sts;
+use crate::common::views::expected_monthly;
+use crate::common::*;
+use dbr_ingest::domain::{AccountId, IntegrationName};
+use dbr_ingest::failure::{Classify, FailureKind};
+use dbr_ingest::ingest::{IntegrationPolled, Member, PollOutcome, SourceGroup, poll_groups};
+
+const ROLE_KEY: &str = "dbr-test-role-access-key";
+const ROLE_SECRET: &str = "dbr-test-role-secret-key";
+
+fn name(text: &str) -> IntegrationName {
+    text.parse().unwrap()
+}
+
+fn account(text: &str) -> AccountId {
+    text.parse().unwrap()
+}
+
+/// Runs the binary against `database_url` and the S3 server, with no bucket configured: the
+/// integrations table says what to read.
+fn run(args: &[&str], database_url: &str, env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("DBR_CONFIG", "/dev/null")
+        .env("RUST_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn succeeds(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Adds an integration reading `bucket` of the test server.
+fn add(db: &str, server: &S3Server, integration: &str, bucket: &str, extra: &[&str]) {
+    let mut args = vec![
+        "integrations",
+        "add",
+        integration,
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        &server.endpoint,
+        "--force-path-style",
+        "--region",
+        REGION,
+    ];
+    args.extend_from_slice(extra);
+    succeeds(run(&args, db, &[]));
+}
+
+/// (account, period) → unblended cost, as the monthly view shows one integration.
+async fn monthly_of(pool: &PgPool, integration: &str) -> BTreeMap<(String, String), Decimal> {
+    let rows: Vec<(String, String, Decimal)> = sqlx::query_as(
+        "SELECT linked_account_id, to_char(billing_period, 'YYYY-MM'), unblended_cost
+         FROM account_monthly_costs WHERE integration = $1",
+    )
+    .bind(integration)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(a, p, c)| ((a, p), c)).collect()
+}
+
+/// What the generator says the monthly view holds for `accounts` (all when empty).
+fn expected_of(reports: &[&Report], accounts: &[&str]) -> BTreeMap<(String, String), Decimal> {
+    expected_monthly(reports)
+        .into_iter()
+        .filter(|((_, account, _), _)| accounts.is_empty() || accounts.contains(&account.as_str()))
+        .map(|((_, account, period), value)| ((account, period), value.0))
+        .collect()
+}
+
+/// Every linked account any contract view shows for `integration`, and usages stored for it
+/// that none of its daily rows refers to (there must be none: they may be another's).
+async fn visible_to(pool: &PgPool, integration: &str) -> (BTreeSet<String>, i64) {
+    let accounts: Vec<String> = sqlx::query_scalar(
+        "SELECT linked_account_id FROM account_monthly_costs WHERE integration = $1
+         UNION SELECT linked_account_id FROM account_daily_costs WHERE integration = $1
+         UNION SELECT linked_account_id FROM account_reconciliation WHERE integration = $1",
+    )
+    .bind(integration)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let stray: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM daily_usages u JOIN statements s ON s.version = u.statement_version
+         WHERE s.integration = $1 AND NOT EXISTS (
+             SELECT 1 FROM daily_costs d
+             WHERE d.statement_version = u.statement_version AND d.usage_id = u.usage_id)",
+    )
+    .bind(integration)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (accounts.into_iter().collect(), stray)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrations_read_their_own_buckets_with_their_own_credentials_and_accounts() {
+    let server = S3Server::start_with_keys(&[(ROLE_KEY, ROLE_SECRET)]).await;
+    let sts = Sts::start(ROLE_KEY, ROLE_SECRET).await;
+    server.create_bucket("alpha-billing").await;
+    server.create_bucket("beta-billing").await;
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = report(
+        dir.path(),
+        "",
+        "111111111111",
+        "with-resources-and-tags",
+        "2017-01",
+        &["--accounts", "111111111111,000000000011", "--seed", "1"],
+    );
+    let beta = report(
+        dir.path(),
+        "dbr/",
+        "333333333333",
+        "plain",
+        "2017-02",
+        &["--accounts", "333333333333,000000000033", "--seed", "2"],
+    );
+    server
+        .put("alpha-billing", &alpha.key, alpha.zip.clone())
+        .await;
+    server
+        .put("beta-billing", &beta.key, beta.zip.clone())
+        .await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let url = db.url.as_str();
+
+    add(
+        url,
+        &server,
+        "alpha",
+        "alpha-billing",
+        &["--monitored", "000000000011"],
+    );
+    add(
+        url,
+        &server,
+        "beta",
+        "beta-billing",
+        &[
+            "--prefix",
+            "dbr/",
+            "--role-arn",
+            "arn:aws:iam::333333333333:role/billing-reader",
+            "--external-id",
+            "ext-beta-42",
+            "--monitored",
+            "*",
+        ],
+    );
+    let taken = run(
+        &[
+            "integrations",
+            "add",
+            "alpha",
+            "--source",
+            "dir:/tmp",
+            "--monitored",
+            "*",
+        ],
+        url,
+        &[],
+    );
+    assert!(!taken.status.success());
+    assert!(text(&taken.stderr).contains("exists already"), "{taken:?}");
+
+    let sts_env = [("AWS_ENDPOINT_URL_STS", sts.endpoint.clone())];
+    let once = succeeds(run(&["once"], url, &sts_env));
+    assert!(once.contains("[alpha] 1 ingested, 0 failed"), "{once}");
+    assert!(once.contains("[beta] 1 ingested, 0 failed"), "{once}");
+
+    let pool = store.pool();
+    assert_eq!(
+        monthly_of(pool, "alpha").await,
+        expected_of(&[&alpha], &["000000000011"])
+    );
+    assert_eq!(monthly_of(pool, "beta").await, expected_of(&[&beta], &[]));
+    let (seen, stray) = visible_to(pool, "alpha").await;
+    assert_eq!(seen, BTreeSet::from(["000000000011".to_owned()]));
+    assert_eq!(stray, 0);
+
+    // The role was assumed once, with its external ID, and its credentials read the bucket.
+    let assumed = sts.requests();
+    assert_eq!(assumed.len(), 1, "{assumed:?}");
+    assert_eq!(assumed[0]["Action"], "AssumeRole");
+    assert_eq!(
+        assumed[0]["RoleArn"],
+        "arn:aws:iam::333333333333:role/billing-reader"
+    );
+    assert_eq!(assumed[0]["ExternalId"], "ext-beta-42");
+    assert_eq!(assumed[0]["RoleSessionName"], "dbr-ingest");
+    assert_eq!(
+        server.used_keys(),
+        BTreeSet::from([ACCESS_KEY.to_owned(), ROLE_KEY.to_owned()])
+    );
+
+    let listed: serde_json::Value = serde_json::from_str(&succeeds(run(
+        &["integrations", "list", "--json"],
+        url,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["name"], "alpha");
+    assert_eq!(listed[0]["monitored"], serde_json::json!(["000000000011"]));
+    assert_eq!(listed[1]["role"]["external_id"], "ext-beta-42");
+    assert_eq!(listed[1]["location"], "s3://beta-billing/dbr/");
+    let shown = succeeds(run(&["integrations", "show", "beta"], url, &[]));
+    assert!(
+        shown.contains("stored      1 statements; reports: 1 ingested"),
+        "{shown}"
+    );
+
+    let checked = succeeds(run(&["check", "--integration", "beta"], url, &sts_env));
+    assert!(
+        checked.contains("ok      reading dbr/333333333333"),
+        "{checked}"
+    );
+
+    // Disabled: not polled, data kept. Removed: its data leaves the views.
+    succeeds(run(&["integrations", "disable", "alpha"], url, &[]));
+    let once = succeeds(run(&["once"], url, &sts_env));
+    assert!(
+        !once.contains("[alpha]") && !once.contains("integration alpha"),
+        "{once}"
+    );
+    assert!(!monthly_of(pool, "alpha").await.is_empty());
+    let removed = succeeds(run(&["integrations", "remove", "alpha"], url, &[]));
+    assert!(removed.contains("1 statements left the views"), "{removed}");
+    assert!(monthly_of(pool, "alpha").await.is_empty());
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(partitions, 1, "only beta's month is left");
+    assert_eq!(monthly_of(pool, "beta").await, expected_of(&[&beta], &[]));
+
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_accounts() {
+    let server = S3Server::start().await;
+    server.create_bucket("reseller").await;
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = "222222222222,000000000001,000000000002,000000000003";
+    let months: Vec<Report> = ["2017-05", "2017-06"]
+        .iter()
+        .enumerate()
+        .map(|(i, period)| {
+            let seed = (i + 5).to_string();
+            report(
+                dir.path(),
+                "",
+                "222222222222",
+                "with-resources-and-tags",
+                period,
+                &["--accounts", accounts, "--seed", &seed, "--rows", "600"],
+            )
+        })
+        .collect();
+    for month in &months {
+        server.put("reseller", &month.key, month.zip.clone()).await;
+    }
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let (a, b) = (name("customer-a"), name("customer-b"));
+    for (integration, ids) in [
+        (&a, &["000000000001"][..]),
+        (&b, &["000000000002", "000000000003"]),
+    ] {
+        for id in ids {
+            store
+                .add_monitored_account(integration, &account(id), None)
+                .await
+                .unwrap();
+        }
+    }
+    let source = server.source("reseller", "").await;
+    let poll = || async {
+        let group = SourceGroup {
+            source: &source,
+            members: [&a, &b]
+                .map(|integration| Member {
+                    integration: integration.clone(),
+                    configured: None,
+                })
+                .to_vec(),
+        };
+        outcomes(poll_groups(&[group], &store, 2, &memory_budget(DEFAULT_BUDGET)).await)
+    };
+
+    let first = poll().await;
+    for integration in ["customer-a", "customer-b"] {
+        assert_eq!(first[integration].ingested.len(), 2, "{first:?}");
+    }
+    // One listing page and one read per report, for both integrations together.
+    assert_eq!(first["customer-a"].s3_requests, 3);
+    assert_eq!(first["customer-b"].s3_requests, 0);
+
+    let reports: Vec<&Report> = months.iter().collect();
+    let pool = store.pool();
+    assert_eq!(
+        monthly_of(pool, "customer-a").await,
+        expected_of(&reports, &["000000000001"])
+    );
+    assert_eq!(
+        monthly_of(pool, "customer-b").await,
+        expected_of(&reports, &["000000000002", "000000000003"])
+    );
+    for (integration, own) in [
+        ("customer-a", vec!["000000000001"]),
+        ("customer-b", vec!["000000000002", "000000000003"]),
+    ] {
+        let (seen, stray) = visible_to(pool, integration).await;
+        let own: BTreeSet<String> = own.into_iter().map(String::from).collect();
+        assert_eq!(seen, own, "{integration}");
+        assert_eq!(stray, 0, "{integration} holds usages of other accounts");
+        // The ledger counts each integration's own rows as kept, the others' as dropped.
+        let counted: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT rows_read, rows_kept, rows_dropped FROM report_status
+             WHERE integration = $1 ORDER BY key",
+        )
+        .bind(integration)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        for (month, (read, kept, dropped)) in months.iter().zip(counted) {
+            let own_items: i64 = month.expected["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| own.contains(a["linked_account_id"].as_str().unwrap()))
+                .map(|a| a["line_items"].as_i64().unwrap())
+                .sum();
+            assert_eq!(kept, own_items, "{integration}");
+            assert_eq!(kept + dropped, 600, "{integration}");
+            assert!(read >= 600);
+        }
+    }
+
+    // One customer monitors one more account: only its statements are read again.
+    store
+        .add_monitored_account(&b, &account("000000000001"), None)
+        .await
+        .unwrap();
+    let second = poll().await;
+    assert_eq!(second["customer-a"].unchanged, 2, "{second:?}");
+    assert_eq!(second["customer-b"].ingested.len(), 2, "{second:?}");
+    assert_eq!(
+        monthly_of(pool, "customer-b").await,
+        expected_of(&reports, &["000000000001", "000000000002", "000000000003"])
+    );
+    assert_eq!(
+        monthly_of(pool, "customer-a").await,
+        expected_of(&reports, &["000000000001"])
+    );
+
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+/// Each integration's outcome by name; panics on an integration that could not be polled.
+fn outcomes(polled: Vec<IntegrationPolled>) -> BTreeMap<String, PollOutcome> {
+    polled
+        .into_iter()
+        .map(|p| (p.integration.to_string(), p.outcome.unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_fails_its_integration_alone() {
+    let server = S3Server::start().await;
+    server.create_bucket("good-billing").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = report(
+        dir.path(),
+        "",
+        "444444444444",
+        "plain",
+        "2017-03",
+        &["--seed", "4"],
+    );
+    server
+        .put("good-billing", &good.key, good.zip.clone())
+        .await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let url = db.url.as_str();
+    add(
+        url,
+        &server,
+        "gone",
+        "no-such-bucket",
+        &["--monitored", "*"],
+    );
+    add(url, &server, "good", "good-billing", &["--monitored", "*"]);
+
+    let once = run(&["once"], url, &[]);
+    assert!(!once.status.success(), "one integration failed");
+    let stdout = text(&once.stdout);
+    assert!(
+        stdout.contains(
+            "failed    integration gone: listing s3://no-such-bucket/: there is no such bucket"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[good] 1 ingested, 0 failed"), "{stdout}");
+    assert_eq!(
+        monthly_of(store.pool(), "good").await,
+        expected_of(&[&good], &[])
+    );
+    let checked = run(&["check"], url, &[]);
+    assert!(!checked.status.success());
+    let report = text(&checked.stdout);
+    assert!(report.contains("integration gone:"), "{report}");
+    assert!(
+        report.contains("FAILED  listing s3://no-such-bucket/"),
+        "{report}"
+    );
+    assert!(report.contains("ok      reading 444444444444"), "{report}");
+
+    // In the library: the failure is the gone one's, with its kind.
+    let gone = server.source("no-such-bucket", "").await;
+    let fine = server.source("good-billing", "").await;
+    let member = |integration: &str| Member {
+        integration: name(integration),
+        configured: Some(dbr_ingest::domain::Monitored::All),
+    };
+    let groups = [
+        SourceGroup {
+            source: &gone,
+            members: vec![member("gone")],
+        },
+        SourceGroup {
+            source: &fine,
+            members: vec![member("good")],
+        },
+    ];
+    let polled = poll_groups(&groups, &store, 2, &memory_budget(DEFAULT_BUDGET)).await;
+    let error = polled[0].outcome.as_ref().unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Configuration, "{error}");
+    assert_eq!(polled[1].outcome.as_ref().unwrap().unchanged, 1);
+
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_every_integration_without_a_double_ingest() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let url = db.url.as_str();
+    let mut expected = Vec::new();
+    for (i, integration) in ["north", "south", "east"].iter().enumerate() {
+        let bucket = format!("{integration}-billing");
+        server.create_bucket(&bucket).await;
+        let payer = format!("55555555555{i}");
+        for period in ["2017-07", "2017-08"] {
+            let r = report(
+                dir.path(),
+                "",
+                &payer,
+                "plain",
+                period,
+                &["--accounts", &payer, "--seed", &i.to_string()],
+            );
+            server.put(&bucket, &r.key, r.zip.clone()).await;
+            expected.push((integration.to_string(), r));
+        }
+        add(url, &server, integration, &bucket, &["--monitored", "*"]);
+    }
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(&["once"], url, &[("DBR_CONCURRENCY", "1".into())]));
+        let b = scope.spawn(|| run(&["once"], url, &[("DBR_CONCURRENCY", "1".into())]));
+        (succeeds(a.join().unwrap()), succeeds(b.join().unwrap()))
+    });
+    let ingested_lines = |out: &str, integration: &str| {
+        out.lines()
+            .filter(|line| line.starts_with(&format!("[{integration}] ingested  ")))
+            .count()
+    };
+    for integration in ["north", "south", "east"] {
+        assert_eq!(
+            ingested_lines(&a, integration) + ingested_lines(&b, integration),
+            2,
+            "{integration}: each report once\n{a}\n{b}"
+        );
+        let reports: Vec<&Report> = expected
+            .iter()
+            .filter(|(i, _)| i == integration)
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(
+            monthly_of(store.pool(), integration).await,
+            expected_of(&reports, &[])
+        );
+    }
+    let versions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(versions, 6, "one version per statement, none written twice");
+
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_payers_are_listed_by_prefix_in_a_crowded_bucket() {
+    let server = S3Server::start().await;
+    server.create_bucket("crowded").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..1500).map(|i| format!("cur/part-{i:05}.csv")).collect();
+    let puts = keys
+        .iter()
+        .map(|key| server.put("crowded", key, vec![b'x']));
+    futures_util::stream::iter(puts)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let first = report(
+        dir.path(),
+        "",
+        "666666666666",
+        "plain",
+        "2017-04",
+        &["--seed", "6"],
+    );
+    server.put("crowded", &first.key, first.zip.clone()).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let source = server.source("crowded", "").await;
+    let poll = || async {
+        let group = SourceGroup {
+            source: &source,
+            members: vec![Member {
+                integration: name("crowded"),
+                configured: Some(dbr_ingest::domain::Monitored::All),
+            }],
+        };
+        outcomes(poll_groups(&[group], &store, 2, &memory_budget(DEFAULT_BUDGET)).await)
+            .remove("crowded")
+            .unwrap()
+    };
+
+    let whole = poll().await;
+    assert_eq!(whole.ingested.len(), 1);
+    assert_eq!(whole.ignored, 1500);
+    assert_eq!(
+        whole.s3_requests,
+        2 + 1,
+        "two pages of a thousand, one read"
+    );
+
+    // The payer is known: only its prefix is listed, a request whatever the bucket holds.
+    let rewritten = report(
+        dir.path(),
+        "",
+        "666666666666",
+        "plain",
+        "2017-04",
+        &["--seed", "7"],
+    );
+    server
+        .put("crowded", &rewritten.key, rewritten.zip.clone())
+        .await;
+    let other_payer = report(
+        dir.path(),
+        "",
+        "777777777777",
+        "plain",
+        "2017-04",
+        &["--seed", "8"],
+    );
+    server
+        .put("crowded", &other_payer.key, other_payer.zip.clone())
+        .await;
+    let narrow = poll().await;
+    assert_eq!(narrow.ingested.len(), 1, "{narrow:?}");
+    assert_eq!(narrow.ingested[0].object_key, rewritten.key);
+    assert_eq!(narrow.ignored, 0);
+    assert_eq!(narrow.s3_requests, 1 + 1);
+
+    // A day later the bucket is listed whole again, and the new payer is found.
+    sqlx::query("UPDATE full_listings SET listed_at = listed_at - interval '25 hours'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let again = poll().await;
+    assert_eq!(again.ingested.len(), 1, "{again:?}");
+    assert_eq!(again.ingested[0].object_key, other_payer.key);
+    assert_eq!(again.s3_requests, 2 + 1);
+    assert_eq!(
+        monthly_of(store.pool(), "crowded").await,
+        expected_of(&[&rewritten, &other_payer], &[])
+    );
+
+    store.pool().close().await;
+    db.drop_database().await;
+}
