@@ -78,6 +78,28 @@ CREATE TABLE full_listings (
     PRIMARY KEY (integration, location)
 );
 
+-- The swap locks the two parents alone (ONLY): locking a partitioned table locks every
+-- partition too, and a deployment of many integrations has thousands of them, more than the
+-- lock table holds by default. ATTACH and DETACH lock the partitions they move themselves.
+CREATE OR REPLACE FUNCTION swap_daily_partitions(new_version bigint, old_version bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    parent text;
+BEGIN
+    IF NOT has_table_privilege(session_user, 'public.daily_costs', 'INSERT') THEN
+        RAISE EXCEPTION 'permission denied for table daily_costs' USING ERRCODE = '42501';
+    END IF;
+    LOCK TABLE ONLY daily_costs, ONLY daily_usages IN ACCESS EXCLUSIVE MODE;
+    FOREACH parent IN ARRAY ARRAY['daily_costs', 'daily_usages'] LOOP
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES IN (%s)',
+                       parent, parent || '_' || new_version, new_version);
+        IF old_version IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || old_version);
+            EXECUTE format('DROP TABLE %I', parent || '_' || old_version);
+        END IF;
+    END LOOP;
+END $$;
+
 -- Detaches and drops a statement version's partitions: for an integration that is removed.
 CREATE FUNCTION drop_daily_partitions(old_version bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -87,7 +109,7 @@ BEGIN
     IF NOT has_table_privilege(session_user, 'public.daily_costs', 'DELETE') THEN
         RAISE EXCEPTION 'permission denied for table daily_costs' USING ERRCODE = '42501';
     END IF;
-    LOCK TABLE daily_costs, daily_usages IN ACCESS EXCLUSIVE MODE;
+    LOCK TABLE ONLY daily_costs, ONLY daily_usages IN ACCESS EXCLUSIVE MODE;
     FOREACH parent IN ARRAY ARRAY['daily_costs', 'daily_usages'] LOOP
         EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || old_version);
         EXECUTE format('DROP TABLE %I', parent || '_' || old_version);
