@@ -52,10 +52,8 @@ pub(super) async fn plan<'a>(
                 ));
                 outcomes.push(Ok(PollOutcome::default()));
             }
-            Err(error) => {
-                tracing::error!(integration = %member.integration, %error, "integration not polled");
-                outcomes.push(Err(error));
-            }
+            // Reported by the caller with the integration's outcome.
+            Err(error) => outcomes.push(Err(error)),
         }
     }
     let mut planned = Planned {
@@ -70,7 +68,6 @@ pub(super) async fn plan<'a>(
     let listing = match list(source, &location, &names, store).await {
         Ok(listing) => listing,
         Err(error) => {
-            tracing::error!(location = &*location, %error, "listing failed");
             let kind = error.kind();
             let message = error.to_string();
             let mut error = Some(error);

@@ -638,3 +638,57 @@ async fn known_payers_are_listed_by_prefix_in_a_crowded_bucket() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_polls_every_integration_and_takes_in_new_ones() {
+    use crate::common::net::{Daemon, eventually};
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let url = db.url.as_str();
+    let mut months = Vec::new();
+    for (integration, payer) in [("first", "888888888881"), ("second", "888888888882")] {
+        server.create_bucket(integration).await;
+        let r = report(dir.path(), "", payer, "plain", "2017-10", &["--seed", "3"]);
+        server.put(integration, &r.key, r.zip.clone()).await;
+        months.push(r);
+    }
+    add(url, &server, "first", "first", &["--monitored", "*"]);
+    add(url, &server, "broken", "no-such-bucket", &["--monitored", "*"]);
+    let daemon = Daemon::start(&[
+        ("DATABASE_URL", url.to_owned()),
+        ("DBR_POLL_INTERVAL", "10s".to_owned()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]);
+    let ingested = |payer: &str, integration: &str| {
+        format!("dbr_reports_ingested_total{{payer=\"{payer}\",integration=\"{integration}\"}}")
+    };
+    let first = ingested("888888888881", "first");
+    assert!(
+        eventually(30, || async { daemon.metric(&first).await == Some(1.0) }).await,
+        "the first integration is ingested"
+    );
+    assert!(daemon.metric("dbr_poll_errors_total").await.unwrap() >= 1.0);
+    let polled = r#"dbr_integration_last_successful_poll_timestamp_seconds{integration="first"}"#;
+    assert!(daemon.metric(polled).await.unwrap() > 1.7e9);
+
+    // Added while the daemon runs: the next poll takes it in.
+    add(url, &server, "second", "second", &["--monitored", "*"]);
+    let second = ingested("888888888882", "second");
+    assert!(
+        eventually(30, || async { daemon.metric(&second).await == Some(1.0) }).await,
+        "the second integration is ingested at the next poll"
+    );
+    assert_eq!(daemon.metric(&first).await, Some(1.0), "not read twice");
+    assert!(daemon.terminate().await);
+    assert_eq!(
+        monthly_of(store.pool(), "second").await,
+        expected_of(&[&months[1]], &[])
+    );
+    store.pool().close().await;
+    db.drop_database().await;
+}
