@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::domain::IntegrationName;
-use crate::ingest::{IntegrationPolled, SourceGroup, Sources, integrations_to_poll, poll_groups};
+use crate::ingest::{IntegrationPolled, Sources, poll_integrations};
 use crate::store::Store;
 
 /// Serves the HTTP endpoint and polls every integration (or `only` that one) until a shutdown
@@ -102,31 +102,13 @@ async fn poll(
     settings: &Settings,
     only: Option<&IntegrationName>,
 ) {
-    let integrations = match integrations_to_poll(settings, store, only).await {
-        Ok(integrations) => integrations,
+    match poll_integrations(sources, store, settings, only).await {
+        Ok(polled) => record(polled),
         Err(error) => {
             crate::telemetry::poll_failed();
             tracing::error!(%error, "poll failed");
-            return;
         }
-    };
-    let grouped = sources.group(integrations).await;
-    let groups: Vec<SourceGroup> = grouped
-        .iter()
-        .map(|(source, members)| SourceGroup {
-            source,
-            members: members.clone(),
-        })
-        .collect();
-    record(
-        poll_groups(
-            &groups,
-            store,
-            settings.concurrency,
-            &settings.memory_budget,
-        )
-        .await,
-    );
+    }
 }
 
 /// Prepares the database (creating it and applying migrations when needed), trying again with

@@ -7,9 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use dbr_ingest::check::ReadReports;
 use dbr_ingest::config::{Settings, SourceSetting};
 use dbr_ingest::domain::{AccountId, IntegrationName, Monitored};
-use dbr_ingest::ingest::{
-    IntegrationPolled, PollOutcome, SourceGroup, Sources, integrations_to_poll, poll_groups,
-};
+use dbr_ingest::ingest::{IntegrationPolled, PollOutcome, Sources, poll_integrations};
 use dbr_ingest::secrets::redact;
 use dbr_ingest::store::Store;
 use dbr_ingest::telemetry;
@@ -200,23 +198,8 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             let only = source.integration.clone();
             let settings = load_for_source(&config, source, Bars::OnATerminal)?;
             let store = connect(&settings).await?;
-            let integrations = integrations_to_poll(&settings, &store, only.as_ref()).await?;
             let mut sources = Sources::new(settings.s3.read_timeout).await;
-            let grouped = sources.group(integrations).await;
-            let groups: Vec<SourceGroup> = grouped
-                .iter()
-                .map(|(source, members)| SourceGroup {
-                    source,
-                    members: members.clone(),
-                })
-                .collect();
-            let polled = poll_groups(
-                &groups,
-                &store,
-                settings.concurrency,
-                &settings.memory_budget,
-            )
-            .await;
+            let polled = poll_integrations(&mut sources, &store, &settings, only.as_ref()).await?;
             print_outcomes(polled)
         }
         Command::Run { config, source } => {

@@ -241,6 +241,32 @@ impl Sources {
     }
 }
 
+/// One poll of the integrations to poll (see [`integrations_to_poll`]), each group of them
+/// through its source in `sources`: what `once` does, and `run` at every interval.
+pub async fn poll_integrations(
+    sources: &mut Sources,
+    store: &Store,
+    settings: &Settings,
+    only: Option<&IntegrationName>,
+) -> Result<Vec<IntegrationPolled>, PollError> {
+    let integrations = integrations_to_poll(settings, store, only).await?;
+    let grouped = sources.group(integrations).await;
+    let groups: Vec<SourceGroup> = grouped
+        .iter()
+        .map(|(source, members)| SourceGroup {
+            source,
+            members: members.clone(),
+        })
+        .collect();
+    Ok(poll_groups(
+        &groups,
+        store,
+        settings.concurrency,
+        &settings.memory_budget,
+    )
+    .await)
+}
+
 /// Polls the configuration's integration alone, through `source`: what `once` and `run` do
 /// for a deployment of one bucket.
 pub async fn poll(

@@ -312,18 +312,11 @@ async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_a
         }
     }
     let source = server.source("reseller", "").await;
-    let poll = || async {
-        let group = SourceGroup {
-            source: &source,
-            members: [&a, &b]
-                .map(|integration| Member {
-                    integration: integration.clone(),
-                    configured: None,
-                })
-                .to_vec(),
-        };
-        outcomes(poll_groups(&[group], &store, 2, &memory_budget(DEFAULT_BUDGET)).await)
-    };
+    let members = [&a, &b].map(|integration| Member {
+        integration: integration.clone(),
+        configured: None,
+    });
+    let poll = || poll_one_source(&source, &members, &store);
 
     let first = poll().await;
     for integration in ["customer-a", "customer-b"] {
@@ -395,8 +388,19 @@ async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_a
     db.drop_database().await;
 }
 
-/// Each integration's outcome by name; panics on an integration that could not be polled.
-fn outcomes(polled: Vec<IntegrationPolled>) -> BTreeMap<String, PollOutcome> {
+/// Polls these integrations of one source; their outcomes by name (panics on an integration
+/// that could not be polled).
+async fn poll_one_source(
+    source: &dbr_ingest::source::Source,
+    members: &[Member],
+    store: &dbr_ingest::store::Store,
+) -> BTreeMap<String, PollOutcome> {
+    let group = SourceGroup {
+        source,
+        members: members.to_vec(),
+    };
+    let polled: Vec<IntegrationPolled> =
+        poll_groups(&[group], store, 2, &memory_budget(DEFAULT_BUDGET)).await;
     polled
         .into_iter()
         .map(|p| (p.integration.to_string(), p.outcome.unwrap()))
@@ -570,15 +574,13 @@ async fn known_payers_are_listed_by_prefix_in_a_crowded_bucket() {
     let db = TestDatabase::new();
     let store = db.store().await;
     let source = server.source("crowded", "").await;
+    let members = [Member {
+        integration: name("crowded"),
+        configured: Some(dbr_ingest::domain::Monitored::All),
+    }];
     let poll = || async {
-        let group = SourceGroup {
-            source: &source,
-            members: vec![Member {
-                integration: name("crowded"),
-                configured: Some(dbr_ingest::domain::Monitored::All),
-            }],
-        };
-        outcomes(poll_groups(&[group], &store, 2, &memory_budget(DEFAULT_BUDGET)).await)
+        poll_one_source(&source, &members, &store)
+            .await
             .remove("crowded")
             .unwrap()
     };
@@ -655,7 +657,13 @@ async fn the_daemon_polls_every_integration_and_takes_in_new_ones() {
         months.push(r);
     }
     add(url, &server, "first", "first", &["--monitored", "*"]);
-    add(url, &server, "broken", "no-such-bucket", &["--monitored", "*"]);
+    add(
+        url,
+        &server,
+        "broken",
+        "no-such-bucket",
+        &["--monitored", "*"],
+    );
     let daemon = Daemon::start(&[
         ("DATABASE_URL", url.to_owned()),
         ("DBR_POLL_INTERVAL", "10s".to_owned()),
