@@ -98,6 +98,7 @@ impl Job<'_> {
             }
         }
         if readers.is_empty() {
+            claim.release().await;
             return ends;
         }
         let monitored = readers
@@ -148,6 +149,7 @@ impl Job<'_> {
             };
             ends.push((reader.slot, end));
         }
+        claim.release().await;
         ends
     }
 

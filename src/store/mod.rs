@@ -215,12 +215,14 @@ impl Store {
         &self.pool
     }
 
-    /// A connection to claim statements on; see [`Claim::try_claim`]. It is closed when the
-    /// claim is dropped: a crashed replica's claims go with its connections.
+    /// A connection to claim statements on; see [`Claim::try_claim`]. Unless the claim is
+    /// released, the connection is closed when the claim is dropped: a crashed replica's, or a
+    /// cancelled poll's, claims go with their connections.
     pub async fn claims(&self) -> Result<Claim, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        connection.close_on_drop();
-        Ok(Claim { connection })
+        Ok(Claim {
+            connection: self.pool.acquire().await?,
+            released: false,
+        })
     }
 }
 
@@ -229,11 +231,14 @@ impl Store {
 /// Nagle's algorithm on, so each new connection waits out a few delayed ACKs).
 pub struct Claim {
     connection: PoolConnection<Postgres>,
+    /// Every claim given up, so the connection may serve again.
+    released: bool,
 }
 
 impl Claim {
     /// Claims an integration's `statement` on this connection, or says `false` when another
-    /// process holds it. The claim is a session advisory lock, held until the claim is dropped.
+    /// process holds it. The claim is a session advisory lock, held until the claim is dropped
+    /// or released.
     pub async fn try_claim(
         &mut self,
         integration: &IntegrationName,
@@ -245,6 +250,23 @@ impl Claim {
                 .fetch_one(&mut *self.connection)
                 .await?;
         Ok(claimed)
+    }
+
+    /// Gives up every claim and returns the connection to the pool for the next report:
+    /// opening one costs more than a small report's whole ingest.
+    pub async fn release(mut self) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *self.connection)
+            .await;
+        self.released = unlocked.is_ok();
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.released {
+            self.connection.close_on_drop();
+        }
     }
 }
 
