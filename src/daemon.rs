@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::domain::IntegrationName;
 use crate::ingest::{IntegrationPolled, Sources, poll_integrations};
+use crate::status::PollTimes;
 use crate::store::Store;
 
 /// Serves the HTTP endpoint and polls every integration (or `only` that one) until a shutdown
@@ -39,17 +40,19 @@ pub async fn run(
             )
         })?;
     let (stop_http, http_stopped) = tokio::sync::watch::channel(());
+    let polls = PollTimes::default();
     let http = tokio::spawn(crate::http::serve(
         listener,
         store.clone(),
         metrics,
+        polls.clone(),
         async move {
             let mut stopped = http_stopped;
             let _ = stopped.changed().await;
         },
     ));
     tokio::select! {
-        () = poll_until_stopped(store, settings, only.as_ref()) => {}
+        () = poll_until_stopped(store, settings, only.as_ref(), &polls) => {}
         () = shutdown.requested() => {}
     }
     // Dropping the poll dropped its transactions; ending their statements rolls them back now
@@ -84,7 +87,12 @@ const LONGEST_DATABASE_RETRY: Duration = Duration::from_secs(60);
 /// Waits for the database, then polls at start and every interval, forever. The integrations
 /// are read from the database at every poll, so that one added, changed or disabled takes
 /// effect at the next; their sources (S3 clients, roles' credentials) are kept between polls.
-async fn poll_until_stopped(store: &Store, settings: &Settings, only: Option<&IntegrationName>) {
+async fn poll_until_stopped(
+    store: &Store,
+    settings: &Settings,
+    only: Option<&IntegrationName>,
+    polls: &PollTimes,
+) {
     wait_for_database(store).await;
     let interval = settings.poll_interval;
     tracing::info!(every = %humantime::format_duration(interval), "polling");
@@ -92,7 +100,13 @@ async fn poll_until_stopped(store: &Store, settings: &Settings, only: Option<&In
     loop {
         let polling = poll(&mut sources, store, settings, only);
         polling.instrument(tracing::info_span!("poll")).await;
-        tokio::time::sleep(interval + jitter(interval / 10)).await;
+        let pause = interval + jitter(interval / 10);
+        let ended = chrono::Utc::now();
+        polls.polled(
+            ended,
+            ended + chrono::TimeDelta::from_std(pause).unwrap_or_default(),
+        );
+        tokio::time::sleep(pause).await;
     }
 }
 

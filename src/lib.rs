@@ -12,6 +12,7 @@ pub mod progress;
 pub mod report;
 pub mod secrets;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod summarize;
 pub mod telemetry;

@@ -400,3 +400,95 @@ fn to_json(integration: &Integration, origin: &str, monitored: &Monitored) -> se
         "monitored": monitored,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(args: &[&str]) -> Definition {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            definition: Definition,
+        }
+        let mut all = vec!["flags"];
+        all.extend_from_slice(args);
+        <Flags as clap::Parser>::try_parse_from(all)
+            .unwrap()
+            .definition
+    }
+
+    fn settings() -> Settings {
+        Settings::load(Some(std::path::Path::new("/dev/null")), |_| None).unwrap()
+    }
+
+    fn s3(source: &IntegrationSource) -> &S3Settings {
+        match source {
+            IntegrationSource::S3(s3) => s3,
+            IntegrationSource::Dir(_) => panic!("not S3"),
+        }
+    }
+
+    #[test]
+    fn flags_make_a_source_and_change_only_what_they_name() {
+        let settings = settings();
+        let added = definition(&[
+            "--bucket",
+            "acme-billing",
+            "--prefix",
+            "dbr/",
+            "--role-arn",
+            "arn:aws:iam::210987654321:role/billing-reader",
+            "--external-id",
+            "x-42",
+        ])
+        .apply(None, false, &settings)
+        .unwrap();
+        assert_eq!(added.location(), "s3://acme-billing/dbr/");
+        let role = s3(&added).assume_role.clone().unwrap();
+        assert_eq!(
+            (role.external_id.as_deref(), role.session_name.as_str()),
+            (Some("x-42"), "dbr-ingest")
+        );
+
+        let moved = definition(&["--region", "eu-west-1", "--force-path-style"])
+            .apply(Some(added.clone()), false, &settings)
+            .unwrap();
+        let moved_s3 = s3(&moved);
+        assert_eq!(moved_s3.region.as_deref(), Some("eu-west-1"));
+        assert!(moved_s3.force_path_style);
+        assert_eq!(moved_s3.prefix, "dbr/", "unchanged");
+        assert_eq!(moved_s3.assume_role, Some(role), "unchanged");
+
+        let without_role = definition(&[]).apply(Some(moved), true, &settings).unwrap();
+        assert_eq!(s3(&without_role).assume_role, None);
+
+        let dir = definition(&["--source", "dir:/srv/extracts"])
+            .apply(Some(without_role), false, &settings)
+            .unwrap();
+        assert_eq!(dir.location(), "dir:/srv/extracts");
+    }
+
+    #[test]
+    fn flags_that_do_not_fit_are_refused() {
+        let settings = settings();
+        for (args, expected) in [
+            (&[][..], "needs --bucket NAME or --source dir:PATH"),
+            (&["--source", "s3"][..], "give the bucket"),
+            (
+                &["--source", "dir:/x", "--prefix", "p/"][..],
+                "not a directory",
+            ),
+            (
+                &["--bucket", "b", "--role-arn", "billing"][..],
+                "is not a role ARN",
+            ),
+        ] {
+            let error = definition(args)
+                .apply(None, false, &settings)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}

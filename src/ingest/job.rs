@@ -18,7 +18,7 @@ use crate::failure::{Classify, FailureKind};
 use crate::report::aggregate::{MemoryBudget, ReportSums};
 use crate::report::key::ListedReport;
 use crate::source::Source;
-use crate::store::{Claim, ReportVersion, Store};
+use crate::store::{Claim, ReportVersion, Store, StoreError};
 use crate::telemetry;
 
 /// An integration that reads in this poll, with the monitored set in force.
@@ -138,10 +138,17 @@ impl Job<'_> {
                 Ok(sums) => End::Ingested(self.ingested(reader, reason, sums, only, seconds)),
                 Err(error) => {
                     telemetry::report_failed(&reader.integration, &self.listed.report, seconds);
-                    if let Err(store_error) = store
-                        .record_failure(&report, &error.to_string(), error.kind())
-                        .await
-                    {
+                    // A removed integration keeps no ledger either.
+                    let removed =
+                        matches!(error, IngestError::Store(StoreError::IntegrationRemoved(_)));
+                    let recorded = if removed {
+                        Ok(())
+                    } else {
+                        store
+                            .record_failure(&report, &error.to_string(), error.kind())
+                            .await
+                    };
+                    if let Err(store_error) = recorded {
                         tracing::error!(%store_error, "could not record the failure");
                     }
                     self.failed(reader, &error)
@@ -155,11 +162,7 @@ impl Job<'_> {
 
     /// Claims the reader's statement and checks its ledger again under the claim (another
     /// replica may have just ingested it): `None` when it is to be read.
-    async fn claim(
-        &self,
-        claim: &mut Claim,
-        reader: &Reader,
-    ) -> Result<Option<End>, crate::store::StoreError> {
+    async fn claim(&self, claim: &mut Claim, reader: &Reader) -> Result<Option<End>, StoreError> {
         let statement = self.listed.report.statement();
         if !claim.try_claim(&reader.integration, &statement).await? {
             tracing::info!(integration = %reader.integration, "another replica is ingesting this statement");

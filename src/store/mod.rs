@@ -6,6 +6,7 @@ mod accounts;
 mod integrations;
 mod ledger;
 mod statement;
+mod status;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::MigrateDatabase;
@@ -21,6 +22,9 @@ pub use accounts::MonitoredAccount;
 pub use integrations::{Contents, Removed, StoredIntegration};
 pub use ledger::{LedgerEntry, Status};
 pub use statement::ReportVersion;
+pub use status::{
+    AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -49,6 +53,9 @@ pub enum StoreError {
     /// `integrations add` of a name in use, `update` of one that is not.
     #[error("{0}")]
     Integration(String),
+    /// Its report was read, then the integration was gone: nothing is stored for it.
+    #[error("integration {0} was removed while its report was read")]
+    IntegrationRemoved(IntegrationName),
     #[error(transparent)]
     DailyCosts(#[from] DailyCostsError),
 }
@@ -64,7 +71,8 @@ impl Classify for StoreError {
             | StoreError::UnknownValue { .. }
             | StoreError::BadAccount(_)
             | StoreError::BadIntegration(_)
-            | StoreError::Integration(_) => FailureKind::Configuration,
+            | StoreError::Integration(_)
+            | StoreError::IntegrationRemoved(_) => FailureKind::Configuration,
         }
     }
 }

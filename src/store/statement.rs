@@ -56,6 +56,18 @@ impl Store {
             .bind(lock_name("write", report.integration, &id))
             .execute(&mut *tx)
             .await?;
+        // An integration removed while its report was read stores nothing: its row is held
+        // until the commit, so a removal waits for this write and then takes it away too.
+        if !report.integration.is_default() {
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM integrations WHERE name = $1 FOR SHARE")
+                    .bind(report.integration.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Err(StoreError::IntegrationRemoved(report.integration.clone()));
+            }
+        }
         let version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
             .fetch_one(&mut *tx)
             .await?;

@@ -249,6 +249,44 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
         "{checked}"
     );
 
+    // A changed monitored set reads the integration's report again; nothing else changes.
+    let updated = succeeds(run(
+        &[
+            "integrations",
+            "update",
+            "alpha",
+            "--monitored",
+            "111111111111,000000000011",
+        ],
+        url,
+        &[],
+    ));
+    assert!(
+        updated.contains("alpha updated: s3://alpha-billing/"),
+        "{updated}"
+    );
+    let once = succeeds(run(&["once"], url, &sts_env));
+    assert!(
+        once.contains(&format!(
+            "[alpha] ingested  {} (monitored accounts changed)",
+            alpha.key
+        )),
+        "{once}"
+    );
+    assert!(
+        once.contains("[beta] 0 ingested, 0 failed, 1 unchanged"),
+        "{once}"
+    );
+    assert_eq!(
+        monthly_of(pool, "alpha").await,
+        expected_of(&[&alpha], &["111111111111", "000000000011"])
+    );
+    let nothing = run(&["once", "--integration", "gamma"], url, &[]);
+    assert!(
+        text(&nothing.stderr).contains("there is no integration named gamma"),
+        "{nothing:?}"
+    );
+
     // Disabled: not polled, data kept. Removed: its data leaves the views.
     succeeds(run(&["integrations", "disable", "alpha"], url, &[]));
     let once = succeeds(run(&["once"], url, &sts_env));
@@ -426,6 +464,12 @@ async fn a_missing_bucket_fails_its_integration_alone() {
     let db = TestDatabase::new();
     let store = db.store().await;
     let url = db.url.as_str();
+    let nothing = run(&["once"], url, &[]);
+    assert!(!nothing.status.success());
+    assert!(
+        text(&nothing.stderr).contains("nothing to poll: set DBR_BUCKET"),
+        "{nothing:?}"
+    );
     add(
         url,
         &server,

@@ -700,3 +700,85 @@ async fn a_database_of_the_earlier_schema_keeps_its_months() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_polls_and_escapes_what_came_from_outside() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    upload(
+        &server,
+        dir.path(),
+        "2017-01",
+        &["--seed", "1", "--accounts", PAYER_ID],
+    )
+    .await;
+    // A report whose first cost is markup: its error quotes it.
+    let name = dbr_name("plain", "2017-02").replacen(PAYER, PAYER_ID, 1);
+    let (csv, _) = generate(
+        dir.path(),
+        &name,
+        &[
+            "--payer",
+            PAYER_ID,
+            "--accounts",
+            PAYER_ID,
+            "--variant",
+            "plain",
+            "--period",
+            "2017-02",
+        ],
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<String> = text.split("\r\n").map(String::from).collect();
+    let mut fields: Vec<&str> = lines[1].split("\",\"").collect();
+    let last = fields.len() - 1;
+    fields[last] = "<script>alert(1)</script>\"";
+    lines[1] = fields.join("\",\"");
+    std::fs::write(&csv, lines.join("\r\n")).unwrap();
+    let zip = std::fs::read(zip_with("info-zip", &csv)).unwrap();
+    server.put(BUCKET, &format!("{name}.zip"), zip).await;
+
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    store
+        .add_monitored_account(
+            &dbr_ingest::domain::IntegrationName::default_name(),
+            &PAYER_ID.parse().unwrap(),
+            Some("<img src=x onerror=alert(2)>"),
+        )
+        .await
+        .unwrap();
+    let mut env = daemon_env(&server, &db.url, &[]);
+    env.retain(|(name, _)| *name != "DBR_MONITORED_ACCOUNTS");
+    let daemon = Daemon::start(&env);
+    let page = || async { http_get(daemon.http_port, "/").await };
+    assert!(
+        eventually(30, || async {
+            page().await.is_some_and(|(status, body)| {
+                status == 200 && body.contains("Failed reports") && !body.contains("not yet")
+            })
+        })
+        .await,
+        "the page shows the first poll and its failure"
+    );
+    let (_, body) = page().await.unwrap();
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    assert!(
+        !body.contains("<script") && !body.contains("<img"),
+        "{body}"
+    );
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(
+        body.contains("&lt;img src=x onerror=alert(2)&gt;"),
+        "{body}"
+    );
+    assert!(body.contains("2017-01 by account"), "{body}");
+    assert!(body.contains("<svg"), "{body}");
+    assert!(daemon.terminate().await);
+    store.pool().close().await;
+    db.drop_database().await;
+}
