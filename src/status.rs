@@ -101,7 +101,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#2
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
 table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b00020}.ok{color:#1b5e20}\
-.est{color:#8a6d00}svg text{font:11px system-ui,sans-serif;fill:#222}";
+.est{color:#e0a800}svg text{font:11px system-ui,sans-serif;fill:#222}";
 
 /// The page for `status`, polled at `times`, as of `now`.
 pub fn page(status: &StatusData, times: Times, now: DateTime<Utc>) -> String {

@@ -778,7 +778,84 @@ async fn the_status_page_shows_the_polls_and_escapes_what_came_from_outside() {
     );
     assert!(body.contains("2017-01 by account"), "{body}");
     assert!(body.contains("<svg"), "{body}");
+
+    // In a real browser: it renders something, and says nothing on its console.
+    let url = format!("http://127.0.0.1:{}/", daemon.http_port);
+    let shot = tokio::task::spawn_blocking(move || screenshot(&url))
+        .await
+        .unwrap();
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    assert!(
+        shot.distinct_bytes > 16,
+        "the screenshot is blank ({} distinct byte values)",
+        shot.distinct_bytes
+    );
     assert!(daemon.terminate().await);
     store.pool().close().await;
     db.drop_database().await;
+}
+
+/// What headless Chromium made of a page.
+struct Screenshot {
+    /// Lines the page wrote on the console (an error, a refused resource).
+    console: Vec<String>,
+    /// Distinct byte values in the PNG's inflated pixel rows: a blank page has a handful.
+    distinct_bytes: usize,
+}
+
+/// Loads `url` in Debian's Chromium (`chromium`, installed by `.ci/run`), headless, and takes a
+/// screenshot.
+fn screenshot(url: &str) -> Screenshot {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("page.png");
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1100,900",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(url)
+        .output()
+        .expect("Debian's chromium: apt-get install chromium (.ci/run does)");
+    assert!(output.status.success(), "{output:?}");
+    let console = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.contains(":CONSOLE"))
+        .map(String::from)
+        .collect();
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // The IDAT chunks hold the zlib stream of the pixel rows.
+    let mut idat = Vec::new();
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if &bytes[at + 4..at + 8] == b"IDAT" {
+            idat.extend_from_slice(&bytes[at + 8..at + 8 + length]);
+        }
+        at += 12 + length;
+    }
+    let mut rows = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut rows)
+        .unwrap();
+    let distinct = rows.iter().collect::<std::collections::BTreeSet<_>>().len();
+    Screenshot {
+        console,
+        distinct_bytes: distinct,
+    }
 }
