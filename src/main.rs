@@ -87,6 +87,17 @@ enum Command {
         #[command(subcommand)]
         action: AccountsAction,
     },
+    /// Let an existing PostgreSQL role read the contract views and nothing else (for a
+    /// dashboard); with --integration, only that integration's rows. Run by the database's
+    /// owner, again after a `migrate`.
+    GrantReader {
+        #[command(flatten)]
+        config: Config,
+        role: String,
+        /// Only this integration's rows, through views of a schema of its own.
+        #[arg(long)]
+        integration: Option<IntegrationName>,
+    },
     /// Manage the integrations: customers' buckets, credentials and monitored accounts.
     Integrations {
         #[command(flatten)]
@@ -189,6 +200,25 @@ async fn execute(command: Command) -> Result<bool, Failure> {
                 .then_some(settings.monitored.as_ref())
                 .flatten();
             accounts(&connect(&settings).await?, &integration, configured, action).await
+        }
+        Command::GrantReader {
+            config,
+            role,
+            integration,
+        } => {
+            let settings = load(&config, Bars::Off)?;
+            let store = connect(&settings).await?;
+            let schema = store.grant_reader(&role, integration.as_ref()).await?;
+            match integration {
+                Some(integration) => println!(
+                    "{role} reads {integration}'s rows of the contract views, in schema {schema} (its search path)"
+                ),
+                None => println!(
+                    "{role} reads the contract views: {}",
+                    dbr_ingest::store::CONTRACT_VIEWS.join(", ")
+                ),
+            }
+            Ok(true)
         }
         Command::Integrations { config, action } => {
             let settings = load(&config, Bars::Off)?;

@@ -5,6 +5,7 @@
 mod accounts;
 mod integrations;
 mod ledger;
+mod readers;
 mod statement;
 mod status;
 
@@ -21,6 +22,7 @@ use crate::report::aggregate::DailyCostsError;
 pub use accounts::MonitoredAccount;
 pub use integrations::{Contents, Removed, StoredIntegration};
 pub use ledger::{LedgerEntry, Status};
+pub use readers::{CONTRACT_VIEWS, reader_schema};
 pub use statement::ReportVersion;
 pub use status::{
     AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,

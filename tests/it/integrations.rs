@@ -746,3 +746,127 @@ async fn the_daemon_polls_every_integration_and_takes_in_new_ones() {
     store.pool().close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_role_reads_the_contract_views_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = tempfile::tempdir().unwrap();
+    let r = report(
+        dir.path(),
+        "",
+        "999999999990",
+        "plain",
+        "2017-11",
+        &["--accounts", "999999999990,000000000091", "--seed", "9"],
+    );
+    std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let url = db.url.as_str();
+    let source = format!("dir:{}", bucket.path().display());
+    for (integration, monitored) in [("team-a", "999999999990"), ("team-b", "000000000091")] {
+        succeeds(run(
+            &[
+                "integrations",
+                "add",
+                integration,
+                "--source",
+                &source,
+                "--monitored",
+                monitored,
+            ],
+            url,
+            &[],
+        ));
+    }
+    succeeds(run(&["once"], url, &[]));
+
+    let admin = PgPool::connect(&server_url()).await.unwrap();
+    let (everything, team_a) = (
+        format!("read_all_{}", db.name),
+        format!("read_a_{}", db.name),
+    );
+    for role in [&everything, &team_a] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'reader'"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+    let missing = run(&["grant-reader", "nobody_here"], url, &[]);
+    assert!(
+        text(&missing.stderr).contains("there is no role nobody_here"),
+        "{missing:?}"
+    );
+    succeeds(run(&["grant-reader", &everything], url, &[]));
+    let granted = succeeds(run(
+        &["grant-reader", &team_a, "--integration", "team-a"],
+        url,
+        &[],
+    ));
+    assert!(granted.contains("in schema dbr_team_a"), "{granted}");
+
+    let connect = |role: &str| {
+        let url = db.url.replacen("postgres@", &format!("{role}@"), 1) + "?password=reader";
+        async move { PgPool::connect(&url).await.unwrap() }
+    };
+    let integrations = |pool: PgPool, view: &'static str| async move {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT integration FROM {view} ORDER BY 1"
+        )))
+        .fetch_all(&pool)
+        .await
+    };
+    let refused = |result: Result<Vec<String>, sqlx::Error>| {
+        result
+            .unwrap_err()
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref()
+            == Some("42501")
+    };
+    let reader = connect(&everything).await;
+    for view in dbr_ingest::store::CONTRACT_VIEWS {
+        assert_eq!(
+            integrations(reader.clone(), view).await.unwrap(),
+            ["team-a", "team-b"],
+            "{view}"
+        );
+    }
+    for table in [
+        "daily_costs",
+        "reports",
+        "integrations",
+        "monitored_accounts",
+    ] {
+        let read = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT 'x' FROM {table} LIMIT 1"
+        )))
+        .fetch_all(&reader)
+        .await;
+        assert!(refused(read), "{table} is not the reader's");
+    }
+    let one = connect(&team_a).await;
+    for view in dbr_ingest::store::CONTRACT_VIEWS {
+        assert_eq!(
+            integrations(one.clone(), view).await.unwrap(),
+            ["team-a"],
+            "{view}"
+        );
+    }
+    assert!(refused(
+        integrations(one.clone(), "public.account_monthly_costs").await
+    ));
+
+    reader.close().await;
+    one.close().await;
+    store.pool().close().await;
+    db.drop_database().await;
+    for role in [&everything, &team_a] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
