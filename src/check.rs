@@ -61,7 +61,7 @@ async fn run(
     let integrations = integrations_to_poll(settings, &store, only)
         .await
         .map_err(|e| fail(text, e))?;
-    let context = S3Context::load(settings.s3.read_timeout).await;
+    let context = S3Context::new(settings.s3.read_timeout);
     let several = integrations.len() > 1;
     let mut all_ok = true;
     for integration in &integrations {

@@ -96,7 +96,7 @@ async fn poll_until_stopped(
     wait_for_database(store).await;
     let interval = settings.poll_interval;
     tracing::info!(every = %humantime::format_duration(interval), "polling");
-    let mut sources = Sources::new(settings.s3.read_timeout).await;
+    let mut sources = Sources::new(settings.s3.read_timeout);
     loop {
         let polling = poll(&mut sources, store, settings, only);
         polling.instrument(tracing::info_span!("poll")).await;

@@ -228,7 +228,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             let only = source.integration.clone();
             let settings = load_for_source(&config, source, Bars::OnATerminal)?;
             let store = connect(&settings).await?;
-            let mut sources = Sources::new(settings.s3.read_timeout).await;
+            let mut sources = Sources::new(settings.s3.read_timeout);
             let polled = poll_integrations(&mut sources, &store, &settings, only.as_ref()).await?;
             print_outcomes(polled)
         }

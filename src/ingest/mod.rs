@@ -204,9 +204,9 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub async fn new(read_timeout: Duration) -> Sources {
+    pub fn new(read_timeout: Duration) -> Sources {
         Sources {
-            context: S3Context::load(read_timeout).await,
+            context: S3Context::new(read_timeout),
             known: Vec::new(),
         }
     }

@@ -34,40 +34,45 @@ pub struct S3Source {
 }
 
 /// What the S3 clients of one process share: the default chain's credentials, region and
-/// timeouts, loaded once, and one HTTPS connection pool. Each integration's client is made from
-/// it with its own region, endpoint and role.
-#[derive(Clone)]
+/// timeouts, loaded once, when the first S3 client is made (a directory source needs none of
+/// it, and loading it may ask instance metadata), and one HTTPS connection pool. Each
+/// integration's client is made from it with its own region, endpoint and role.
 pub struct S3Context {
-    sdk: SdkConfig,
+    read_timeout: std::time::Duration,
+    credentials: Option<Credentials>,
+    sdk: tokio::sync::OnceCell<SdkConfig>,
 }
 
 impl S3Context {
     /// Credentials, region and endpoint from the SDK's default chain (environment, profile,
     /// web identity, instance metadata). `read_timeout` bounds every request's silences.
-    pub async fn load(read_timeout: std::time::Duration) -> S3Context {
-        S3Context::build(read_timeout, None).await
+    pub fn new(read_timeout: std::time::Duration) -> S3Context {
+        S3Context {
+            read_timeout,
+            credentials: None,
+            sdk: tokio::sync::OnceCell::new(),
+        }
     }
 
-    async fn build(
-        read_timeout: std::time::Duration,
-        credentials: Option<Credentials>,
-    ) -> S3Context {
-        let https = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(read_timeout)
-            .read_timeout(read_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https)
-            .timeout_config(timeouts);
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        S3Context {
-            sdk: loader.load().await,
-        }
+    async fn sdk(&self) -> &SdkConfig {
+        self.sdk
+            .get_or_init(|| async {
+                let https = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .build_https();
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(self.read_timeout)
+                    .read_timeout(self.read_timeout)
+                    .build();
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(https)
+                    .timeout_config(timeouts);
+                if let Some(credentials) = &self.credentials {
+                    loader = loader.credentials_provider(credentials.clone());
+                }
+                loader.load().await
+            })
+            .await
     }
 }
 
@@ -75,12 +80,15 @@ impl S3Source {
     /// The configured bucket, read with the default chain's credentials, overridden by the
     /// settings where given; with a role to assume, those credentials only serve to assume it.
     pub async fn from_settings(settings: &S3Settings) -> S3Source {
-        S3Source::new(&S3Context::load(settings.read_timeout).await, settings).await
+        S3Source::new(&S3Context::new(settings.read_timeout), settings).await
     }
 
     /// The same, with fixed credentials instead of the default chain's.
     pub async fn with_credentials(settings: &S3Settings, credentials: Credentials) -> S3Source {
-        let context = S3Context::build(settings.read_timeout, Some(credentials)).await;
+        let context = S3Context {
+            credentials: Some(credentials),
+            ..S3Context::new(settings.read_timeout)
+        };
         S3Source::new(&context, settings).await
     }
 
@@ -88,13 +96,13 @@ impl S3Source {
     /// endpoint of `AWS_ENDPOINT_URL_STS` when set) with the context's credentials; the SDK
     /// caches the role's credentials in this client and refreshes them before they expire.
     pub async fn new(context: &S3Context, settings: &S3Settings) -> S3Source {
+        let shared = context.sdk().await;
         let sdk = match &settings.region {
-            Some(region) => context
-                .sdk
+            Some(region) => shared
                 .to_builder()
                 .region(aws_config::Region::new(region.clone()))
                 .build(),
-            None => context.sdk.clone(),
+            None => shared.clone(),
         };
         let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(settings.force_path_style)

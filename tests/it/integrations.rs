@@ -338,17 +338,8 @@ async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_a
     let db = TestDatabase::new();
     let store = db.store().await;
     let (a, b) = (name("customer-a"), name("customer-b"));
-    for (integration, ids) in [
-        (&a, &["000000000001"][..]),
-        (&b, &["000000000002", "000000000003"]),
-    ] {
-        for id in ids {
-            store
-                .add_monitored_account(integration, &account(id), None)
-                .await
-                .unwrap();
-        }
-    }
+    register(&store, &a, "reseller", "000000000001").await;
+    register(&store, &b, "reseller", "000000000002,000000000003").await;
     let source = server.source("reseller", "").await;
     let members = [&a, &b].map(|integration| Member {
         integration: integration.clone(),
@@ -422,8 +413,55 @@ async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_a
         expected_of(&reports, &["000000000001"])
     );
 
+    // Removed while a poll holds it (planned with its monitored accounts, which the removal
+    // took away after): its reports are read, and nothing is stored.
+    store.remove_integration(&a).await.unwrap();
+    store
+        .add_monitored_account(&a, &account("000000000001"), None)
+        .await
+        .unwrap();
+    let third = poll().await;
+    assert_eq!(third["customer-a"].failed.len(), 2, "{third:?}");
+    assert!(third["customer-a"].failed[0].error.contains("was removed"));
+    assert_eq!(third["customer-b"].unchanged, 2, "{third:?}");
+    assert!(monthly_of(pool, "customer-a").await.is_empty());
+    let ledger: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM report_status WHERE integration = 'customer-a'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(ledger, 0, "a removed integration keeps no ledger");
+
     store.pool().close().await;
     db.drop_database().await;
+}
+
+/// Stores an integration reading `bucket` (the tests poll it through a source of their own).
+async fn register(
+    store: &dbr_ingest::store::Store,
+    integration: &IntegrationName,
+    bucket: &str,
+    monitored: &str,
+) {
+    let definition = dbr_ingest::integration::Integration {
+        name: integration.clone(),
+        source: dbr_ingest::integration::IntegrationSource::S3(dbr_ingest::config::S3Settings {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            region: Some(REGION.into()),
+            endpoint_url: None,
+            force_path_style: true,
+            assume_role: None,
+            read_timeout: std::time::Duration::from_secs(60),
+        }),
+        monitored: None,
+        enabled: true,
+    };
+    let monitored = dbr_ingest::domain::Monitored::parse(monitored).unwrap();
+    store
+        .add_integration(&definition, &monitored)
+        .await
+        .unwrap();
 }
 
 /// Polls these integrations of one source; their outcomes by name (panics on an integration
@@ -617,6 +655,7 @@ async fn known_payers_are_listed_by_prefix_in_a_crowded_bucket() {
     server.put("crowded", &first.key, first.zip.clone()).await;
     let db = TestDatabase::new();
     let store = db.store().await;
+    register(&store, &name("crowded"), "crowded", "*").await;
     let source = server.source("crowded", "").await;
     let members = [Member {
         integration: name("crowded"),

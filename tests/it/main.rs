@@ -4,6 +4,8 @@
 
 /// Helpers: the report generator, ZIP writers, test databases, the S3 server, a TCP proxy.
 mod common;
+/// What dashboards get: the Grafana board's queries on a seeded database, compose.yaml.
+mod dashboards;
 /// S3 failing (throttling, connections cut or stalled, objects replaced mid-read).
 mod faults;
 /// Many integrations: buckets, credentials and monitored sets side by side, shared reads.
