@@ -272,10 +272,9 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
         } => {
             refuse_default(&name)?;
             let stored = store.integrations(settings.s3.read_timeout).await?;
-            let Some(stored) = stored.into_iter().find(|s| s.integration.name == name) else {
+            let Some(mut integration) = stored.into_iter().find(|i| i.name == name) else {
                 return Err(no_such(&name));
             };
-            let mut integration = stored.integration;
             integration.source = definition.apply(Some(integration.source), no_role, settings)?;
             store
                 .update_integration(&integration, monitored.as_ref())
@@ -332,8 +331,8 @@ async fn all_integrations(
         .map(|i| (i, "configuration"))
         .into_iter()
         .collect();
-    for stored in store.integrations(settings.s3.read_timeout).await? {
-        all.push((stored.integration, "table"));
+    for integration in store.integrations(settings.s3.read_timeout).await? {
+        all.push((integration, "table"));
     }
     Ok(all)
 }

@@ -172,13 +172,7 @@ pub async fn integrations_to_poll(
 ) -> Result<Vec<Integration>, PollError> {
     let mut integrations: Vec<Integration> =
         Integration::from_settings(settings).into_iter().collect();
-    integrations.extend(
-        store
-            .integrations(settings.s3.read_timeout)
-            .await?
-            .into_iter()
-            .map(|stored| stored.integration),
-    );
+    integrations.extend(store.integrations(settings.s3.read_timeout).await?);
     if let Some(name) = only {
         let integration = integrations
             .into_iter()

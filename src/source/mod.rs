@@ -9,7 +9,6 @@ use tokio::io::AsyncRead;
 
 pub use s3::{S3Context, S3Source};
 
-use crate::config::{Settings, SourceSetting};
 use crate::domain::ObjectMeta;
 use crate::failure::{Classify, FailureKind};
 use crate::integration::IntegrationSource;
@@ -69,13 +68,6 @@ pub enum Source {
 }
 
 impl Source {
-    pub async fn from_settings(settings: &Settings) -> Source {
-        match &settings.source {
-            SourceSetting::S3 => Source::S3(S3Source::from_settings(&settings.s3).await),
-            SourceSetting::Dir(path) => Source::Dir(DirSource::new(path.clone())),
-        }
-    }
-
     /// An integration's source: its own S3 client (made from the process's `context`), or its
     /// directory.
     pub async fn for_integration(source: &IntegrationSource, context: &S3Context) -> Source {

@@ -77,13 +77,7 @@ impl S3Context {
 }
 
 impl S3Source {
-    /// The configured bucket, read with the default chain's credentials, overridden by the
-    /// settings where given; with a role to assume, those credentials only serve to assume it.
-    pub async fn from_settings(settings: &S3Settings) -> S3Source {
-        S3Source::new(&S3Context::new(settings.read_timeout), settings).await
-    }
-
-    /// The same, with fixed credentials instead of the default chain's.
+    /// A client for `settings` with fixed credentials instead of the default chain's.
     pub async fn with_credentials(settings: &S3Settings, credentials: Credentials) -> S3Source {
         let context = S3Context {
             credentials: Some(credentials),

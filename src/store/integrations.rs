@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection};
 
 use super::{Store, StoreError};
@@ -29,14 +28,6 @@ struct Row {
     enabled: bool,
 }
 
-/// An integration as stored, with when it was added and last changed.
-#[derive(Debug)]
-pub struct StoredIntegration {
-    pub integration: Integration,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// What an integration has stored.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Contents {
@@ -54,8 +45,7 @@ pub struct Removed {
 }
 
 const COLUMNS: &str = "name, source, bucket, prefix, region, endpoint_url, force_path_style, \
-                       dir_path, role_arn, external_id, role_session_name, monitor_all, enabled, \
-                       created_at, updated_at";
+                       dir_path, role_arn, external_id, role_session_name, monitor_all, enabled";
 
 impl Row {
     /// `read_timeout` is the deployment's, for every integration.
@@ -98,20 +88,14 @@ impl Store {
     pub async fn integrations(
         &self,
         read_timeout: Duration,
-    ) -> Result<Vec<StoredIntegration>, StoreError> {
-        let rows: Vec<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    ) -> Result<Vec<Integration>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM integrations ORDER BY name"
         )))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|stored| {
-                Ok(StoredIntegration {
-                    integration: stored.row.integration(read_timeout)?,
-                    created_at: stored.created_at,
-                    updated_at: stored.updated_at,
-                })
-            })
+            .map(|row| row.integration(read_timeout))
             .collect()
     }
 
@@ -242,14 +226,6 @@ impl Store {
             reports,
         })
     }
-}
-
-#[derive(FromRow)]
-struct StoredRow {
-    #[sqlx(flatten)]
-    row: Row,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 fn no_such_integration(name: &IntegrationName) -> StoreError {

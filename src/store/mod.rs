@@ -20,9 +20,9 @@ use crate::failure::{Classify, FailureKind};
 use crate::report::aggregate::DailyCostsError;
 
 pub use accounts::MonitoredAccount;
-pub use integrations::{Contents, Removed, StoredIntegration};
+pub use integrations::{Contents, Removed};
 pub use ledger::{LedgerEntry, Status};
-pub use readers::{CONTRACT_VIEWS, reader_schema};
+pub use readers::CONTRACT_VIEWS;
 pub use statement::ReportVersion;
 pub use status::{
     AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,

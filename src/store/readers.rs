@@ -15,7 +15,7 @@ pub const CONTRACT_VIEWS: [&str; 4] = [
 ];
 
 /// Where a reader of one integration finds its views.
-pub fn reader_schema(integration: &IntegrationName) -> String {
+fn reader_schema(integration: &IntegrationName) -> String {
     format!("dbr_{}", integration.as_str().replace('-', "_"))
 }
 
