@@ -120,6 +120,7 @@ impl Job<'_> {
                 started_at,
             };
             let only = (reader.monitored != monitored).then_some(&reader.monitored);
+            let writing = Instant::now();
             let written = match &read {
                 Ok(sums) => store
                     .replace_statement(&mut claim, &report, sums, only, &reader.fingerprint)
@@ -134,6 +135,11 @@ impl Job<'_> {
             };
             let seconds = started.elapsed().as_secs_f64();
             let _entered = span.enter();
+            // Where a report's time goes: reading (inflate, parse, sum) came before this.
+            tracing::debug!(
+                write_seconds = format!("{:.2}", writing.elapsed().as_secs_f64()),
+                "month replaced"
+            );
             let end = match written {
                 Ok(sums) => End::Ingested(self.ingested(reader, reason, sums, only, seconds)),
                 Err(error) => {
