@@ -135,13 +135,15 @@ impl Job<'_> {
             };
             let seconds = started.elapsed().as_secs_f64();
             let _entered = span.enter();
-            // Where a report's time goes: reading (inflate, parse, sum) came before this.
-            tracing::debug!(
-                write_seconds = format!("{:.2}", writing.elapsed().as_secs_f64()),
-                "month replaced"
-            );
             let end = match written {
-                Ok(sums) => End::Ingested(self.ingested(reader, reason, sums, only, seconds)),
+                Ok(sums) => {
+                    // Where a report's time goes: reading (inflate, parse, sum) came before.
+                    tracing::debug!(
+                        write_seconds = format!("{:.2}", writing.elapsed().as_secs_f64()),
+                        "month replaced"
+                    );
+                    End::Ingested(self.ingested(reader, reason, sums, only, seconds))
+                }
                 Err(error) => {
                     telemetry::report_failed(&reader.integration, &self.listed.report, seconds);
                     // A removed integration keeps no ledger either.
