@@ -217,20 +217,7 @@ impl Job<'_> {
         only: Option<&Monitored>,
         seconds: f64,
     ) -> Ingested {
-        let mut summary = sums.summary();
-        summary.rows = sums.rows_of(only);
-        if only.is_some() {
-            let accounts = sums.accounts_of(only);
-            summary.reconciliation.accounts = accounts.len();
-            summary.reconciliation.with_total = accounts
-                .iter()
-                .filter(|a| a.account_total.is_some())
-                .count();
-            summary.reconciliation.mismatched = accounts
-                .iter()
-                .filter(|a| a.reconciled() == Some(false))
-                .count();
-        }
+        let summary = sums.summary_of(only);
         let (rows, mismatched) = (summary.rows, summary.reconciliation.mismatched);
         tracing::info!(
             line_items = rows.line_items,

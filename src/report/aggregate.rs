@@ -538,9 +538,14 @@ impl ReportSums {
 
     /// The row counts and the reconciliation with the footer.
     pub fn summary(&self) -> ReadSummary {
-        let accounts = self.accounts();
+        self.summary_of(None)
+    }
+
+    /// [`ReportSums::summary`] as it is for `only` these accounts (all when `None`).
+    pub fn summary_of(&self, only: Option<&Monitored>) -> ReadSummary {
+        let accounts = self.accounts_of(only);
         ReadSummary {
-            rows: self.rows,
+            rows: self.rows_of(only),
             reconciliation: Reconciliation {
                 accounts: accounts.len(),
                 with_total: accounts
