@@ -128,6 +128,7 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
         identity: ReportIdentity {
             payer: named.as_ref().map(|key| key.payer.clone()),
             period: named.as_ref().map(|key| key.period),
+            marketplace: named.as_ref().is_some_and(|key| key.is_marketplace()),
         },
         // Only what is printed: memory stays constant whatever the report's key count.
         grain: Grain::Accounts,

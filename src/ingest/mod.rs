@@ -499,6 +499,7 @@ pub async fn read_object(
         identity: ReportIdentity {
             payer: Some(listed.report.payer.clone()),
             period: Some(listed.report.period),
+            marketplace: listed.report.is_marketplace(),
         },
         grain: Grain::Daily(budget.clone()),
     };

@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
+use super::dimensions::ChargeCategory;
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 use daily::DailyKey;
 
@@ -131,6 +132,8 @@ pub struct ReportIdentity {
     pub payer: Option<AccountId>,
     /// Line items dated outside it are counted; `None` counts none.
     pub period: Option<Period>,
+    /// Billed by the `AWSMarketplace` entity: its line items are marketplace charges.
+    pub marketplace: bool,
 }
 
 /// One account's month: line-item sums and the reconciliation against its `AccountTotal`.
@@ -138,8 +141,14 @@ pub struct ReportIdentity {
 pub struct AccountMonth {
     pub account: AccountId,
     pub sums: Sums,
+    /// The unblended cost per charge category, by [`ChargeCategory::index`]; `None` at the
+    /// accounts grain, which does not look at what a line item was for.
+    pub by_category: Option<CategoryCosts>,
     pub account_total: Option<Amounts>,
 }
+
+/// Unblended costs per charge category, by [`ChargeCategory::index`].
+pub type CategoryCosts = [Decimal; ChargeCategory::ALL.len()];
 
 impl AccountMonth {
     /// `None` when the report has no `AccountTotal` for the account (files without a footer).
@@ -233,6 +242,9 @@ pub struct ReportSums {
     /// Each monitored account's month, beside `accounts`: summed row by row at the accounts
     /// grain, from the daily sums once the rows are read at the daily grain.
     account_sums: Vec<Sums>,
+    /// Each monitored account's unblended cost per charge category, beside `accounts` (daily
+    /// grain only), summed from the daily sums as `account_sums` are.
+    account_categories: Vec<CategoryCosts>,
     /// Each monitored account's line items dated outside the period, beside `accounts`.
     account_outside_period: Vec<u64>,
     /// Every linked account seen, to its index in `accounts`, or `None` when not monitored.
@@ -251,6 +263,7 @@ pub struct ReportSums {
     first_outside_period: Option<u64>,
     estimated: bool,
     has_resources: bool,
+    marketplace: bool,
 }
 
 impl ReportSums {
@@ -303,6 +316,7 @@ impl ReportSums {
             monitored,
             accounts: Vec::new(),
             account_sums: Vec::new(),
+            account_categories: Vec::new(),
             account_outside_period: Vec::new(),
             account_slots: FxHashMap::default(),
             usage_key: Vec::new(),
@@ -314,6 +328,7 @@ impl ReportSums {
             first_outside_period: None,
             estimated: false,
             has_resources: false,
+            marketplace: identity.marketplace,
         }
     }
 
@@ -356,8 +371,12 @@ impl ReportSums {
         // Daily grain: the usage first, so that a field that is not text is named before a date.
         let usage = match self.grain {
             Grain::Daily(_) => {
-                row.usage_key(&mut self.usage_key);
-                Some(self.usages.id_of(&self.usage_key, || row.check_usage())?)
+                row.usage_key(&mut self.usage_key, self.marketplace);
+                let category = Usage::category_of(&self.usage_key);
+                Some(
+                    self.usages
+                        .id_of(&self.usage_key, category, || row.check_usage())?,
+                )
             }
             Grain::Accounts => None,
         };
@@ -443,11 +462,22 @@ impl ReportSums {
         })
     }
 
-    /// Adds the daily sums in memory to their accounts' months (once per table, not per row:
-    /// the hot loop stays lean). At the accounts grain they were summed row by row.
+    /// Adds the daily sums in memory to their accounts' months and charge categories (once
+    /// per table, not per row: the hot loop stays lean). At the accounts grain they were
+    /// summed row by row. The daily keys refer to usages of the current generation only.
     fn sum_accounts(&mut self, line: u64) -> Result<(), ParseError> {
         for (key, sums) in self.daily.iter() {
             let account = key.account as usize;
+            let category = self.usages.category_of(key.usage).index();
+            let cost = &mut self.account_categories[account][category];
+            *cost = exact_sum(*cost, sums.unblended_cost).ok_or_else(|| ParseError {
+                line,
+                column: None,
+                message: format!(
+                    "the monthly sums of account {} need more than 28 significant digits, which cannot be kept exactly",
+                    self.accounts[account]
+                ),
+            })?;
             self.account_sums[account]
                 .add(sums)
                 .ok_or_else(|| ParseError {
@@ -482,6 +512,7 @@ impl ReportSums {
             None => self.monitored.contains(&account).then(|| {
                 self.accounts.push(account);
                 self.account_sums.push(Sums::default());
+                self.account_categories.push(CategoryCosts::default());
                 self.account_outside_period.push(0);
                 index(self.accounts.len() - 1)
             }),
@@ -630,19 +661,23 @@ impl ReportSums {
     /// Per monitored account, ordered by ID: its line items summed, and its `AccountTotal`. An
     /// account with a total but no line items is listed too (its costs were all dropped or zero).
     pub fn accounts(&self) -> Vec<AccountMonth> {
-        let mut months: BTreeMap<&AccountId, Sums> = self
+        let mut months: BTreeMap<&AccountId, (Sums, CategoryCosts)> = self
             .accounts
             .iter()
             .zip(self.account_sums.iter().copied())
+            .zip(self.account_categories.iter().copied())
+            .map(|((account, sums), categories)| (account, (sums, categories)))
             .collect();
         for account in self.footer.account_totals.keys() {
             months.entry(account).or_default();
         }
+        let daily = matches!(self.grain, Grain::Daily(_));
         months
             .into_iter()
-            .map(|(account, sums)| AccountMonth {
+            .map(|(account, (sums, categories))| AccountMonth {
                 account: account.clone(),
                 sums,
+                by_category: daily.then_some(categories),
                 account_total: self.footer.account_totals.get(account).copied(),
             })
             .collect()
@@ -889,7 +924,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()) }, filter.clone(), grain, &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()), marketplace: false }, filter.clone(), grain, &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -1147,6 +1182,7 @@ mod tests {
             let identity = ReportIdentity {
                 payer: None,
                 period: "2017-01".parse().ok(),
+                marketplace: false,
             };
             let sums = ReportSums::sum_csv(
                 text.as_bytes(),
@@ -1188,7 +1224,15 @@ mod tests {
         );
         assert_eq!(daily_rows(&accounts).len(), 0);
         assert_eq!(daily_rows(&daily).len(), 28 * 50);
-        assert_eq!(accounts.accounts(), daily.accounts());
+        let without_categories = |sums: &ReportSums| -> Vec<AccountMonth> {
+            let mut months = sums.accounts();
+            months.iter_mut().for_each(|month| month.by_category = None);
+            months
+        };
+        assert_eq!(without_categories(&accounts), without_categories(&daily));
+        assert!(daily.accounts().iter().all(|month| {
+            month.by_category.unwrap().iter().sum::<Decimal>() == month.sums.unblended_cost
+        }));
         assert_eq!(accounts.busiest_period(), "2017-02".parse().ok());
     }
 }

@@ -117,6 +117,12 @@ impl ReportKey {
 }
 
 impl ReportKey {
+    /// Billed by AWS Marketplace (the `AWSMarketplace` entity): every line item is a
+    /// marketplace charge.
+    pub fn is_marketplace(&self) -> bool {
+        self.entity.as_deref() == Some("AWSMarketplace")
+    }
+
     /// The statement the report is for.
     pub fn statement(&self) -> StatementId {
         StatementId {

@@ -2,6 +2,7 @@
 //! bytes flow through them. No database and no S3 here.
 
 pub mod aggregate;
+pub mod dimensions;
 pub mod key;
 pub mod read;
 pub mod records;

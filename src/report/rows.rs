@@ -9,6 +9,7 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use super::dimensions::{ChargeCategory, LineItemFields};
 use super::records::{Record, RecordError, Records};
 use crate::domain::excerpt;
 
@@ -37,12 +38,17 @@ impl fmt::Display for ParseError {
 /// (see [`Row::usage_key`]), the compact form a month keeps of each distinct usage.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Usage<'a> {
+    pub charge_category: ChargeCategory,
+    /// `ReservedInstance` is `Y`.
+    pub reserved_instance: bool,
+    pub invoice_id: &'a str,
     pub product: &'a str,
     pub usage_type: &'a str,
     pub operation: &'a str,
     pub availability_zone: &'a str,
     /// Empty in the plain variant, which has no `ResourceId` column.
     pub resource_id: &'a str,
+    pub item_description: &'a str,
     /// Non-empty tag values by column name (`user:Name`), in file order.
     pub tags: Vec<(&'a str, &'a str)>,
 }
@@ -51,22 +57,33 @@ impl<'a> Usage<'a> {
     /// Reads a usage key written by [`Row::usage_key`] for a row that passed
     /// [`Row::check_usage`].
     pub fn decode(key: &'a [u8]) -> Usage<'a> {
-        let mut fields = UsageFields(key);
-        let mut next = || fields.next().expect("a usage key has its five fields");
-        let (product, usage_type, operation, availability_zone, resource_id) =
-            (next(), next(), next(), next(), next());
+        let ([category, reserved], fields) = key.split_first_chunk::<2>().expect("a usage key");
+        let mut fields = UsageFields(fields);
+        let mut next = || fields.next().expect("a usage key has its seven fields");
+        let (invoice_id, product, usage_type, operation, availability_zone, resource_id) =
+            (next(), next(), next(), next(), next(), next());
+        let item_description = next();
         let mut tags = Vec::new();
         while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             tags.push((name, value));
         }
         Usage {
+            charge_category: ChargeCategory::from_index(*category).expect("a category index"),
+            reserved_instance: *reserved != 0,
+            invoice_id,
             product,
             usage_type,
             operation,
             availability_zone,
             resource_id,
+            item_description,
             tags,
         }
+    }
+
+    /// The charge category of a usage key, without decoding the rest.
+    pub fn category_of(key: &[u8]) -> ChargeCategory {
+        ChargeCategory::from_index(key[0]).expect("a category index")
     }
 }
 
@@ -137,6 +154,9 @@ pub struct Columns {
     usage_type: usize,
     operation: usize,
     availability_zone: usize,
+    /// In every real report; optional, as a report without them loses nothing else.
+    item_description: Option<usize>,
+    reserved_instance: Option<usize>,
     usage_start: usize,
     usage_quantity: usize,
     costs: CostColumns,
@@ -218,6 +238,8 @@ impl Columns {
             .collect();
         Ok(Columns {
             resource_id: find("ResourceId"),
+            item_description: find("ItemDescription"),
+            reserved_instance: find("ReservedInstance"),
             names,
             invoice_id,
             payer,
@@ -396,20 +418,40 @@ impl<'a> Row<'a> {
         }
     }
 
-    /// Writes what was used into `key`: product, usage type, operation, zone, resource, then the
-    /// name and value of each non-empty tag, every field length-prefixed. Equal keys, equal
-    /// usage. No UTF-8 check here: this runs for every line item; see [`Row::check_usage`].
-    pub fn usage_key(&self, key: &mut Vec<u8>) {
+    /// Writes what was used into `key`: the charge category and whether `ReservedInstance` is
+    /// `Y` (a byte each), then invoice, product, usage type, operation, zone, resource and item
+    /// description, then the name and value of each non-empty tag, every field length-prefixed.
+    /// Equal keys, equal usage. No UTF-8 check here: this runs for every line item; see
+    /// [`Row::check_usage`]. `marketplace`: the report is billed by AWS Marketplace.
+    pub fn usage_key(&self, key: &mut Vec<u8>, marketplace: bool) {
         let c = self.columns;
+        let optional = |column: Option<usize>| column.map_or(&[][..], |i| self.record.get(i));
+        let description = optional(c.item_description);
+        let category = ChargeCategory::of_line_item(&LineItemFields {
+            product: self.record.get(c.product),
+            usage_type: self.record.get(c.usage_type),
+            description,
+            negative: self
+                .cost_fields()
+                .iter()
+                .any(|cost| cost.first() == Some(&b'-')),
+            undated: self.record.get(c.usage_start).is_empty(),
+            no_quantity: self.record.get(c.usage_quantity).is_empty(),
+            marketplace,
+        });
         key.clear();
+        key.push(category.index() as u8);
+        key.push(u8::from(optional(c.reserved_instance) == b"Y"));
         let mut push = |field: &[u8]| {
             key.extend_from_slice(&(field.len() as u32).to_le_bytes());
             key.extend_from_slice(field);
         };
+        push(self.record.get(c.invoice_id));
         for column in [c.product, c.usage_type, c.operation, c.availability_zone] {
             push(self.record.get(column));
         }
-        push(c.resource_id.map_or(&[][..], |i| self.record.get(i)));
+        push(optional(c.resource_id));
+        push(description);
         for &column in &c.tags {
             let value = self.record.get(column);
             if !value.is_empty() {
@@ -419,13 +461,30 @@ impl<'a> Row<'a> {
         }
     }
 
+    /// The raw cost fields: unblended and blended, or the single `Cost`.
+    fn cost_fields(&self) -> [&'a [u8]; 2] {
+        match self.columns.costs {
+            CostColumns::Consolidated { blended, unblended } => {
+                [self.record.get(unblended), self.record.get(blended)]
+            }
+            CostColumns::SingleAccount { cost } => [self.record.get(cost); 2],
+        }
+    }
+
     /// Checks that the fields of [`Row::usage_key`] are text, naming the column that is not.
     pub fn check_usage(&self) -> Result<(), ParseError> {
         let c = self.columns;
-        let columns = [c.product, c.usage_type, c.operation, c.availability_zone];
+        let columns = [
+            c.invoice_id,
+            c.product,
+            c.usage_type,
+            c.operation,
+            c.availability_zone,
+        ];
         for column in columns
             .into_iter()
             .chain(c.resource_id)
+            .chain(c.item_description)
             .chain(c.tags.iter().copied())
         {
             self.text(column)?;
@@ -647,27 +706,32 @@ mod tests {
 
     #[test]
     fn a_usage_key_reads_back_as_its_usage() {
-        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,Cost,ResourceId,user:Name,user:team/app.tier,aws:createdBy";
+        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageQuantity,Cost,ResourceId,user:Name,user:team/app.tier,aws:createdBy";
         let text = format!(
-            "{header}\n1,9,,LineItem,Amazon S3,Requests,Get,us-east-1a,,1,1,bucket-é,web,,\"batch, nightly\"\n"
+            "{header}\n1,9,,LineItem,Amazon S3,Requests,Get,us-east-1a,Y,\"$0.01 per 1,000 requests\",,1,-1,bucket-é,web,,\"batch, nightly\"\n"
         );
         let mut rows = reader(&text);
         let row = rows.next_row().unwrap().unwrap();
         row.check_usage().unwrap();
         let mut key = Vec::new();
-        row.usage_key(&mut key);
+        row.usage_key(&mut key, false);
         let usage = Usage::decode(&key);
         assert_eq!(
             usage,
             Usage {
+                charge_category: ChargeCategory::Credit,
+                reserved_instance: true,
+                invoice_id: "1",
                 product: "Amazon S3",
                 usage_type: "Requests",
                 operation: "Get",
                 availability_zone: "us-east-1a",
                 resource_id: "bucket-é",
+                item_description: "$0.01 per 1,000 requests",
                 tags: vec![("user:Name", "web"), ("aws:createdBy", "batch, nightly")],
             }
         );
+        assert_eq!(Usage::category_of(&key), ChargeCategory::Credit);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
 use crate::domain::{IntegrationName, Monitored, StatementId};
 use crate::report::aggregate::{AccountMonth, Amounts, ReportSums, UsageSet};
+use crate::report::dimensions::{ChargeCategory, PurchaseOption, region};
 use crate::report::key::ListedReport;
 use crate::report::rows::RecordType;
 
@@ -104,8 +105,14 @@ impl Store {
         .bind(statement.integration)
         .execute(&mut *tx)
         .await?;
-        // One row per account and a few footer rows: deleted and written again.
-        for table in ["account_months", "report_totals"] {
+        // One row per account, a few footer rows and the rollups: deleted and written again.
+        for table in [
+            "account_months",
+            "report_totals",
+            "service_daily_costs",
+            "resource_costs",
+            "tag_costs",
+        ] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table}
                  WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
@@ -119,6 +126,7 @@ impl Store {
         }
         insert_account_months(&mut tx, &statement, sums, only).await?;
         insert_report_totals(&mut tx, &statement, sums).await?;
+        insert_rollups(&mut tx, &statement, version).await?;
         sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
@@ -229,7 +237,9 @@ async fn copy_usages(
     let mut usages = sums.usages()?;
     let statement = format!(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
-                                      availability_zone, resource_id, tags)
+                                      availability_zone, resource_id, tags, invoice_id,
+                                      item_description, charge_category, region,
+                                      purchase_option)
          FROM STDIN WITH (FREEZE)"
     );
     let mut copy = CopyRows::start(tx, &statement, CopyFormat::Text).await?;
@@ -241,6 +251,8 @@ async fn copy_usages(
         }
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
+        let region = region(usage.product, usage.usage_type, usage.availability_zone);
+        let purchase_option = PurchaseOption::of(usage.usage_type, usage.reserved_instance);
         let buffer: &mut Vec<u8> = &mut copy.buffer;
         write!(buffer, "{id}").expect("writing to a Vec");
         for field in [
@@ -250,6 +262,11 @@ async fn copy_usages(
             usage.availability_zone,
             usage.resource_id,
             tags,
+            usage.invoice_id,
+            usage.item_description,
+            usage.charge_category.as_str(),
+            &region,
+            purchase_option.as_str(),
         ] {
             buffer.push(b'\t');
             escape_copy_text(buffer, field);
@@ -425,14 +442,24 @@ async fn insert_account_months(
             .collect()
     };
     let line_items: Vec<i64> = accounts.iter().map(|a| bigint(a.sums.line_items)).collect();
-    sqlx::query(
+    let category = |category: ChargeCategory| -> Vec<Option<Decimal>> {
+        accounts
+            .iter()
+            .map(|a| a.by_category.map(|costs| costs[category.index()]))
+            .collect()
+    };
+    let mut query = sqlx::query(
         "INSERT INTO account_months (integration, payer_account_id, entity, billing_period,
                                      linked_account_id, unblended_cost, blended_cost,
                                      usage_quantity, line_items, account_total_unblended,
-                                     account_total_blended)
+                                     account_total_blended, usage_cost, fee_cost, tax_cost,
+                                     credit_cost, refund_cost, ri_fee_cost, support_cost,
+                                     marketplace_cost)
          SELECT $1, $2, $3, $4, * FROM UNNEST($5::text[], $6::numeric[], $7::numeric[],
                                               $8::numeric[], $9::bigint[], $10::numeric[],
-                                              $11::numeric[])",
+                                              $11::numeric[], $12::numeric[], $13::numeric[],
+                                              $14::numeric[], $15::numeric[], $16::numeric[],
+                                              $17::numeric[], $18::numeric[], $19::numeric[])",
     )
     .bind(statement.integration)
     .bind(statement.payer)
@@ -444,9 +471,72 @@ async fn insert_account_months(
     .bind(column(|a| a.sums.usage_quantity))
     .bind(&line_items)
     .bind(totals(|t| t.unblended_cost))
-    .bind(totals(|t| t.blended_cost))
-    .execute(&mut **tx)
-    .await?;
+    .bind(totals(|t| t.blended_cost));
+    // In the order of the columns above, which is ChargeCategory::ALL's.
+    for each in ChargeCategory::ALL {
+        query = query.bind(category(each));
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Writes the statement's rollups from the new version's partitions, before they are swapped
+/// in: per account, day and service, and per account and month each resource and each tag
+/// value. PostgreSQL groups them within its `work_mem`, spilling to disk beyond, so memory
+/// stays bounded whatever the report's key count. Resources and tags are grouped from the
+/// month's sums per usage, far fewer rows than the daily ones.
+async fn insert_rollups(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
+    version: i64,
+) -> Result<(), StoreError> {
+    let service_daily = format!(
+        "INSERT INTO service_daily_costs (integration, payer_account_id, entity, billing_period,
+                                          linked_account_id, usage_date, product_name, region,
+                                          charge_category, purchase_option, unblended_cost,
+                                          blended_cost, usage_quantity, line_items)
+         SELECT $1, $2, $3, $4, d.linked_account_id, coalesce(d.usage_date, $4), u.product_name,
+                u.region, u.charge_category, u.purchase_option, sum(d.unblended_cost),
+                sum(d.blended_cost), sum(d.usage_quantity), sum(d.line_items)
+         FROM daily_costs_{version} d JOIN daily_usages_{version} u USING (usage_id)
+         GROUP BY d.linked_account_id, coalesce(d.usage_date, $4), u.product_name, u.region,
+                  u.charge_category, u.purchase_option"
+    );
+    let resources_and_tags = format!(
+        "WITH monthly AS MATERIALIZED (
+             SELECT linked_account_id, usage_id, sum(unblended_cost) AS unblended_cost,
+                    sum(blended_cost) AS blended_cost, sum(usage_quantity) AS usage_quantity,
+                    sum(line_items) AS line_items
+             FROM daily_costs_{version} GROUP BY linked_account_id, usage_id
+         ), resources AS (
+             INSERT INTO resource_costs (integration, payer_account_id, entity, billing_period,
+                                         linked_account_id, resource_id, product_name,
+                                         unblended_cost, blended_cost, usage_quantity, line_items)
+             SELECT $1, $2, $3, $4, m.linked_account_id, u.resource_id, u.product_name,
+                    sum(m.unblended_cost), sum(m.blended_cost), sum(m.usage_quantity),
+                    sum(m.line_items)
+             FROM monthly m JOIN daily_usages_{version} u USING (usage_id)
+             WHERE u.resource_id <> ''
+             GROUP BY m.linked_account_id, u.resource_id, u.product_name
+         )
+         INSERT INTO tag_costs (integration, payer_account_id, entity, billing_period,
+                                linked_account_id, tag_key, tag_value, unblended_cost,
+                                blended_cost, line_items)
+         SELECT $1, $2, $3, $4, m.linked_account_id, t.key, t.value, sum(m.unblended_cost),
+                sum(m.blended_cost), sum(m.line_items)
+         FROM monthly m JOIN daily_usages_{version} u USING (usage_id),
+              jsonb_each_text(u.tags) t
+         GROUP BY m.linked_account_id, t.key, t.value"
+    );
+    for rollup in [service_daily, resources_and_tags] {
+        sqlx::query(AssertSqlSafe(rollup))
+            .bind(statement.integration)
+            .bind(statement.payer)
+            .bind(statement.entity)
+            .bind(statement.period)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 mod common;
 /// What dashboards get: the Grafana board's queries on a seeded database, compose.yaml.
 mod dashboards;
+/// The dimensions derived at ingest and the views on them, FOCUS included, on known line items.
+mod dimensions;
 /// S3 failing (throttling, connections cut or stalled, objects replaced mid-read).
 mod faults;
 /// Many integrations: buckets, credentials and monitored sets side by side, shared reads.

@@ -11,6 +11,7 @@ use hashbrown::{HashTable, hash_table};
 use rustc_hash::FxHasher;
 
 use super::Sums;
+use crate::report::dimensions::ChargeCategory;
 
 /// The arena grows by chunks of a sixteenth of the budget, within these bounds, never by
 /// doubling.
@@ -31,6 +32,8 @@ pub(super) struct DailyKey {
 pub(super) struct Usages {
     generation: u32,
     table: HashTable<Usage>,
+    /// Each usage's charge category, by index: what the accounts' months are split by.
+    categories: Vec<ChargeCategory>,
     chunks: Vec<Vec<u8>>,
     chunk: usize,
 }
@@ -49,6 +52,7 @@ impl Usages {
         Usages {
             generation,
             table: HashTable::new(),
+            categories: Vec::new(),
             chunks: Vec::new(),
             chunk: (budget / 16).clamp(*CHUNKS.start(), *CHUNKS.end()),
         }
@@ -59,11 +63,12 @@ impl Usages {
         Usages::within(self.chunk * 16, self.generation + 1)
     }
 
-    /// The id of the usage whose key is `usage`; `is_new` runs before one is added (to check
-    /// its fields once per usage, not once per row).
+    /// The id of the usage whose key is `usage`, of charge category `category`; `is_new` runs
+    /// before one is added (to check its fields once per usage, not once per row).
     pub fn id_of<E>(
         &mut self,
         usage: &[u8],
+        category: ChargeCategory,
         is_new: impl FnOnce() -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut hasher = FxHasher::default();
@@ -79,6 +84,7 @@ impl Usages {
                 let index = u32::try_from(index).expect("fewer than 2^32 usages");
                 let place = keep(&mut self.chunks, self.chunk, usage);
                 entry.insert(Usage { hash, index, place });
+                self.categories.push(category);
                 index
             }
         };
@@ -91,6 +97,13 @@ impl Usages {
         table_bytes(capacity, entry)
             + growth_bytes(len, capacity, entry)
             + (self.chunks.len() + 1) * self.chunk
+            + self.categories.capacity().max(len + 1) * 2
+    }
+
+    /// The charge category of a usage of this generation.
+    pub fn category_of(&self, id: u64) -> ChargeCategory {
+        debug_assert_eq!(id >> 32, u64::from(self.generation));
+        self.categories[(id & u64::from(u32::MAX)) as usize]
     }
 
     /// Every usage of this generation with its id, in no particular order.
@@ -252,7 +265,7 @@ mod tests {
             for usage in 0..1000 {
                 let usage = format!("usage-{usage}");
                 let id = usages
-                    .id_of(usage.as_bytes(), || {
+                    .id_of(usage.as_bytes(), ChargeCategory::Usage, || {
                         checked += 1;
                         Ok::<_, ()>(())
                     })
@@ -265,7 +278,10 @@ mod tests {
         assert!(usages.peak_bytes_with_one_more() > 1000 * 12);
         let mut next = usages.next_generation();
         assert_eq!(next.iter().count(), 0);
-        let id = next.id_of(b"usage-1", || Ok::<_, ()>(())).unwrap();
+        let id = next
+            .id_of(b"usage-1", ChargeCategory::Fee, || Ok::<_, ()>(()))
+            .unwrap();
         assert_eq!(id, 1 << 32, "a new generation numbers its usages anew");
+        assert_eq!(next.category_of(id), ChargeCategory::Fee);
     }
 }

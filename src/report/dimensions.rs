@@ -1,0 +1,370 @@
+//! The dimensions cost dashboards filter by, derived from columns every DBR has: the charge
+//! category of a line item, and the region and purchase option of a usage. The rules are in the
+//! README ("Dimensions"); each has a test here with rows shaped like AWS's.
+
+/// What a line item charges for. Decided per line item, in this order (the first rule that
+/// applies wins):
+/// 1. `tax`: no `ProductName` (AWS's tax rows, "Tax of type …", are the only line items
+///    without one);
+/// 2. `refund`: a negative cost whose `ItemDescription` says "refund";
+/// 3. `credit`: any other negative cost (AWS credits, promotional and SLA credits);
+/// 4. `support`: a `ProductName` starting "AWS Support" or "AWS Premium Support";
+/// 5. `marketplace`: billed by the `AWSMarketplace` entity (from the file name);
+/// 6. `ri_fee`: a reserved-instance fee, a `HeavyUsage`, `MediumUsage` or `LightUsage` usage type;
+/// 7. `fee`: no usage start date or no usage quantity (monthly and one-time fees, renewals);
+/// 8. `usage`: the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChargeCategory {
+    Usage,
+    Fee,
+    Tax,
+    Credit,
+    Refund,
+    RiFee,
+    Support,
+    Marketplace,
+}
+
+impl ChargeCategory {
+    pub const ALL: [ChargeCategory; 8] = [
+        ChargeCategory::Usage,
+        ChargeCategory::Fee,
+        ChargeCategory::Tax,
+        ChargeCategory::Credit,
+        ChargeCategory::Refund,
+        ChargeCategory::RiFee,
+        ChargeCategory::Support,
+        ChargeCategory::Marketplace,
+    ];
+
+    /// As stored in the `charge_category` columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeCategory::Usage => "usage",
+            ChargeCategory::Fee => "fee",
+            ChargeCategory::Tax => "tax",
+            ChargeCategory::Credit => "credit",
+            ChargeCategory::Refund => "refund",
+            ChargeCategory::RiFee => "ri_fee",
+            ChargeCategory::Support => "support",
+            ChargeCategory::Marketplace => "marketplace",
+        }
+    }
+
+    /// Its place in [`ChargeCategory::ALL`] (and in a usage key).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(index: u8) -> Option<ChargeCategory> {
+        ChargeCategory::ALL.get(usize::from(index)).copied()
+    }
+
+    /// Classifies one line item from its raw fields (see the type's rules).
+    pub fn of_line_item(item: &LineItemFields<'_>) -> ChargeCategory {
+        if item.product.is_empty() {
+            return ChargeCategory::Tax;
+        }
+        if item.negative {
+            return if contains_ignoring_case(item.description, b"refund") {
+                ChargeCategory::Refund
+            } else {
+                ChargeCategory::Credit
+            };
+        }
+        if item.product.starts_with(b"AWS Support")
+            || item.product.starts_with(b"AWS Premium Support")
+        {
+            return ChargeCategory::Support;
+        }
+        if item.marketplace {
+            return ChargeCategory::Marketplace;
+        }
+        if is_reserved_instance_fee(item.usage_type) {
+            return ChargeCategory::RiFee;
+        }
+        if item.undated || item.no_quantity {
+            return ChargeCategory::Fee;
+        }
+        ChargeCategory::Usage
+    }
+}
+
+/// The fields of a line item its charge category is decided by.
+pub struct LineItemFields<'a> {
+    pub product: &'a [u8],
+    pub usage_type: &'a [u8],
+    pub description: &'a [u8],
+    /// Either cost column is negative.
+    pub negative: bool,
+    /// `UsageStartDate` is empty.
+    pub undated: bool,
+    /// `UsageQuantity` is empty.
+    pub no_quantity: bool,
+    /// The report is billed by the `AWSMarketplace` entity.
+    pub marketplace: bool,
+}
+
+fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
+    [&b"HeavyUsage"[..], b"MediumUsage", b"LightUsage"]
+        .iter()
+        .any(|fee| memchr::memmem::find(usage_type, fee).is_some())
+}
+
+fn contains_ignoring_case(text: &[u8], lower: &[u8]) -> bool {
+    text.windows(lower.len())
+        .any(|window| window.eq_ignore_ascii_case(lower))
+}
+
+/// How a usage was bought: reserved (`ReservedInstance` = `Y`, or a reserved-instance fee),
+/// spot (`SpotUsage` in the usage type), or on demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseOption {
+    OnDemand,
+    Reserved,
+    Spot,
+}
+
+impl PurchaseOption {
+    pub fn of(usage_type: &str, reserved_instance: bool) -> PurchaseOption {
+        if reserved_instance || is_reserved_instance_fee(usage_type.as_bytes()) {
+            PurchaseOption::Reserved
+        } else if usage_type.contains("SpotUsage") {
+            PurchaseOption::Spot
+        } else {
+            PurchaseOption::OnDemand
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseOption::OnDemand => "on_demand",
+            PurchaseOption::Reserved => "reserved",
+            PurchaseOption::Spot => "spot",
+        }
+    }
+}
+
+/// The usage type prefixes AWS uses for regions (`USW2-BoxUsage`). `EU` is the oldest form of
+/// eu-west-1's.
+const REGION_PREFIXES: [(&str, &str); 26] = [
+    ("USE1", "us-east-1"),
+    ("USE2", "us-east-2"),
+    ("USW1", "us-west-1"),
+    ("USW2", "us-west-2"),
+    ("UGW1", "us-gov-west-1"),
+    ("UGE1", "us-gov-east-1"),
+    ("CAN1", "ca-central-1"),
+    ("EU", "eu-west-1"),
+    ("EUW1", "eu-west-1"),
+    ("EUW2", "eu-west-2"),
+    ("EUW3", "eu-west-3"),
+    ("EUC1", "eu-central-1"),
+    ("EUN1", "eu-north-1"),
+    ("EUS1", "eu-south-1"),
+    ("APN1", "ap-northeast-1"),
+    ("APN2", "ap-northeast-2"),
+    ("APN3", "ap-northeast-3"),
+    ("APS1", "ap-southeast-1"),
+    ("APS2", "ap-southeast-2"),
+    ("APS3", "ap-south-1"),
+    ("APE1", "ap-east-1"),
+    ("SAE1", "sa-east-1"),
+    ("MES1", "me-south-1"),
+    ("AFS1", "af-south-1"),
+    ("CNN1", "cn-north-1"),
+    ("CNW1", "cn-northwest-1"),
+];
+
+/// Products billed globally: no region, whatever their usage types say (CloudFront's `EU-`
+/// and `US-` prefixes name edge locations, not regions).
+const GLOBAL_PRODUCTS: [&str; 4] = [
+    "Amazon CloudFront",
+    "Amazon Route 53",
+    "AWS Support",
+    "AWS Premium Support",
+];
+
+/// The region a usage ran in: its availability zone without the zone's letter; else the
+/// region its usage type's prefix names; else `us-east-1` for a usage type without a prefix
+/// (the oldest region had none); empty for global products, tax and usages without a type.
+pub fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
+    if GLOBAL_PRODUCTS
+        .iter()
+        .any(|global| product.starts_with(global))
+    {
+        return String::new();
+    }
+    if let Some(zone) = availability_zone
+        .strip_suffix(|c: char| c.is_ascii_lowercase())
+        .filter(|region| region.ends_with(|c: char| c.is_ascii_digit()))
+    {
+        return zone.to_owned();
+    }
+    if usage_type.is_empty() {
+        return String::new();
+    }
+    let prefix = usage_type.split_once('-').map(|(prefix, _)| prefix);
+    match prefix.and_then(|p| REGION_PREFIXES.iter().find(|(code, _)| *code == p)) {
+        Some((_, region)) => (*region).to_owned(),
+        None => "us-east-1".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(product: &str, usage_type: &str, description: &str) -> LineItemFields<'static> {
+        LineItemFields {
+            product: product.to_owned().leak().as_bytes(),
+            usage_type: usage_type.to_owned().leak().as_bytes(),
+            description: description.to_owned().leak().as_bytes(),
+            negative: false,
+            undated: false,
+            no_quantity: false,
+            marketplace: false,
+        }
+    }
+
+    #[test]
+    fn each_charge_category_from_rows_shaped_like_aws() {
+        use ChargeCategory::*;
+        let ec2 = "Amazon Elastic Compute Cloud";
+        let cases = [
+            (item("", "", "Tax of type VAT"), Tax),
+            (
+                LineItemFields {
+                    negative: true,
+                    ..item("", "", "Tax of type VAT")
+                },
+                Tax,
+            ),
+            (
+                LineItemFields {
+                    negative: true,
+                    ..item(ec2, "", "AWS Credits, promotional")
+                },
+                Credit,
+            ),
+            (
+                LineItemFields {
+                    negative: true,
+                    ..item(ec2, "", "Refund for the SLA breach of 2017-03")
+                },
+                Refund,
+            ),
+            (
+                LineItemFields {
+                    undated: true,
+                    ..item("AWS Support (Business)", "", "AWS Support (Business)")
+                },
+                Support,
+            ),
+            (
+                LineItemFields {
+                    marketplace: true,
+                    ..item("Trend Micro Deep Security", "BoxUsage", "$0.05 per hour")
+                },
+                Marketplace,
+            ),
+            (
+                item(
+                    ec2,
+                    "USW2-HeavyUsage:t1.micro",
+                    "USD 0.005 hourly fee per Linux/UNIX, t1.micro instance",
+                ),
+                RiFee,
+            ),
+            (
+                LineItemFields {
+                    no_quantity: true,
+                    ..item(
+                        "Amazon Route 53",
+                        "Route53-Domains",
+                        "Renewal of example.com",
+                    )
+                },
+                Fee,
+            ),
+            (
+                LineItemFields {
+                    undated: true,
+                    ..item(ec2, "ElasticIP:IdleAddress", "$5 monthly fee")
+                },
+                Fee,
+            ),
+            (
+                item(
+                    ec2,
+                    "BoxUsage:m1.small",
+                    "$0.044 per On Demand Linux m1.small Instance Hour",
+                ),
+                Usage,
+            ),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(
+                ChargeCategory::of_line_item(&fields),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(fields.description)
+            );
+        }
+        for category in ChargeCategory::ALL {
+            assert_eq!(
+                ChargeCategory::from_index(category.index() as u8),
+                Some(category)
+            );
+        }
+    }
+
+    #[test]
+    fn the_region_from_zone_prefix_or_neither() {
+        let ec2 = "Amazon Elastic Compute Cloud";
+        let cases = [
+            (ec2, "BoxUsage", "us-east-1c", "us-east-1"),
+            (
+                ec2,
+                "APS2-BoxUsage:t2.micro",
+                "ap-southeast-2a",
+                "ap-southeast-2",
+            ),
+            (ec2, "USW2-EBS:VolumeUsage.gp2", "", "us-west-2"),
+            (ec2, "EU-BoxUsage:m1.small", "", "eu-west-1"),
+            (ec2, "USW1-USE1-AWS-In-Bytes", "", "us-west-1"),
+            (ec2, "DataTransfer-Out-Bytes", "", "us-east-1"),
+            ("Amazon CloudFront", "EU-DataTransfer-Out-Bytes", "", ""),
+            ("Amazon Route 53", "HostedZone", "", ""),
+            ("AWS Support (Business)", "", "", ""),
+            ("", "", "", ""),
+        ];
+        for (product, usage_type, zone, expected) in cases {
+            assert_eq!(
+                region(product, usage_type, zone),
+                expected,
+                "{usage_type} {zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_purchase_option() {
+        assert_eq!(
+            PurchaseOption::of("BoxUsage:m1.small", true),
+            PurchaseOption::Reserved
+        );
+        assert_eq!(
+            PurchaseOption::of("USW2-HeavyUsage:t1.micro", false),
+            PurchaseOption::Reserved
+        );
+        assert_eq!(
+            PurchaseOption::of("USW2-SpotUsage:c4.large", false),
+            PurchaseOption::Spot
+        );
+        assert_eq!(
+            PurchaseOption::of("BoxUsage:m1.small", false),
+            PurchaseOption::OnDemand
+        );
+    }
+}
