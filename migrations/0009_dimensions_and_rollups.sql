@@ -47,7 +47,7 @@ BEGIN
              usage_quantity    numeric NOT NULL,
              line_items        bigint  NOT NULL)',
         'daily_costs_' || version, version, version);
-    EXECUTE format('GRANT INSERT, SELECT ON %I, %I TO %I',
+    EXECUTE format('GRANT INSERT ON %I, %I TO %I',
                    'daily_usages_' || version, 'daily_costs_' || version, session_user);
     RETURN version;
 END $$;
@@ -88,7 +88,8 @@ CREATE INDEX service_daily_costs_by_statement
 CREATE INDEX service_daily_costs_by_account ON service_daily_costs (linked_account_id, usage_date);
 CREATE INDEX service_daily_costs_by_day ON service_daily_costs (usage_date);
 
--- Per account and month, each resource of each product (with-resources-and-tags reports).
+-- Per account and month, each resource of each product (with-resources-and-tags reports): a
+-- row per usage of the resource, summed by the view.
 CREATE TABLE resource_costs (
     integration       text    NOT NULL,
     payer_account_id  text    NOT NULL,
@@ -106,9 +107,10 @@ CREATE TABLE resource_costs (
 );
 CREATE INDEX resource_costs_by_statement
     ON resource_costs (integration, payer_account_id, entity, billing_period);
-CREATE INDEX resource_costs_by_cost ON resource_costs (billing_period, unblended_cost DESC);
+CREATE INDEX resource_costs_by_period ON resource_costs (billing_period);
 
--- Per account and month, each value of each tag: the line items carrying it, summed.
+-- Per account and month, each value of each tag: the line items carrying it, summed; a row
+-- per usage carrying it, summed by the view.
 CREATE TABLE tag_costs (
     integration       text    NOT NULL,
     payer_account_id  text    NOT NULL,
@@ -164,13 +166,18 @@ FROM service_daily_costs;
 
 CREATE VIEW cost_by_tag AS
 SELECT payer_account_id, linked_account_id, billing_period, tag_key, tag_value,
-       unblended_cost, blended_cost, line_items, integration
-FROM tag_costs;
+       sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
+       sum(line_items)::bigint AS line_items, integration
+FROM tag_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, tag_key, tag_value;
 
 CREATE VIEW top_resources AS
 SELECT payer_account_id, linked_account_id, billing_period, resource_id, product_name,
-       unblended_cost, blended_cost, usage_quantity, line_items, integration
-FROM resource_costs;
+       sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
+       sum(usage_quantity) AS usage_quantity, sum(line_items)::bigint AS line_items, integration
+FROM resource_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, resource_id,
+         product_name;
 
 -- FOCUS 1.0 (FinOps Open Cost and Usage Specification): one row per account, day and usage,
 -- the full grain. Which DBR column feeds each FOCUS column, and why some are NULL: README,

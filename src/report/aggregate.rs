@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
-use super::dimensions::ChargeCategory;
+use super::dimensions::{ChargeCategory, PurchaseOption, region};
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 use daily::DailyKey;
 
@@ -255,6 +255,12 @@ pub struct ReportSums {
     usages: daily::Usages,
     /// The daily sums since the last run was written out.
     daily: daily::DailySums,
+    /// The services the usages are of, each once.
+    services: Services,
+    /// The daily sums per account, day and service (`DailyKey::usage` is a service's index),
+    /// since the last run was written out to `service_runs`.
+    service_days: daily::DailySums,
+    service_runs: spill::Runs,
     /// The daily sums written out so far, when they outgrew the budget.
     runs: spill::Runs,
     footer: Footer,
@@ -322,6 +328,9 @@ impl ReportSums {
             usage_key: Vec::new(),
             usages: daily::Usages::within(budget, 0),
             daily: daily::DailySums::default(),
+            services: Services::default(),
+            service_days: daily::DailySums::default(),
+            service_runs: spill::Runs::new(temp_dir.clone()),
             runs: spill::Runs::new(temp_dir),
             footer: Footer::default(),
             rows: RowCounts::default(),
@@ -368,15 +377,25 @@ impl ReportSums {
             return Ok(());
         };
         self.rows.kept += 1;
-        // Daily grain: the usage first, so that a field that is not text is named before a date.
+        // Daily grain: the usage first, so that a field that is not text is named before a
+        // date. Its key begins with the account's slot: a usage's month is one account's.
         let usage = match self.grain {
             Grain::Daily(_) => {
+                self.usage_key.clear();
+                self.usage_key.extend_from_slice(&account.to_le_bytes());
                 row.usage_key(&mut self.usage_key, self.marketplace);
-                let category = Usage::category_of(&self.usage_key);
-                Some(
-                    self.usages
-                        .id_of(&self.usage_key, category, || row.check_usage())?,
-                )
+                let (key, services) = (&self.usage_key, &mut self.services);
+                let id = self.usages.id_of(key, || {
+                    row.check_usage()?;
+                    let usage = Usage::decode(&key[4..]);
+                    let service = services.id_of(&usage).ok_or_else(|| {
+                        row.error_at_product(format!(
+                            "more than {MAX_SERVICES} distinct services (product, region, charge category, purchase option) in one report"
+                        ))
+                    })?;
+                    Ok::<_, ParseError>((usage.charge_category, service))
+                })?;
+                Some(id)
             }
             Grain::Accounts => None,
         };
@@ -424,7 +443,9 @@ impl ReportSums {
             return false;
         };
         budget.bytes
-            < self.usages.peak_bytes_with_one_more() + self.daily.peak_bytes_with_one_more()
+            < self.usages.peak_bytes_with_one_more()
+                + self.daily.peak_bytes_with_one_more()
+                + self.service_days.peak_bytes_with_one_more()
     }
 
     /// Writes the daily sums out as a sorted run and starts again with an empty table. When
@@ -443,12 +464,20 @@ impl ReportSums {
         Ok(())
     }
 
+    /// Writes the daily sums out as a sorted run, and the per-service sums they add to as
+    /// another.
     fn write_daily_run(&mut self, line: u64) -> Result<(), SumError> {
         self.sum_accounts(line)?;
         let sorted = self.daily.take_sorted();
         let written = self
             .runs
             .write(sorted.iter().map(|(key, sums)| (*key, sums)));
+        drop(sorted);
+        let services = self.service_days.take_sorted();
+        let written = written.and_then(|()| {
+            self.service_runs
+                .write(services.iter().map(|(key, sums)| (*key, sums)))
+        });
         written.map_err(|error| match error {
             spill::MergeError::Io(error) => SumError::Spill(error),
             spill::MergeError::Inexact { account } => SumError::Parse(ParseError {
@@ -462,15 +491,25 @@ impl ReportSums {
         })
     }
 
-    /// Adds the daily sums in memory to their accounts' months and charge categories (once
-    /// per table, not per row: the hot loop stays lean). At the accounts grain they were
-    /// summed row by row. The daily keys refer to usages of the current generation only.
+    /// Adds the daily sums in memory to their accounts' months and charge categories, to
+    /// their usages' months and to their services' days (once per table, not per row: the hot
+    /// loop stays lean). At the accounts grain they were summed row by row. The daily keys
+    /// refer to usages of the current generation only.
     fn sum_accounts(&mut self, line: u64) -> Result<(), ParseError> {
         for (key, sums) in self.daily.iter() {
             let account = key.account as usize;
-            let category = self.usages.category_of(key.usage).index();
-            let cost = &mut self.account_categories[account][category];
-            *cost = exact_sum(*cost, sums.unblended_cost).ok_or_else(|| ParseError {
+            let info = self.usages.info_mut(key.usage);
+            let category = &mut self.account_categories[account][info.category.index()];
+            let service = DailyKey {
+                usage: u64::from(info.service),
+                ..key
+            };
+            let exact = exact_sum(*category, sums.unblended_cost)
+                .map(|sum| *category = sum)
+                .and_then(|()| info.month.add(sums))
+                .and_then(|()| self.service_days.sums_of(service).add(sums))
+                .and_then(|()| self.account_sums[account].add(sums));
+            exact.ok_or_else(|| ParseError {
                 line,
                 column: None,
                 message: format!(
@@ -478,16 +517,6 @@ impl ReportSums {
                     self.accounts[account]
                 ),
             })?;
-            self.account_sums[account]
-                .add(sums)
-                .ok_or_else(|| ParseError {
-                    line,
-                    column: None,
-                    message: format!(
-                        "the monthly sums of account {} need more than 28 significant digits, which cannot be kept exactly",
-                        self.accounts[account]
-                    ),
-                })?;
         }
         Ok(())
     }
@@ -625,9 +654,29 @@ impl ReportSums {
     /// past generations, then the current generation's.
     pub fn usages(&self) -> Result<Usages<'_>, DailyCostsError> {
         Ok(Usages {
+            accounts: &self.accounts,
             written: self.runs.usages().map_err(DailyCostsError::Spill)?,
             current: Box::new(self.usages.iter()),
         })
+    }
+
+    /// The sums per account, day and service, one at a time (`DailyCost::usage` is the index
+    /// of one of [`ReportSums::service`]); each key once.
+    pub fn service_days(&self) -> Result<DailyCosts<'_>, DailyCostsError> {
+        let source = if self.service_runs.is_empty() {
+            DailySource::Memory(Box::new(self.service_days.iter()))
+        } else {
+            DailySource::Runs(self.service_runs.merge().map_err(DailyCostsError::Spill)?)
+        };
+        Ok(DailyCosts {
+            accounts: &self.accounts,
+            source,
+        })
+    }
+
+    /// A service of [`ReportSums::service_days`].
+    pub fn service(&self, id: u64) -> &Service {
+        &self.services.list[id as usize]
     }
 
     /// The daily sums, one at a time: from memory in no particular order, or merged from the
@@ -684,61 +733,95 @@ impl ReportSums {
     }
 }
 
-/// A set of usage ids, one bit per usage of each generation: which usages one integration's
-/// accounts refer to, when a report read once is written for several integrations.
-#[derive(Debug, Default)]
-pub struct UsageSet {
-    /// Per generation, a bit per usage index.
-    generations: Vec<Vec<u64>>,
+/// A report may have at most this many distinct services: what it keeps of each is small,
+/// but it is kept for the whole report.
+pub const MAX_SERVICES: usize = 100_000;
+
+/// What dashboards group a day's costs by: product, region, charge category, purchase option.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub product: String,
+    pub region: String,
+    pub charge_category: ChargeCategory,
+    pub purchase_option: PurchaseOption,
 }
 
-impl UsageSet {
-    fn place(id: u64) -> (usize, usize, u64) {
-        let index = (id & u64::from(u32::MAX)) as usize;
-        ((id >> 32) as usize, index / 64, 1 << (index % 64))
-    }
+/// The services of a report, each once, by index.
+#[derive(Debug, Default)]
+struct Services {
+    ids: FxHashMap<Service, u32>,
+    list: Vec<Service>,
+}
 
-    pub fn insert(&mut self, id: u64) {
-        let (generation, word, bit) = UsageSet::place(id);
-        if self.generations.len() <= generation {
-            self.generations.resize_with(generation + 1, Vec::new);
+impl Services {
+    /// The index of `usage`'s service; `None` beyond [`MAX_SERVICES`].
+    fn id_of(&mut self, usage: &Usage<'_>) -> Option<u32> {
+        let service = Service {
+            product: usage.product.to_owned(),
+            region: region(usage.product, usage.usage_type, usage.availability_zone),
+            charge_category: usage.charge_category,
+            purchase_option: PurchaseOption::of(usage.usage_type, usage.reserved_instance),
+        };
+        if let Some(&id) = self.ids.get(&service) {
+            return Some(id);
         }
-        let words = &mut self.generations[generation];
-        if words.len() <= word {
-            words.resize(word + 1, 0);
+        if self.list.len() == MAX_SERVICES {
+            return None;
         }
-        words[word] |= bit;
-    }
-
-    pub fn contains(&self, id: u64) -> bool {
-        let (generation, word, bit) = UsageSet::place(id);
-        self.generations
-            .get(generation)
-            .and_then(|words| words.get(word))
-            .is_some_and(|&w| w & bit != 0)
+        let id = index(self.list.len());
+        self.ids.insert(service.clone(), id);
+        self.list.push(service);
+        Some(id)
     }
 }
 
 /// A report's usages being read out; see [`ReportSums::usages`].
 pub struct Usages<'a> {
+    accounts: &'a [AccountId],
     written: spill::UsageReader<'a>,
-    current: Box<dyn Iterator<Item = (u64, &'a [u8])> + Send + 'a>,
+    current: Box<dyn Iterator<Item = (u64, &'a [u8], &'a Sums)> + Send + 'a>,
+}
+
+/// One usage of a report: its id, the account whose it is, what it was, and its month's sums
+/// (partial when the report's usages outgrew the budget: another id may carry the rest).
+pub struct UsageMonth<'a> {
+    pub id: u64,
+    pub account: &'a AccountId,
+    pub usage: Usage<'a>,
+    pub month: Sums,
 }
 
 impl Usages<'_> {
-    /// The next usage and its id, or `None` after the last.
+    /// The next usage, or `None` after the last.
     #[allow(clippy::should_implement_trait)] // It lends from itself, which `Iterator` cannot.
-    pub fn next(&mut self) -> Option<Result<(u64, Usage<'_>), DailyCostsError>> {
+    pub fn next(&mut self) -> Option<Result<UsageMonth<'_>, DailyCostsError>> {
+        let accounts = self.accounts;
         if let Some(written) = self.written.next() {
             return Some(
                 written
-                    .map(|(id, usage)| (id, Usage::decode(usage)))
+                    .map(|(id, key, month)| usage_month(accounts, id, key, month))
                     .map_err(DailyCostsError::Spill),
             );
         }
         self.current
             .next()
-            .map(|(id, usage)| Ok((id, Usage::decode(usage))))
+            .map(|(id, key, month)| Ok(usage_month(accounts, id, key, *month)))
+    }
+}
+
+/// A usage read back: its key begins with its account's slot.
+fn usage_month<'a>(
+    accounts: &'a [AccountId],
+    id: u64,
+    key: &'a [u8],
+    month: Sums,
+) -> UsageMonth<'a> {
+    let (slot, usage) = key.split_first_chunk::<4>().expect("a usage key");
+    UsageMonth {
+        id,
+        account: &accounts[u32::from_le_bytes(*slot) as usize],
+        usage: Usage::decode(usage),
+        month,
     }
 }
 
@@ -1032,26 +1115,72 @@ mod tests {
     /// in different generations of usages) are added up.
     type DailyRow = (String, Option<NaiveDate>, String, Sums);
 
+    ///
+    /// The rollups are checked against them on the way: each usage's month is the sum of its
+    /// daily sums (per account and usage, over its ids), and the service days of an account
+    /// and day add up to its daily sums.
     fn daily_rows(sums: &ReportSums) -> Vec<DailyRow> {
         let mut names = std::collections::HashMap::new();
+        let mut months: BTreeMap<(String, String), Sums> = BTreeMap::new();
         let mut usages = sums.usages().unwrap();
         while let Some(usage) = usages.next() {
-            let (id, usage) = usage.unwrap();
+            let usage = usage.unwrap();
+            let (id, name) = (usage.id, format!("{:?}", usage.usage));
+            let account = usage.account.to_string();
             assert!(
-                names.insert(id, format!("{usage:?}")).is_none(),
+                names.insert(id, (account.clone(), name.clone())).is_none(),
                 "usage {id} twice"
             );
+            months
+                .entry((account, name))
+                .or_default()
+                .add(&usage.month)
+                .unwrap();
         }
         let mut rows: BTreeMap<(String, Option<NaiveDate>, String), Sums> = BTreeMap::new();
+        let mut summed_months: BTreeMap<(String, String), Sums> = BTreeMap::new();
+        let mut days: BTreeMap<(String, Option<NaiveDate>), Sums> = BTreeMap::new();
         for cost in sums.daily_costs().unwrap() {
             let cost = cost.unwrap();
-            let key = (
-                cost.account.to_string(),
-                cost.day,
-                names[&cost.usage].clone(),
+            let (account, name) = &names[&cost.usage];
+            assert_eq!(
+                account,
+                &cost.account.to_string(),
+                "a usage is one account's"
             );
+            let key = (account.clone(), cost.day, name.clone());
             rows.entry(key).or_default().add(&cost.sums).unwrap();
+            let month = summed_months.entry((account.clone(), name.clone()));
+            month.or_default().add(&cost.sums).unwrap();
+            let day = days.entry((account.clone(), cost.day));
+            day.or_default().add(&cost.sums).unwrap();
         }
+        fn line_items<K: Clone>(sums: &BTreeMap<K, Sums>) -> Vec<(K, Decimal, Decimal, u64)> {
+            let sums = sums.iter();
+            sums.map(|(k, s)| {
+                (
+                    k.clone(),
+                    s.unblended_cost.normalize(),
+                    s.blended_cost.normalize(),
+                    s.line_items,
+                )
+            })
+            .collect()
+        }
+        months.retain(|_, month| month.line_items > 0);
+        assert_eq!(line_items(&months), line_items(&summed_months));
+        let mut service_days: BTreeMap<(String, Option<NaiveDate>), Sums> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for day in sums.service_days().unwrap() {
+            let day = day.unwrap();
+            assert!(
+                seen.insert((day.account.clone(), day.day, day.usage)),
+                "a service day twice"
+            );
+            let entry = service_days.entry((day.account.to_string(), day.day));
+            entry.or_default().add(&day.sums).unwrap();
+        }
+        assert_eq!(line_items(&service_days), line_items(&days));
         rows.into_iter()
             .map(|((account, day, usage), sums)| (account, day, usage, sums))
             .collect()

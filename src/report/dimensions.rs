@@ -118,7 +118,7 @@ fn contains_ignoring_case(text: &[u8], lower: &[u8]) -> bool {
 
 /// How a usage was bought: reserved (`ReservedInstance` = `Y`, or a reserved-instance fee),
 /// spot (`SpotUsage` in the usage type), or on demand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PurchaseOption {
     OnDemand,
     Reserved,

@@ -418,7 +418,7 @@ impl<'a> Row<'a> {
         }
     }
 
-    /// Writes what was used into `key`: the charge category and whether `ReservedInstance` is
+    /// Appends what was used to `key`: the charge category and whether `ReservedInstance` is
     /// `Y` (a byte each), then invoice, product, usage type, operation, zone, resource and item
     /// description, then the name and value of each non-empty tag, every field length-prefixed.
     /// Equal keys, equal usage. No UTF-8 check here: this runs for every line item; see
@@ -439,7 +439,6 @@ impl<'a> Row<'a> {
             no_quantity: self.record.get(c.usage_quantity).is_empty(),
             marketplace,
         });
-        key.clear();
         key.push(category.index() as u8);
         key.push(u8::from(optional(c.reserved_instance) == b"Y"));
         let mut push = |field: &[u8]| {
@@ -527,6 +526,11 @@ impl<'a> Row<'a> {
             column: Some(self.columns.names[column].clone()),
             message,
         }
+    }
+
+    /// An error about this row's product column.
+    pub fn error_at_product(&self, message: String) -> ParseError {
+        self.error(self.columns.product, message)
     }
 
     /// An error about this row's linked account column.

@@ -32,10 +32,18 @@ pub(super) struct DailyKey {
 pub(super) struct Usages {
     generation: u32,
     table: HashTable<Usage>,
-    /// Each usage's charge category, by index: what the accounts' months are split by.
-    categories: Vec<ChargeCategory>,
+    /// What is summed per usage beside its bytes, by index.
+    infos: Vec<UsageInfo>,
     chunks: Vec<Vec<u8>>,
     chunk: usize,
+}
+
+/// What a usage's line items came to beside its bytes: its charge category, its service (an
+/// index into the report's services) and its month's sums so far in this generation.
+pub(super) struct UsageInfo {
+    pub category: ChargeCategory,
+    pub service: u32,
+    pub month: Sums,
 }
 
 /// A usage in the table: the hash of its bytes, its index, and where its bytes are (chunk,
@@ -52,7 +60,7 @@ impl Usages {
         Usages {
             generation,
             table: HashTable::new(),
-            categories: Vec::new(),
+            infos: Vec::new(),
             chunks: Vec::new(),
             chunk: (budget / 16).clamp(*CHUNKS.start(), *CHUNKS.end()),
         }
@@ -63,13 +71,12 @@ impl Usages {
         Usages::within(self.chunk * 16, self.generation + 1)
     }
 
-    /// The id of the usage whose key is `usage`, of charge category `category`; `is_new` runs
-    /// before one is added (to check its fields once per usage, not once per row).
+    /// The id of the usage whose key is `usage`; `is_new` runs before one is added (to check
+    /// its fields and derive what it is, once per usage, not once per row).
     pub fn id_of<E>(
         &mut self,
         usage: &[u8],
-        category: ChargeCategory,
-        is_new: impl FnOnce() -> Result<(), E>,
+        is_new: impl FnOnce() -> Result<(ChargeCategory, u32), E>,
     ) -> Result<u64, E> {
         let mut hasher = FxHasher::default();
         hasher.write(usage);
@@ -80,11 +87,15 @@ impl Usages {
         let index = match self.table.entry(hash, same, |known| known.hash) {
             hash_table::Entry::Occupied(entry) => entry.get().index,
             hash_table::Entry::Vacant(entry) => {
-                is_new()?;
+                let (category, service) = is_new()?;
                 let index = u32::try_from(index).expect("fewer than 2^32 usages");
                 let place = keep(&mut self.chunks, self.chunk, usage);
                 entry.insert(Usage { hash, index, place });
-                self.categories.push(category);
+                self.infos.push(UsageInfo {
+                    category,
+                    service,
+                    month: Sums::default(),
+                });
                 index
             }
         };
@@ -97,22 +108,23 @@ impl Usages {
         table_bytes(capacity, entry)
             + growth_bytes(len, capacity, entry)
             + (self.chunks.len() + 1) * self.chunk
-            + self.categories.capacity().max(len + 1) * 2
+            + self.infos.capacity().max(len + 1) * size_of::<UsageInfo>() * 2
     }
 
-    /// The charge category of a usage of this generation.
-    pub fn category_of(&self, id: u64) -> ChargeCategory {
+    /// What is known of a usage of this generation beside its bytes.
+    pub fn info_mut(&mut self, id: u64) -> &mut UsageInfo {
         debug_assert_eq!(id >> 32, u64::from(self.generation));
-        self.categories[(id & u64::from(u32::MAX)) as usize]
+        &mut self.infos[(id & u64::from(u32::MAX)) as usize]
     }
 
-    /// Every usage of this generation with its id, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+    /// Every usage of this generation with its id and its month's sums, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8], &Sums)> {
         let generation = u64::from(self.generation) << 32;
         self.table.iter().map(move |usage| {
             (
                 generation | u64::from(usage.index),
                 bytes(&self.chunks, usage.place),
+                &self.infos[usage.index as usize].month,
             )
         })
     }
@@ -265,12 +277,12 @@ mod tests {
             for usage in 0..1000 {
                 let usage = format!("usage-{usage}");
                 let id = usages
-                    .id_of(usage.as_bytes(), ChargeCategory::Usage, || {
+                    .id_of(usage.as_bytes(), || {
                         checked += 1;
-                        Ok::<_, ()>(())
+                        Ok::<_, ()>((ChargeCategory::Usage, 0))
                     })
                     .unwrap();
-                let stored = usages.iter().find(|(known, _)| *known == id).unwrap().1;
+                let stored = usages.iter().find(|(known, ..)| *known == id).unwrap().1;
                 assert_eq!(stored, usage.as_bytes());
             }
         }
@@ -279,9 +291,10 @@ mod tests {
         let mut next = usages.next_generation();
         assert_eq!(next.iter().count(), 0);
         let id = next
-            .id_of(b"usage-1", ChargeCategory::Fee, || Ok::<_, ()>(()))
+            .id_of(b"usage-1", || Ok::<_, ()>((ChargeCategory::Fee, 7)))
             .unwrap();
         assert_eq!(id, 1 << 32, "a new generation numbers its usages anew");
-        assert_eq!(next.category_of(id), ChargeCategory::Fee);
+        assert_eq!(next.info_mut(id).category, ChargeCategory::Fee);
+        assert_eq!(next.info_mut(id).service, 7);
     }
 }

@@ -84,10 +84,10 @@ impl Runs {
         Ok(())
     }
 
-    /// Writes a past generation's usages out.
+    /// Writes a past generation's usages out, each with its month's sums.
     pub fn write_usages<'a>(
         &mut self,
-        usages: impl Iterator<Item = (u64, &'a [u8])>,
+        usages: impl Iterator<Item = (u64, &'a [u8], &'a Sums)>,
     ) -> io::Result<()> {
         let file = match self.usages.take() {
             Some(file) => file,
@@ -97,9 +97,14 @@ impl Runs {
         };
         let mut writer = BufWriter::with_capacity(BUFFER, file);
         writer.seek(io::SeekFrom::End(0))?;
-        for (id, usage) in usages {
+        for (id, usage, month) in usages {
             let length = u32::try_from(usage.len()).expect("a usage key is smaller than 4 GiB");
-            writer.write_all(&id.to_le_bytes())?;
+            let key = DailyKey {
+                account: 0,
+                day: None,
+                usage: id,
+            };
+            write_record(&mut writer, key, month)?;
             writer.write_all(&length.to_le_bytes())?;
             writer.write_all(usage)?;
         }
@@ -257,21 +262,25 @@ pub(super) struct UsageReader<'a> {
 
 impl UsageReader<'_> {
     #[allow(clippy::should_implement_trait)] // It lends from itself, which `Iterator` cannot.
-    pub fn next(&mut self) -> Option<io::Result<(u64, &[u8])>> {
+    pub fn next(&mut self) -> Option<io::Result<(u64, &[u8], Sums)>> {
         let reader = self.reader.as_mut()?;
-        let mut header = [0u8; 12];
+        let mut header = [0u8; RECORD + 4];
         match reader.read_exact(&mut header) {
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return None,
             Err(error) => return Some(Err(error)),
             Ok(()) => {}
         }
-        let id = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+        let record = header[..RECORD].try_into().expect("a record");
+        let (key, month) = match read_record(record) {
+            Ok(read) => read,
+            Err(error) => return Some(Err(error)),
+        };
+        let length = u32::from_le_bytes(header[RECORD..].try_into().expect("4 bytes"));
         self.usage.resize(length as usize, 0);
         Some(
             reader
                 .read_exact(&mut self.usage)
-                .map(|()| (id, &self.usage[..])),
+                .map(|()| (key.usage, &self.usage[..], month)),
         )
     }
 }
@@ -332,22 +341,23 @@ mod tests {
     #[test]
     fn usages_of_past_generations_read_back() {
         let mut runs = Runs::new(std::env::temp_dir());
-        runs.write_usages([(1, &b"a"[..]), (2, b"bc")].into_iter())
+        let (one, two) = (sums(1), sums(-2));
+        runs.write_usages([(1, &b"a"[..], &one), (2, b"bc", &two)].into_iter())
             .unwrap();
-        runs.write_usages([(1 << 32, &b""[..])].into_iter())
+        runs.write_usages([(1 << 32, &b""[..], &one)].into_iter())
             .unwrap();
         let mut reader = runs.usages().unwrap();
         let mut read = Vec::new();
         while let Some(usage) = reader.next() {
-            let (id, bytes) = usage.unwrap();
-            read.push((id, bytes.to_vec()));
+            let (id, bytes, month) = usage.unwrap();
+            read.push((id, bytes.to_vec(), month));
         }
         assert_eq!(
             read,
             [
-                (1, b"a".to_vec()),
-                (2, b"bc".to_vec()),
-                (1 << 32, Vec::new())
+                (1, b"a".to_vec(), one),
+                (2, b"bc".to_vec(), two),
+                (1 << 32, Vec::new(), one)
             ]
         );
     }
