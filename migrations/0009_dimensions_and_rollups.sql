@@ -1,6 +1,10 @@
 -- What dashboards filter by, derived at ingest (README, "Dimensions"), and rollups written in
 -- the transaction that replaces a statement, so that no contract view but `focus_costs` (an
 -- export of the full grain) reads the daily tables.
+--
+-- The rollups have no foreign key to statements: checking one per row doubled the time to
+-- write a high-cardinality month. They are deleted with their statement by the code that
+-- replaces or removes it, and have one index each, by month first (what dashboards filter).
 
 -- A usage now also says which invoice billed it, what AWS called it, and what the dimensions
 -- derived from it are. Rows ingested before have none: their reports are read again (below).
@@ -79,17 +83,14 @@ CREATE TABLE service_daily_costs (
     unblended_cost    numeric NOT NULL,
     blended_cost      numeric NOT NULL,
     usage_quantity    numeric NOT NULL,
-    line_items        bigint  NOT NULL,
-    FOREIGN KEY (integration, payer_account_id, entity, billing_period)
-        REFERENCES statements ON DELETE CASCADE
+    line_items        bigint  NOT NULL
 );
-CREATE INDEX service_daily_costs_by_statement
-    ON service_daily_costs (integration, payer_account_id, entity, billing_period);
-CREATE INDEX service_daily_costs_by_account ON service_daily_costs (linked_account_id, usage_date);
-CREATE INDEX service_daily_costs_by_day ON service_daily_costs (usage_date);
+CREATE INDEX service_daily_costs_by_month
+    ON service_daily_costs (billing_period, linked_account_id, integration, payer_account_id, entity);
 
--- Per account and month, each resource of each product (with-resources-and-tags reports): a
--- row per usage of the resource, summed by the view.
+-- Per account and month, each resource of each product (with-resources-and-tags reports).
+-- A report with more resources than are grouped in memory at once has a few partial rows
+-- for some: the view adds them up.
 CREATE TABLE resource_costs (
     integration       text    NOT NULL,
     payer_account_id  text    NOT NULL,
@@ -101,16 +102,13 @@ CREATE TABLE resource_costs (
     unblended_cost    numeric NOT NULL,
     blended_cost      numeric NOT NULL,
     usage_quantity    numeric NOT NULL,
-    line_items        bigint  NOT NULL,
-    FOREIGN KEY (integration, payer_account_id, entity, billing_period)
-        REFERENCES statements ON DELETE CASCADE
+    line_items        bigint  NOT NULL
 );
-CREATE INDEX resource_costs_by_statement
-    ON resource_costs (integration, payer_account_id, entity, billing_period);
-CREATE INDEX resource_costs_by_period ON resource_costs (billing_period);
+CREATE INDEX resource_costs_by_month
+    ON resource_costs (billing_period, integration, payer_account_id, entity);
 
--- Per account and month, each value of each tag: the line items carrying it, summed; a row
--- per usage carrying it, summed by the view.
+-- Per account and month, each value of each tag: the line items carrying it, summed (in
+-- partial rows, too, beyond what is grouped in memory at once).
 CREATE TABLE tag_costs (
     integration       text    NOT NULL,
     payer_account_id  text    NOT NULL,
@@ -121,13 +119,10 @@ CREATE TABLE tag_costs (
     tag_value         text    NOT NULL,
     unblended_cost    numeric NOT NULL,
     blended_cost      numeric NOT NULL,
-    line_items        bigint  NOT NULL,
-    FOREIGN KEY (integration, payer_account_id, entity, billing_period)
-        REFERENCES statements ON DELETE CASCADE
+    line_items        bigint  NOT NULL
 );
-CREATE INDEX tag_costs_by_statement
-    ON tag_costs (integration, payer_account_id, entity, billing_period);
-CREATE INDEX tag_costs_by_key ON tag_costs (tag_key, billing_period);
+CREATE INDEX tag_costs_by_month
+    ON tag_costs (billing_period, tag_key, integration, payer_account_id, entity);
 
 -- The dimensions cannot be made up from what was stored: every ingested report is read again
 -- at the next poll (as if its monitored set had changed), which fills them and the rollups.

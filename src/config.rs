@@ -326,7 +326,7 @@ impl DurationSetting {
 
 /// The memory budget's default and range: below 256 KiB sums would be written out every few
 /// hundred keys.
-const MEMORY_BUDGET_DEFAULT: usize = 64 << 20;
+const MEMORY_BUDGET_DEFAULT: usize = 128 << 20;
 const MEMORY_BUDGET: std::ops::RangeInclusive<usize> = (256 << 10)..=(64 << 30);
 
 /// `64MiB`, `512 KiB`, `1GiB`, `1000000` (bytes); KB, MB and GB are read as their binary

@@ -36,7 +36,7 @@ pub struct Sums {
 impl Sums {
     /// Fails when a sum would leave rust_decimal's 96-bit range or be rounded to fit it (more
     /// than 28 significant digits), far beyond any real bill: never a silent rounding.
-    fn add(&mut self, other: &Sums) -> Option<()> {
+    pub fn add(&mut self, other: &Sums) -> Option<()> {
         self.unblended_cost = exact_sum(self.unblended_cost, other.unblended_cost)?;
         self.blended_cost = exact_sum(self.blended_cost, other.blended_cost)?;
         self.usage_quantity = exact_sum(self.usage_quantity, other.usage_quantity)?;

@@ -212,7 +212,13 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        for table in ["monitored_accounts", "full_listings"] {
+        for table in [
+            "monitored_accounts",
+            "full_listings",
+            "service_daily_costs",
+            "resource_costs",
+            "tag_costs",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE integration = $1"
             )))

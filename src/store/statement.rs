@@ -12,7 +12,7 @@ use sqlx::{Acquire, AssertSqlSafe, Encode, PgConnection, Postgres, Transaction};
 use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
 use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
-use crate::report::aggregate::{AccountMonth, Amounts, ReportSums, Sums};
+use crate::report::aggregate::{AccountMonth, Amounts, DailyCostsError, ReportSums, Sums};
 use crate::report::dimensions::{ChargeCategory, PurchaseOption, region};
 use crate::report::key::ListedReport;
 use crate::report::rows::RecordType;
@@ -543,19 +543,19 @@ async fn copy_rollups(
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
+    let mut resources = Groups::default();
     let mut usages = sums.usages()?;
     while let Some(usage) = usages.next() {
         let usage = usage?;
         if usage.usage.resource_id.is_empty() || !wanted(usage.account) {
             continue;
         }
-        rows.binary_row(11);
-        rows.statement_fields(statement, usage.account)?;
-        rows.binary_field(&usage.usage.resource_id)?;
-        rows.binary_field(&usage.usage.product)?;
-        rows.sums_fields(&usage.month, true)?;
-        rows.row_written().await?;
+        let key = [usage.usage.resource_id, usage.usage.product];
+        if resources.add(usage.account, key, &usage.month)? {
+            resources.write(&mut rows, statement, true).await?;
+        }
     }
+    resources.write(&mut rows, statement, true).await?;
     rows.finish().await?;
 
     let copy = format!(
@@ -564,22 +564,62 @@ async fn copy_rollups(
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
+    let mut tags = Groups::default();
     let mut usages = sums.usages()?;
     while let Some(usage) = usages.next() {
         let usage = usage?;
         if !wanted(usage.account) {
             continue;
         }
-        for (key, value) in &usage.usage.tags {
-            rows.binary_row(10);
-            rows.statement_fields(statement, usage.account)?;
-            rows.binary_field(key)?;
-            rows.binary_field(value)?;
-            rows.sums_fields(&usage.month, false)?;
-            rows.row_written().await?;
+        for &(key, value) in &usage.usage.tags {
+            if tags.add(usage.account, [key, value], &usage.month)? {
+                tags.write(&mut rows, statement, false).await?;
+            }
         }
     }
+    tags.write(&mut rows, statement, false).await?;
     rows.finish().await
+}
+
+/// Rollup rows of one account and two text columns (a resource and its product, a tag's key
+/// and value) summed in memory, at most [`Groups::AT_ONCE`] at a time: beyond, what is summed
+/// is written out as partial rows, which the views add up. Memory stays bounded whatever the
+/// report's key count; a real report has far fewer groups than that.
+#[derive(Default)]
+struct Groups {
+    sums: rustc_hash::FxHashMap<(AccountId, [String; 2]), Sums>,
+}
+
+impl Groups {
+    const AT_ONCE: usize = 1 << 16;
+
+    /// Adds `sums` to the group; true when the groups should be written out.
+    fn add(&mut self, account: &AccountId, key: [&str; 2], sums: &Sums) -> Result<bool, StoreError> {
+        let group = (account.clone(), key.map(str::to_owned));
+        self.sums.entry(group).or_default().add(sums).ok_or_else(|| {
+            DailyCostsError::Inexact {
+                account: account.clone(),
+            }
+        })?;
+        Ok(self.sums.len() >= Groups::AT_ONCE)
+    }
+
+    async fn write(
+        &mut self,
+        rows: &mut CopyRows<'_>,
+        statement: &Statement<'_>,
+        quantity: bool,
+    ) -> Result<(), StoreError> {
+        for ((account, [first, second]), sums) in self.sums.drain() {
+            rows.binary_row(if quantity { 11 } else { 10 });
+            rows.statement_fields(statement, &account)?;
+            rows.binary_field(&first.as_str())?;
+            rows.binary_field(&second.as_str())?;
+            rows.sums_fields(&sums, quantity)?;
+            rows.row_written().await?;
+        }
+        Ok(())
+    }
 }
 
 async fn insert_report_totals(

@@ -108,7 +108,7 @@ impl Usages {
         table_bytes(capacity, entry)
             + growth_bytes(len, capacity, entry)
             + (self.chunks.len() + 1) * self.chunk
-            + self.infos.capacity().max(len + 1) * size_of::<UsageInfo>() * 2
+            + self.infos.capacity() * size_of::<UsageInfo>() * if len == self.infos.capacity() { 3 } else { 1 }
     }
 
     /// What is known of a usage of this generation beside its bytes.
