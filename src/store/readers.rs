@@ -7,9 +7,13 @@ use super::{Store, StoreError};
 use crate::domain::IntegrationName;
 
 /// The views dashboards read (the README's SQL contract); the tables behind them may change.
-pub const CONTRACT_VIEWS: [&str; 4] = [
+pub const CONTRACT_VIEWS: [&str; 8] = [
     "account_monthly_costs",
     "account_daily_costs",
+    "daily_costs_by_service",
+    "cost_by_tag",
+    "top_resources",
+    "focus_costs",
     "report_status",
     "account_reconciliation",
 ];

@@ -594,13 +594,20 @@ impl Groups {
     const AT_ONCE: usize = 1 << 16;
 
     /// Adds `sums` to the group; true when the groups should be written out.
-    fn add(&mut self, account: &AccountId, key: [&str; 2], sums: &Sums) -> Result<bool, StoreError> {
+    fn add(
+        &mut self,
+        account: &AccountId,
+        key: [&str; 2],
+        sums: &Sums,
+    ) -> Result<bool, StoreError> {
         let group = (account.clone(), key.map(str::to_owned));
-        self.sums.entry(group).or_default().add(sums).ok_or_else(|| {
-            DailyCostsError::Inexact {
+        self.sums
+            .entry(group)
+            .or_default()
+            .add(sums)
+            .ok_or_else(|| DailyCostsError::Inexact {
                 account: account.clone(),
-            }
-        })?;
+            })?;
         Ok(self.sums.len() >= Groups::AT_ONCE)
     }
 

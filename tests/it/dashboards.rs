@@ -175,11 +175,14 @@ async fn every_grafana_query_runs_on_a_seeded_database_and_returns_rows() {
         variables.push((name, values));
     }
     let names: Vec<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["integration", "payer", "account", "service"]);
+    assert_eq!(
+        names,
+        ["integration", "payer", "account", "service", "tag_key"]
+    );
 
     let contract: Vec<&str> = dbr_ingest::store::CONTRACT_VIEWS.to_vec();
     let panels = board["panels"].as_array().unwrap();
-    assert!(panels.len() >= 7);
+    assert!(panels.len() >= 11);
     for panel in panels {
         let title = panel["title"].as_str().unwrap();
         for target in panel["targets"].as_array().unwrap() {

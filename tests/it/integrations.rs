@@ -794,7 +794,8 @@ async fn a_reader_role_reads_the_contract_views_and_nothing_else() {
         dir.path(),
         "",
         "999999999990",
-        "plain",
+        // Resources and tags: every contract view has rows.
+        "with-resources-and-tags",
         "2017-11",
         &["--accounts", "999999999990,000000000091", "--seed", "9"],
     );

@@ -108,7 +108,9 @@ impl Usages {
         table_bytes(capacity, entry)
             + growth_bytes(len, capacity, entry)
             + (self.chunks.len() + 1) * self.chunk
-            + self.infos.capacity() * size_of::<UsageInfo>() * if len == self.infos.capacity() { 3 } else { 1 }
+            + self.infos.capacity()
+                * size_of::<UsageInfo>()
+                * if len == self.infos.capacity() { 3 } else { 1 }
     }
 
     /// What is known of a usage of this generation beside its bytes.
