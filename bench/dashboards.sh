@@ -70,7 +70,7 @@ for entry in "${queries[@]}"; do
   title=${entry%%|*} sql=${entry#*|}
   work=$(mktemp -d)
   echo "$sql;" > "$work/query.sql"
-  (cd "$work" && pgbench -n -q -c 1 -t "$runs" -f query.sql --log --log-prefix=latency "$url" > /dev/null 2>&1)
+  (cd "$work" && pgbench -n -c 1 -t "$runs" -f query.sql --log --log-prefix=latency "$url" > /dev/null 2>&1)
   median=$(cat "$work"/latency* | python3 -c '
 import statistics, sys
 print(f"{statistics.median(int(line.split()[2]) for line in sys.stdin) / 1000:.2f} ms")')

@@ -153,6 +153,20 @@ FROM account_months m
 JOIN statements s USING (integration, payer_account_id, entity, billing_period)
 GROUP BY m.integration, m.payer_account_id, m.linked_account_id, m.billing_period;
 
+-- The same columns as before, from the rollup rather than the full grain.
+CREATE OR REPLACE VIEW account_daily_costs AS
+SELECT payer_account_id,
+       linked_account_id,
+       billing_period,
+       usage_date,
+       product_name,
+       sum(unblended_cost) AS unblended_cost,
+       sum(blended_cost)   AS blended_cost,
+       sum(usage_quantity) AS usage_quantity,
+       integration
+FROM service_daily_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, usage_date, product_name;
+
 CREATE VIEW daily_costs_by_service AS
 SELECT payer_account_id, linked_account_id, billing_period, usage_date, product_name, region,
        charge_category, purchase_option, unblended_cost, blended_cost, usage_quantity,

@@ -454,7 +454,7 @@ impl ReportSums {
     fn spill(&mut self, line: u64) -> Result<(), SumError> {
         self.write_daily_run(line)?;
         if let Grain::Daily(budget) = &self.grain
-            && self.usages.peak_bytes_with_one_more() > budget.bytes / 2
+            && self.usages.peak_bytes_with_one_more() > budget.bytes / 4 * 3
         {
             self.runs
                 .write_usages(self.usages.iter())
