@@ -125,8 +125,41 @@ CREATE INDEX tag_costs_by_month
     ON tag_costs (billing_period, tag_key, integration, payer_account_id, entity);
 
 -- The dimensions cannot be made up from what was stored: every ingested report is read again
--- at the next poll (as if its monitored set had changed), which fills them and the rollups.
+-- at the next poll (as if its monitored set had changed), which fills them. Until then the
+-- rollups hold what the full grain says, with the dimensions empty, so the views keep showing
+-- every month.
 UPDATE reports SET monitored_fingerprint = NULL WHERE status = 'ingested';
+
+INSERT INTO service_daily_costs
+SELECT s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+       coalesce(d.usage_date, s.billing_period), u.product_name, '', '', '',
+       sum(d.unblended_cost), sum(d.blended_cost), sum(d.usage_quantity), sum(d.line_items)
+FROM daily_costs d
+JOIN daily_usages u USING (statement_version, usage_id)
+JOIN statements s ON s.version = d.statement_version
+GROUP BY s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+         coalesce(d.usage_date, s.billing_period), u.product_name;
+
+INSERT INTO resource_costs
+SELECT s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+       u.resource_id, u.product_name, sum(d.unblended_cost), sum(d.blended_cost),
+       sum(d.usage_quantity), sum(d.line_items)
+FROM daily_costs d
+JOIN daily_usages u USING (statement_version, usage_id)
+JOIN statements s ON s.version = d.statement_version
+WHERE u.resource_id <> ''
+GROUP BY s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+         u.resource_id, u.product_name;
+
+INSERT INTO tag_costs
+SELECT s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+       t.key, t.value, sum(d.unblended_cost), sum(d.blended_cost), sum(d.line_items)
+FROM daily_costs d
+JOIN daily_usages u USING (statement_version, usage_id)
+JOIN statements s ON s.version = d.statement_version,
+     jsonb_each_text(u.tags) t
+GROUP BY s.integration, s.payer_account_id, s.entity, s.billing_period, d.linked_account_id,
+         t.key, t.value;
 
 -- New columns go last: existing queries keep working.
 CREATE OR REPLACE VIEW account_monthly_costs AS

@@ -449,8 +449,9 @@ impl ReportSums {
     }
 
     /// Writes the daily sums out as a sorted run and starts again with an empty table. When
-    /// the usages take most of the budget, they are written out too, and a new generation of
-    /// usages starts.
+    /// the usages take three quarters of the budget, they are written out too, and a new
+    /// generation of usages starts. (At half, a high-cardinality month of 126 k usages went
+    /// through three generations, each repeating most usages and their daily keys: 2 s more.)
     fn spill(&mut self, line: u64) -> Result<(), SumError> {
         self.write_daily_run(line)?;
         if let Grain::Daily(budget) = &self.grain

@@ -105,10 +105,14 @@ pub struct LineItemFields<'a> {
     pub marketplace: bool,
 }
 
+/// `HeavyUsage`, `MediumUsage` or `LightUsage` in the usage type: one search per line item.
 fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
-    [&b"HeavyUsage"[..], b"MediumUsage", b"LightUsage"]
-        .iter()
-        .any(|fee| memchr::memmem::find(usage_type, fee).is_some())
+    memchr::memmem::find_iter(usage_type, b"Usage").any(|at| {
+        let before = &usage_type[..at];
+        [&b"Heavy"[..], b"Medium", b"Light"]
+            .iter()
+            .any(|kind| before.ends_with(kind))
+    })
 }
 
 fn contains_ignoring_case(text: &[u8], lower: &[u8]) -> bool {
