@@ -252,6 +252,12 @@ async fn ingested() -> (TestDatabase, PgPool) {
     (db, pool)
 }
 
+/// A query's rows of a name and an amount.
+async fn pairs(pool: &PgPool, sql: &'static str) -> Vec<(String, Decimal)> {
+    let rows = sqlx::query(sql).fetch_all(pool).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     let (db, pool) = ingested().await;
@@ -372,34 +378,26 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     );
 
     // A tag's cost is the sum of the line items carrying it (markup kept as data).
-    let tags: BTreeMap<String, Decimal> = sqlx::query(
+    let tags = pairs(
+        &pool,
         "SELECT tag_value, unblended_cost FROM cost_by_tag
          WHERE tag_key = 'user:team' AND billing_period = '2017-03-01'",
     )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    .await;
     assert_eq!(
-        tags,
+        BTreeMap::from_iter(tags),
         BTreeMap::from([
             ("batch".to_owned(), dec("0.05")),
             ("web<b>".to_owned(), dec("0.0532")),
         ])
     );
 
-    let resources: Vec<(String, Decimal)> = sqlx::query(
+    let resources = pairs(
+        &pool,
         "SELECT resource_id, unblended_cost FROM top_resources
          WHERE billing_period = '2017-03-01' ORDER BY unblended_cost DESC LIMIT 20",
     )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    .await;
     assert_eq!(
         resources,
         [
@@ -410,18 +408,14 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     );
 
     // FOCUS: the same money under FOCUS's five categories, with FOCUS's names and types.
-    let focus: BTreeMap<String, Decimal> = sqlx::query(
+    let focus = pairs(
+        &pool,
         r#"SELECT "ChargeCategory", sum("BilledCost") FROM focus_costs
            WHERE "BillingPeriodStart" = '2017-03-01T00:00:00Z' GROUP BY 1"#,
     )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    .await;
     assert_eq!(
-        focus,
+        BTreeMap::from_iter(focus),
         BTreeMap::from([
             ("Adjustment".to_owned(), dec("-1.25")),
             ("Credit".to_owned(), dec("-5.00")),
