@@ -105,13 +105,15 @@ pub struct LineItemFields<'a> {
     pub marketplace: bool,
 }
 
-/// `HeavyUsage`, `MediumUsage` or `LightUsage` in the usage type: one search per line item.
+/// `HeavyUsage`, `MediumUsage` or `LightUsage` in the usage type. A plain scan: usage types
+/// are a few dozen bytes, and building a `memmem` searcher for each line item cost more.
 fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
-    memchr::memmem::find_iter(usage_type, b"Usage").any(|at| {
-        let before = &usage_type[..at];
-        [&b"Heavy"[..], b"Medium", b"Light"]
-            .iter()
-            .any(|kind| before.ends_with(kind))
+    (0..usage_type.len()).any(|at| {
+        let (before, rest) = usage_type.split_at(at);
+        rest.starts_with(b"Usage")
+            && [&b"Heavy"[..], b"Medium", b"Light"]
+                .iter()
+                .any(|kind| before.ends_with(kind))
     })
 }
 
