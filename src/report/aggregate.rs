@@ -1,7 +1,9 @@
 //! One report's rows folded into sums: `LineItem` rows of monitored accounts are summed per
-//! (account, usage day, usage: product, usage type, operation, zone, resource, tags); every
-//! other line item is counted as dropped; the footer is kept to reconcile each account's sum
-//! with its `AccountTotal`. Plain computation, no I/O beyond the `Read` it is handed and the
+//! (account, usage day, usage: charge category, invoice, product, usage type, operation, zone,
+//! resource, description, tags), and from those, for the dashboards' rollups, per account and
+//! charge category, per usage and month, and per account, day and service; every other line
+//! item is counted as dropped; the footer is kept to reconcile each account's sum with its
+//! `AccountTotal`. Plain computation, no I/O beyond the `Read` it is handed and the
 //! temporary files of [`spill`], so it can be tested and benchmarked alone.
 
 mod daily;
