@@ -105,7 +105,11 @@ async fn visible_to(pool: &PgPool, integration: &str) -> (BTreeSet<String>, i64)
     let accounts: Vec<String> = sqlx::query_scalar(
         "SELECT linked_account_id FROM account_monthly_costs WHERE integration = $1
          UNION SELECT linked_account_id FROM account_daily_costs WHERE integration = $1
-         UNION SELECT linked_account_id FROM account_reconciliation WHERE integration = $1",
+         UNION SELECT linked_account_id FROM account_reconciliation WHERE integration = $1
+         UNION SELECT linked_account_id FROM daily_costs_by_service WHERE integration = $1
+         UNION SELECT linked_account_id FROM cost_by_tag WHERE integration = $1
+         UNION SELECT linked_account_id FROM top_resources WHERE integration = $1
+         UNION SELECT \"SubAccountId\" FROM focus_costs WHERE integration = $1",
     )
     .bind(integration)
     .fetch_all(pool)
