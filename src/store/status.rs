@@ -156,13 +156,12 @@ impl Store {
             Some(period) => {
                 let accounts =
                     sqlx::query_as::<_, (String, String, Option<String>, Decimal, String)>(
-                        "SELECT c.integration, c.linked_account_id, a.name, sum(c.unblended_cost),
-                            CASE WHEN bool_or(c.invoice_status = 'estimated') THEN 'estimated'
+                        "SELECT integration, linked_account_id, account_name, sum(unblended_cost),
+                            CASE WHEN bool_or(invoice_status = 'estimated') THEN 'estimated'
                                  ELSE 'final' END
-                     FROM account_monthly_costs c
-                     LEFT JOIN monitored_accounts a USING (integration, linked_account_id)
-                     WHERE c.billing_period = $1
-                     GROUP BY c.integration, c.linked_account_id, a.name
+                     FROM account_monthly_costs
+                     WHERE billing_period = $1
+                     GROUP BY integration, linked_account_id, account_name
                      ORDER BY 4 DESC, 1, 2 LIMIT $2",
                     )
                     .bind(period)
