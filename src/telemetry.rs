@@ -32,64 +32,99 @@ pub fn init_logs(json: bool) {
     }
 }
 
-/// Every counter, with its help text. Each is exported from the first scrape, at zero until
-/// something happens (without labels until then), so that `rate()` and absence alerts work.
-const COUNTERS: [(&str, &str); 11] = [
+/// Series without labels, exported from the first scrape at zero, so that `rate()` and absence
+/// alerts work from the start.
+const UNLABELLED: Labels = Labels::None;
+/// Series of one integration (and payer): each appears with its labels when it first counts,
+/// never as an unlabelled zero beside them (a zero timestamp would make an age alert fire
+/// forever).
+const PER_INTEGRATION: Labels = Labels::Integration;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Labels {
+    None,
+    Integration,
+}
+
+/// Every counter, with its labels and help text.
+const COUNTERS: [(&str, Labels, &str); 12] = [
     (
         "dbr_reports_ingested_total",
+        PER_INTEGRATION,
         "Report versions ingested, by payer.",
     ),
     (
         "dbr_reports_skipped_total",
+        PER_INTEGRATION,
         "Chosen reports not read: unchanged, or claimed by another replica.",
     ),
     (
         "dbr_reports_failed_total",
+        PER_INTEGRATION,
         "Report versions that failed, by payer.",
     ),
     (
         "dbr_rows_read_total",
+        PER_INTEGRATION,
         "Line items read from ingested reports.",
     ),
-    ("dbr_rows_kept_total", "Line items of monitored accounts."),
+    (
+        "dbr_rows_kept_total",
+        PER_INTEGRATION,
+        "Line items of monitored accounts.",
+    ),
     (
         "dbr_rows_dropped_total",
+        PER_INTEGRATION,
         "Line items of accounts not monitored.",
     ),
     (
         "dbr_bytes_downloaded_total",
+        UNLABELLED,
         "Bytes of report objects read from the source.",
     ),
     (
         "dbr_bytes_inflated_total",
+        UNLABELLED,
         "Bytes of CSV inflated from report objects.",
     ),
     (
         "dbr_poll_errors_total",
+        UNLABELLED,
         "Polls that could not run (listing, database).",
     ),
     (
         "dbr_s3_requests_total",
+        PER_INTEGRATION,
         "Requests sent to S3 (listing pages, reports read), by integration.",
     ),
     (
         "dbr_spilled_runs_total",
+        UNLABELLED,
         "Sorted runs of daily sums written to the temporary directory by reports that outgrew the memory budget.",
+    ),
+    (
+        "dbr_statement_swap_timeouts_total",
+        PER_INTEGRATION,
+        "Months not swapped in because other sessions held daily_costs through every try, by integration.",
     ),
 ];
 
-/// Every gauge, with its help text; zero until set, like the counters.
-const GAUGES: [(&str, &str); 3] = [
+/// Every gauge, with its labels and help text.
+const GAUGES: [(&str, Labels, &str); 3] = [
     (
         "dbr_last_successful_poll_timestamp_seconds",
+        UNLABELLED,
         "When the last poll without error ended (Unix time; 0 before the first).",
     ),
     (
         "dbr_integration_last_successful_poll_timestamp_seconds",
+        PER_INTEGRATION,
         "When the last poll that could list and plan an integration ended, by integration (Unix time).",
     ),
     (
         "dbr_reconciliation_mismatches",
+        PER_INTEGRATION,
         "Accounts whose line items do not add up to their AccountTotal, by payer and period.",
     ),
 ];
@@ -111,13 +146,17 @@ fn recorder() -> Result<PrometheusBuilder, String> {
 
 /// Describes every metric and exports each counter and gauge at zero.
 fn register_metrics() {
-    for (name, help) in COUNTERS {
+    for (name, labels, help) in COUNTERS {
         describe_counter!(name, help);
-        counter!(name).absolute(0);
+        if labels == UNLABELLED {
+            counter!(name).absolute(0);
+        }
     }
-    for (name, help) in GAUGES {
+    for (name, labels, help) in GAUGES {
         describe_gauge!(name, help);
-        gauge!(name).set(0.0);
+        if labels == UNLABELLED {
+            gauge!(name).set(0.0);
+        }
     }
     describe_histogram!(
         INGEST_DURATION,
@@ -164,6 +203,12 @@ pub fn report_skipped(integration: &IntegrationName, key: &ReportKey) {
     .increment(1);
 }
 
+/// The swap of a month gave up: dashboards' queries held `daily_costs` through every try.
+pub fn swap_timed_out(integration: &IntegrationName) {
+    counter!("dbr_statement_swap_timeouts_total", "integration" => integration.to_string())
+        .increment(1);
+}
+
 /// Adds the requests one poll sent to S3 for an integration.
 pub fn s3_requests(integration: &IntegrationName, requests: u64) {
     counter!("dbr_s3_requests_total", "integration" => integration.to_string()).increment(requests);
@@ -207,7 +252,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_metric_of_the_readme_is_exported_from_the_first_scrape() {
+    fn unlabelled_metrics_start_at_zero_and_per_integration_ones_only_with_their_labels() {
         let recorder = recorder().unwrap().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, register_metrics);
@@ -217,19 +262,28 @@ mod tests {
             .lines()
             .filter(|line| line.trim_start().starts_with("| `dbr_"))
             .flat_map(|line| line.split('`').skip(1).step_by(2))
-            .filter(|name| name.starts_with("dbr_"))
-            .map(|name| name.split('{').next().unwrap())
-            .filter(|name| *name != INGEST_DURATION)
+            .filter(|name| name.starts_with("dbr_") && !name.starts_with(INGEST_DURATION))
             .collect();
         assert_eq!(
             documented.len(),
             COUNTERS.len() + GAUGES.len(),
             "{documented:?}"
         );
-        for name in documented {
-            assert!(
-                scrape.lines().any(|line| line == format!("{name} 0")),
-                "{name} is not exported at zero:\n{scrape}"
+        for series in documented {
+            let (name, labelled) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.contains("integration")),
+                None => (series, false),
+            };
+            let (_, labels, _) = COUNTERS
+                .iter()
+                .chain(&GAUGES)
+                .find(|(known, _, _)| *known == name)
+                .unwrap_or_else(|| panic!("{name} is documented but not exported"));
+            assert_eq!(*labels == PER_INTEGRATION, labelled, "{series}");
+            let at_zero = scrape.lines().any(|line| line == format!("{name} 0"));
+            assert_eq!(
+                at_zero, !labelled,
+                "{name} at zero without labels:\n{scrape}"
             );
         }
     }

@@ -146,6 +146,9 @@ impl Job<'_> {
                 }
                 Err(error) => {
                     telemetry::report_failed(&reader.integration, &self.listed.report, seconds);
+                    if matches!(error, IngestError::Store(StoreError::SwapTimedOut { .. })) {
+                        telemetry::swap_timed_out(&reader.integration);
+                    }
                     // A removed integration keeps no ledger either.
                     let removed =
                         matches!(error, IngestError::Store(StoreError::IntegrationRemoved(_)));

@@ -58,6 +58,12 @@ pub enum StoreError {
     /// Its report was read, then the integration was gone: nothing is stored for it.
     #[error("integration {0} was removed while its report was read")]
     IntegrationRemoved(IntegrationName),
+    /// Queries on `daily_costs` held it through every try of the swap: nothing was written.
+    #[error(
+        "other sessions held daily_costs through {tries} tries of {each} to swap the month in; \
+         the month keeps its data, tried again at the next poll"
+    )]
+    SwapTimedOut { tries: u32, each: &'static str },
     #[error(transparent)]
     DailyCosts(#[from] DailyCostsError),
 }
@@ -66,7 +72,7 @@ impl Classify for StoreError {
     fn kind(&self) -> FailureKind {
         match self {
             StoreError::Database(error) => database_failure_kind(error),
-            StoreError::Timeout(_) => FailureKind::Transient,
+            StoreError::Timeout(_) | StoreError::SwapTimedOut { .. } => FailureKind::Transient,
             StoreError::DailyCosts(error) => error.kind(),
             StoreError::Migrate(_)
             | StoreError::MigrationsBehind { .. }

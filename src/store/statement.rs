@@ -47,34 +47,56 @@ impl Store {
         only: Option<&Monitored>,
         monitored_fingerprint: &str,
     ) -> Result<(), StoreError> {
-        let id = report.listed.report.statement();
-        let statement = id.columns(report.integration);
-        let object = &report.listed.object;
-        let invoice_status = sums.invoice_status();
         let mut tx = claim.connection.begin().await?;
-        // Writers of one statement queue here rather than interleave, claimed or not.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_name("write", report.integration, &id))
-            .execute(&mut *tx)
-            .await?;
-        // An integration removed while its report was read stores nothing: its row is held
-        // until the commit, so a removal waits for this write and then takes it away too.
-        if !report.integration.is_default() {
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM integrations WHERE name = $1 FOR SHARE")
-                    .bind(report.integration.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
-                return Err(StoreError::IntegrationRemoved(report.integration.clone()));
+        let written = write_statement(&mut tx, report, sums, only, monitored_fingerprint).await;
+        match written {
+            Ok(()) => Ok(tx.commit().await?),
+            // Rolled back here, not when the transaction is dropped: sqlx sends that rollback
+            // only with the connection's next query, and until then the rows written (the
+            // ledger's among them) stay locked, so recording the failure would wait forever.
+            Err(error) => {
+                tx.rollback().await?;
+                Err(error)
             }
         }
-        let version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
-            .fetch_one(&mut *tx)
-            .await?;
-        copy_daily_costs(&mut tx, version, sums, only).await?;
-        copy_usages(&mut tx, version, sums, only).await?;
-        let old_version: Option<i64> = sqlx::query_scalar(
+    }
+}
+
+/// The body of [`Store::replace_statement`], in its transaction, up to the commit.
+async fn write_statement(
+    tx: &mut Transaction<'_, Postgres>,
+    report: &ReportVersion<'_>,
+    sums: &ReportSums,
+    only: Option<&Monitored>,
+    monitored_fingerprint: &str,
+) -> Result<(), StoreError> {
+    let id = report.listed.report.statement();
+    let statement = id.columns(report.integration);
+    let object = &report.listed.object;
+    let invoice_status = sums.invoice_status();
+    // Writers of one statement queue here rather than interleave, claimed or not.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_name("write", report.integration, &id))
+        .execute(&mut **tx)
+        .await?;
+    // An integration removed while its report was read stores nothing: its row is held
+    // until the commit, so a removal waits for this write and then takes it away too.
+    if !report.integration.is_default() {
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM integrations WHERE name = $1 FOR SHARE")
+                .bind(report.integration.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::IntegrationRemoved(report.integration.clone()));
+        }
+    }
+    let version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
+        .fetch_one(&mut **tx)
+        .await?;
+    copy_daily_costs(tx, version, sums, only).await?;
+    copy_usages(tx, version, sums, only).await?;
+    let old_version: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM statements
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
              FOR UPDATE",
@@ -83,9 +105,9 @@ impl Store {
         .bind(statement.payer)
         .bind(statement.entity)
         .bind(statement.period)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
-        sqlx::query(
+    sqlx::query(
             "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at, version, integration)
              VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
              ON CONFLICT (integration, payer_account_id, entity, billing_period) DO UPDATE SET
@@ -102,17 +124,17 @@ impl Store {
         .bind(invoice_status.as_str())
         .bind(version)
         .bind(statement.integration)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        // One row per account, a few footer rows and the rollups: deleted and written again.
-        for table in [
-            "account_months",
-            "report_totals",
-            "service_daily_costs",
-            "resource_costs",
-            "tag_costs",
-        ] {
-            sqlx::query(AssertSqlSafe(format!(
+    // One row per account, a few footer rows and the rollups: deleted and written again.
+    for table in [
+        "account_months",
+        "report_totals",
+        "service_daily_costs",
+        "resource_costs",
+        "tag_costs",
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table}
                  WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
             )))
@@ -120,13 +142,13 @@ impl Store {
             .bind(statement.payer)
             .bind(statement.entity)
             .bind(statement.period)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        }
-        insert_account_months(&mut tx, &statement, sums, only).await?;
-        insert_report_totals(&mut tx, &statement, sums).await?;
-        copy_rollups(&mut tx, &statement, sums, only).await?;
-        sqlx::query(
+    }
+    insert_account_months(tx, &statement, sums, only).await?;
+    insert_report_totals(tx, &statement, sums).await?;
+    copy_rollups(tx, &statement, sums, only).await?;
+    sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
                AND status = 'ingested' AND (location, key) <> ($5, $6)",
@@ -137,19 +159,16 @@ impl Store {
         .bind(statement.period)
         .bind(report.location)
         .bind(&object.key)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        let outcome = Outcome::Ingested {
-            rows: sums.rows_of(only),
-            invoice_status,
-            monitored_fingerprint,
-        };
-        write_entry(&mut *tx, report, &outcome).await?;
-        // Last: the swap's lock on daily_costs is held until the commit right after it.
-        swap_partition(&mut tx, version, old_version).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    let outcome = Outcome::Ingested {
+        rows: sums.rows_of(only),
+        invoice_status,
+        monitored_fingerprint,
+    };
+    write_entry(&mut **tx, report, &outcome).await?;
+    // Last: the swap's lock on daily_costs is held until the commit right after it.
+    swap_partition(tx, version, old_version).await
 }
 
 /// How long one try of the swap waits for queries running on daily_costs, and how many tries
@@ -187,7 +206,10 @@ async fn swap_partition(
                 attempt.rollback().await?;
                 tries += 1;
                 if tries == SWAP_TRIES {
-                    return Err(error.into());
+                    return Err(StoreError::SwapTimedOut {
+                        tries,
+                        each: SWAP_LOCK_TIMEOUT,
+                    });
                 }
                 tracing::info!(
                     tries,

@@ -171,6 +171,123 @@ async fn metrics_count_an_ingest_and_readiness_follows_the_database_from_the_sta
     db.drop_database().await;
 }
 
+/// A dashboard's session that holds ACCESS SHARE on `daily_costs` (as a long query on
+/// `focus_costs` does) until it is dropped.
+async fn hold_daily_costs(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut dashboard = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut dashboard).await.unwrap();
+    sqlx::query("LOCK TABLE daily_costs IN ACCESS SHARE MODE")
+        .execute(&mut dashboard)
+        .await
+        .unwrap();
+    dashboard
+}
+
+/// The ledger's status and failure kind of the report at `key`.
+async fn ledger_of(pool: &PgPool, key: &str) -> (String, Option<String>) {
+    sqlx::query_as("SELECT status, failure_kind FROM report_status WHERE key = $1")
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_gives_up_a_swap_that_a_dashboard_blocks_and_records_it_as_transient() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, old) = upload(&server, dir.path(), "2020-05", &["--seed", "5"]).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let env = daemon_env(&server, &db.url, &[]);
+    assert!(dbr_ingest_with(&["once"], &env).status.success());
+    upload(&server, dir.path(), "2020-05", &["--seed", "6"]).await;
+
+    let dashboard = hold_daily_costs(&db.url).await;
+    let started = std::time::Instant::now();
+    let once = tokio::task::spawn_blocking(move || dbr_ingest_with(&["once"], &env))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&once.stdout);
+    assert!(!once.status.success(), "{stdout}");
+    assert!(
+        took < std::time::Duration::from_secs(90),
+        "once took {took:?}"
+    );
+    assert!(stdout.contains("held daily_costs"), "{stdout}");
+    assert_eq!(
+        ledger_of(store.pool(), &key).await,
+        ("failed".into(), Some("transient".into()))
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT sum(line_items)::bigint FROM account_monthly_costs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        old["rows"]["kept"].as_i64().unwrap(),
+        "the old month stays"
+    );
+    drop(dashboard);
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_counts_a_blocked_swap_and_ingests_the_month_at_a_later_poll() {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = upload(&server, dir.path(), "2020-07", &["--seed", "7"]).await;
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let daemon = Daemon::start(&daemon_env(
+        &server,
+        &db.url,
+        &[("DBR_POLL_INTERVAL", "10s")],
+    ));
+    assert!(
+        eventually(60, || async {
+            ingested_keys(store.pool()).await.len() == 1
+        })
+        .await
+    );
+
+    let dashboard = hold_daily_costs(&db.url).await;
+    let (_, new) = upload(&server, dir.path(), "2020-07", &["--seed", "8"]).await;
+    let timeouts = r#"dbr_statement_swap_timeouts_total{integration="default"}"#;
+    assert!(
+        eventually(100, || async { daemon.metric(timeouts).await == Some(1.0) }).await,
+        "the swap gave up and was counted"
+    );
+    assert_eq!(
+        ledger_of(store.pool(), &key).await,
+        ("failed".into(), Some("transient".into()))
+    );
+    assert_eq!(
+        http_get(daemon.http_port, "/readyz").await.map(|r| r.0),
+        Some(200)
+    );
+    drop(dashboard);
+    let ingested = || async {
+        ledger_of(store.pool(), &key).await.0 == "ingested"
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT sum(line_items)::bigint FROM account_monthly_costs",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+                == new["rows"]["kept"].as_i64().unwrap()
+    };
+    assert!(eventually(60, ingested).await, "the next poll swaps it in");
+    assert!(daemon.terminate().await);
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_bucket_ingest_every_report_once() {
     let server = S3Server::start().await;

@@ -162,6 +162,18 @@ pub fn dbr_ingest(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `dbr-ingest` with these arguments and environment (no configuration file).
+pub fn dbr_ingest_with(args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .args(args)
+        .env("DBR_CONFIG", "/dev/null")
+        .env("RUST_LOG", "error")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// `summarize --json` of one file; panics if it fails.
 pub fn summarize_json(file: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["summarize", "--json", file.to_str().unwrap()];
