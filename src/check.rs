@@ -81,15 +81,13 @@ async fn database(settings: &Settings, text: &mut String) -> Result<Store, Faile
     let store = Store::connect_existing(&settings.database_url)
         .await
         .map_err(|e| fail(text, format!("database {database}: {e} (is PostgreSQL running? `dbr-ingest migrate` creates the database)")))?;
-    store.ready().await.map_err(|e| {
-        fail(
-            text,
-            format!("database {database}: {e}: run `dbr-ingest migrate`"),
-        )
-    })?;
+    store
+        .ready()
+        .await
+        .map_err(|e| fail(text, format!("database {database}: {e}")))?;
     say!(
         text,
-        "ok      database {database}: reachable, migrations applied"
+        "ok      database {database}: reachable, migrations applied, contract views whole"
     );
     Ok(store)
 }

@@ -85,6 +85,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Where `run` serves `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: SocketAddr,
+    /// Where `run` serves the status page, which shows costs: local unless set.
+    pub status_addr: SocketAddr,
     /// JSON lines instead of human-readable logs.
     pub json_logs: bool,
 }
@@ -102,6 +104,7 @@ struct File {
     temp_dir: Option<String>,
     shutdown_grace: Option<String>,
     http_addr: Option<String>,
+    status_addr: Option<String>,
     log_format: Option<String>,
     #[serde(default)]
     s3: S3File,
@@ -150,8 +153,16 @@ impl Settings {
                 crate::secrets::register(&secret);
             }
         }
+        for variable in crate::secrets::ENDPOINT_VARIABLES {
+            if let Some(endpoint) = env(variable) {
+                crate::secrets::register_endpoint(&endpoint);
+            }
+        }
         let settings = Settings::from_layers(parsed, env)?;
         crate::secrets::register_database_url(settings.database_url.expose_secret());
+        if let Some(endpoint) = &settings.s3.endpoint_url {
+            crate::secrets::register_endpoint(endpoint);
+        }
         Ok(settings)
     }
 
@@ -225,11 +236,33 @@ impl Settings {
             temp_dir: pick("DBR_TEMP_DIR", file.temp_dir)
                 .map_or_else(std::env::temp_dir, PathBuf::from),
         };
-        let http_addr =
-            pick("DBR_HTTP_ADDR", file.http_addr).unwrap_or_else(|| "0.0.0.0:9187".into());
-        let http_addr = http_addr
-            .parse()
-            .map_err(|_| ConfigError(format!("HTTP address {http_addr:?} is not IP:PORT")))?;
+        let least = concurrency * MemoryBudget::SHARE_FLOOR;
+        if memory_budget.bytes < least {
+            return Err(ConfigError(format!(
+                "memory budget {} MiB is too small for concurrency {concurrency}: each report \
+                 being read needs at least {} MiB, so at least {} MiB (or a lower concurrency)",
+                memory_budget.bytes >> 20,
+                MemoryBudget::SHARE_FLOOR >> 20,
+                least >> 20
+            )));
+        }
+        let address = |what: &str, text: String| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| ConfigError(format!("{what} {text:?} is not IP:PORT")))
+        };
+        let http_addr = address(
+            "HTTP address",
+            pick("DBR_HTTP_ADDR", file.http_addr).unwrap_or_else(|| "0.0.0.0:9187".into()),
+        )?;
+        let status_addr = address(
+            "status page address",
+            pick("DBR_STATUS_ADDR", file.status_addr).unwrap_or_else(|| "127.0.0.1:9188".into()),
+        )?;
+        if status_addr == http_addr {
+            return Err(ConfigError(format!(
+                "the status page and the probes cannot share the address {http_addr}"
+            )));
+        }
         let json_logs = match pick("DBR_LOG_FORMAT", file.log_format).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -249,6 +282,7 @@ impl Settings {
             memory_budget,
             shutdown_grace,
             http_addr,
+            status_addr,
             json_logs,
         })
     }
@@ -327,7 +361,7 @@ impl DurationSetting {
 /// The memory budget's default and range: below 256 KiB sums would be written out every few
 /// hundred keys.
 const MEMORY_BUDGET_DEFAULT: usize = 128 << 20;
-const MEMORY_BUDGET: std::ops::RangeInclusive<usize> = (256 << 10)..=(64 << 30);
+const MEMORY_BUDGET: std::ops::RangeInclusive<usize> = MemoryBudget::SHARE_FLOOR..=(64 << 30);
 
 /// `64MiB`, `512 KiB`, `1GiB`, `1000000` (bytes); KB, MB and GB are read as their binary
 /// counterparts, as `docker` and Kubernetes users write them loosely.
@@ -352,7 +386,7 @@ fn parse_memory_budget(text: Option<String>) -> Result<usize, ConfigError> {
         .ok()
         .zip(shift)
         .and_then(|(number, shift)| number.checked_mul(1 << shift));
-    let range = "256KiB to 64GiB";
+    let range = "4MiB to 64GiB";
     match bytes {
         Some(bytes) if MEMORY_BUDGET.contains(&bytes) => Ok(bytes),
         Some(_) => Err(ConfigError(format!(
@@ -416,13 +450,13 @@ mod tests {
 
     #[test]
     fn the_environment_overrides_the_file() {
-        let file = "database_url = \"postgres://a@db/x\"\nmonitored_accounts = [\"1\"]\npoll_interval = \"1h\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\n";
+        let file = "database_url = \"postgres://a@db/x\"\nmonitored_accounts = [\"000000000001\"]\npoll_interval = \"1h\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\n";
         let settings = load(
             file,
             &[
                 ("DBR_BUCKET", "billing"),
                 ("DBR_PREFIX", "dbr/"),
-                ("DBR_MONITORED_ACCOUNTS", "013328811177, 2"),
+                ("DBR_MONITORED_ACCOUNTS", "013328811177, 000000000002"),
                 ("DBR_POLL_INTERVAL", "90s"),
                 ("DBR_CONCURRENCY", "3"),
                 ("DBR_HTTP_ADDR", "127.0.0.1:9999"),
@@ -441,7 +475,7 @@ mod tests {
         assert!(settings.json_logs);
         assert_eq!(
             settings.monitored,
-            Some(Monitored::parse("013328811177,2").unwrap())
+            Some(Monitored::parse("013328811177,000000000002").unwrap())
         );
         assert_eq!(settings.database_display(), "postgres://u:***@h:5432/d");
         let debug = format!("{settings:?}");
@@ -490,7 +524,7 @@ mod tests {
             ),
             (
                 "[s3]\nbucket = \"b\"\n",
-                vec![("DBR_MONITORED_ACCOUNTS", "12,abc")],
+                vec![("DBR_MONITORED_ACCOUNTS", "000000000012,abc")],
                 "\"abc\" is not an AWS account ID",
             ),
             (
@@ -532,7 +566,22 @@ mod tests {
             (
                 "source = \"dir:x\"\n",
                 vec![("DBR_MEMORY_BUDGET", "64")],
-                "memory budget \"64\" is outside the allowed range, 256KiB to 64GiB",
+                "memory budget \"64\" is outside the allowed range, 4MiB to 64GiB",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_MEMORY_BUDGET", "64MiB"), ("DBR_CONCURRENCY", "32")],
+                "memory budget 64 MiB is too small for concurrency 32: each report being read needs at least 4 MiB, so at least 128 MiB",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_MONITORED_ACCOUNTS", "013328811177,13328811177")],
+                "monitored accounts: \"13328811177\" is not an AWS account ID: those have 12 digits, it has 11",
+            ),
+            (
+                "source = \"dir:x\"\n",
+                vec![("DBR_STATUS_ADDR", "0.0.0.0:9187")],
+                "the status page and the probes cannot share the address 0.0.0.0:9187",
             ),
             (
                 "memory_budget = \"lots\"\n",
@@ -565,7 +614,7 @@ mod tests {
 
     #[test]
     fn an_empty_variable_is_an_unset_one() {
-        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"1\"\npoll_interval = \"1h\"\nconcurrency = 3\nmemory_budget = \"8MiB\"\ntemp_dir = \"/var/tmp\"\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\nread_timeout = \"2m\"\n";
+        let file = "database_url = \"postgres://a@db/x\"\nsource = \"dir:x\"\nmonitored_accounts = \"000000000001\"\npoll_interval = \"1h\"\nconcurrency = 3\nmemory_budget = \"16MiB\"\ntemp_dir = \"/var/tmp\"\nshutdown_grace = \"5s\"\nhttp_addr = \"127.0.0.1:1\"\nstatus_addr = \"127.0.0.1:2\"\nlog_format = \"json\"\n[s3]\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint_url = \"http://e\"\nforce_path_style = true\nrole_arn = \"arn\"\nexternal_id = \"x\"\nrole_session_name = \"s\"\nread_timeout = \"2m\"\n";
         let unset = load(file, &[]).unwrap();
         for var in [
             "DATABASE_URL",
@@ -575,6 +624,7 @@ mod tests {
             "DBR_CONCURRENCY",
             "DBR_SHUTDOWN_GRACE",
             "DBR_HTTP_ADDR",
+            "DBR_STATUS_ADDR",
             "DBR_LOG_FORMAT",
             "DBR_BUCKET",
             "DBR_PREFIX",
@@ -600,9 +650,9 @@ mod tests {
     fn memory_budgets_are_read_in_binary_units() {
         for (text, bytes) in [
             ("64MiB", 64 << 20),
-            ("512 KiB", 512 << 10),
+            ("5120 KiB", 5120 << 10),
             ("1g", 1 << 30),
-            ("300000", 300_000),
+            ("30000000", 30_000_000),
         ] {
             assert_eq!(
                 parse_memory_budget(Some(text.into())).unwrap(),

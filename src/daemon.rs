@@ -31,26 +31,34 @@ pub async fn run(
     metrics: PrometheusHandle,
 ) -> std::io::Result<()> {
     let mut shutdown = Shutdown::listen()?;
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("HTTP address {}: {e}", settings.http_addr),
-            )
-        })?;
     let (stop_http, http_stopped) = tokio::sync::watch::channel(());
     let polls = PollTimes::default();
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        store.clone(),
-        metrics,
-        polls.clone(),
-        async move {
-            let mut stopped = http_stopped;
-            let _ = stopped.changed().await;
-        },
-    ));
+    let mut servers = Vec::new();
+    for (address, what, app) in [
+        (
+            settings.http_addr,
+            "/healthz, /readyz and /metrics",
+            crate::http::probes(store.clone(), metrics),
+        ),
+        (
+            settings.status_addr,
+            "the status page",
+            crate::http::status(store.clone(), polls.clone()),
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("address {address}: {e}")))?;
+        tracing::info!(%address, "serving {what}");
+        let mut stopped = http_stopped.clone();
+        servers.push(tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            async move {
+                let _ = stopped.changed().await;
+            },
+        )));
+    }
     tokio::select! {
         () = poll_until_stopped(store, settings, only.as_ref(), &polls) => {}
         () = shutdown.requested() => {}
@@ -68,7 +76,9 @@ pub async fn run(
         Err(_) => tracing::warn!("shutting down: the database did not answer in time"),
     }
     let _ = stop_http.send(());
-    let _ = http.await;
+    for server in servers {
+        let _ = server.await;
+    }
     if tokio::time::timeout(settings.shutdown_grace, store.pool().close())
         .await
         .is_err()
@@ -116,6 +126,11 @@ async fn poll(
     settings: &Settings,
     only: Option<&IntegrationName>,
 ) {
+    if let Err(error) = store.not_newer().await {
+        crate::telemetry::poll_failed();
+        tracing::error!(%error, "poll not started");
+        return;
+    }
     match poll_integrations(sources, store, settings, only).await {
         Ok(polled) => record(polled),
         Err(error) => {

@@ -14,8 +14,16 @@ pub struct AccountId(String);
 
 /// Text that is not an account ID.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{} is not an AWS account ID (digits only)", excerpt(.0.as_bytes()))]
-pub struct NotAnAccountId(pub String);
+pub enum NotAnAccountId {
+    #[error("{} is not an AWS account ID (digits only)", excerpt(.0.as_bytes()))]
+    NotDigits(String),
+    #[error(
+        "{} is not an AWS account ID: those have 12 digits, it has {} (a leading zero lost in a spreadsheet?)",
+        excerpt(.0.as_bytes()),
+        .0.len()
+    )]
+    NotTwelveDigits(String),
+}
 
 /// How many bytes of a value from outside an error message quotes.
 pub const EXCERPT_BYTES: usize = 100;
@@ -39,9 +47,23 @@ pub fn excerpt(raw: &[u8]) -> String {
 impl AccountId {
     /// Real IDs have 12 digits; published samples and resellers' extracts use fewer.
     const MAX_DIGITS: usize = 20;
+    /// The digits of every AWS account ID.
+    pub const DIGITS: usize = 12;
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// An ID an operator typed: exactly 12 digits, so that one missing its leading zero is
+    /// refused rather than taken for another account. (Reports are read with `parse`, which
+    /// takes the shorter IDs of published samples.)
+    pub fn typed(text: &str) -> Result<AccountId, NotAnAccountId> {
+        let id: AccountId = text.parse()?;
+        if id.0.len() == Self::DIGITS {
+            Ok(id)
+        } else {
+            Err(NotAnAccountId::NotTwelveDigits(text.to_owned()))
+        }
     }
 }
 
@@ -55,7 +77,7 @@ impl FromStr for AccountId {
         {
             Ok(AccountId(text.to_owned()))
         } else {
-            Err(NotAnAccountId(text.to_owned()))
+            Err(NotAnAccountId::NotDigits(text.to_owned()))
         }
     }
 }
@@ -146,8 +168,22 @@ pub enum NotAMonitoredSet {
 }
 
 impl Monitored {
-    /// `*` for every account, else account IDs separated by commas.
+    /// `*` for every account, else account IDs of 12 digits separated by commas, as an
+    /// operator types them.
     pub fn parse(text: &str) -> Result<Monitored, NotAMonitoredSet> {
+        Monitored::parse_with(text, AccountId::typed)
+    }
+
+    /// As [`Monitored::parse`], with IDs of any length: for local files such as published
+    /// samples, whose IDs are often shorter.
+    pub fn parse_any_length(text: &str) -> Result<Monitored, NotAMonitoredSet> {
+        Monitored::parse_with(text, str::parse)
+    }
+
+    fn parse_with(
+        text: &str,
+        account: impl Fn(&str) -> Result<AccountId, NotAnAccountId>,
+    ) -> Result<Monitored, NotAMonitoredSet> {
         if text.trim() == "*" {
             return Ok(Monitored::All);
         }
@@ -155,7 +191,7 @@ impl Monitored {
             .split(',')
             .map(str::trim)
             .filter(|id| !id.is_empty())
-            .map(str::parse)
+            .map(account)
             .collect::<Result<BTreeSet<AccountId>, _>>()?;
         if ids.is_empty() {
             return Err(NotAMonitoredSet::Empty);
@@ -355,7 +391,7 @@ mod tests {
     #[test]
     fn monitored_list_parsing() {
         assert_eq!(Monitored::parse("*"), Ok(Monitored::All));
-        let only = Monitored::parse(" 000000000001, 2 ,").unwrap();
+        let only = Monitored::parse_any_length(" 000000000001, 2 ,").unwrap();
         assert!(only.contains(&"000000000001".parse().unwrap()));
         assert!(
             !only.contains(&"1".parse().unwrap()),
@@ -365,6 +401,13 @@ mod tests {
         assert_eq!(
             Monitored::parse("12a").unwrap_err().to_string(),
             "\"12a\" is not an AWS account ID (digits only)"
+        );
+        assert!(Monitored::parse("000000000001,123456789012").is_ok());
+        assert_eq!(
+            Monitored::parse("000000000001,13328811177")
+                .unwrap_err()
+                .to_string(),
+            "\"13328811177\" is not an AWS account ID: those have 12 digits, it has 11 (a leading zero lost in a spreadsheet?)"
         );
     }
 
@@ -399,10 +442,10 @@ mod tests {
         for bad in ["", "Acme", "-acme", "a b", "a/b", &"a".repeat(64)] {
             assert!(bad.parse::<IntegrationName>().is_err(), "{bad}");
         }
-        let a = Monitored::parse("1,2").unwrap();
+        let a = Monitored::parse_any_length("1,2").unwrap();
         assert_eq!(
-            a.union(&Monitored::parse("2,3").unwrap()),
-            Monitored::parse("1,2,3").unwrap()
+            a.union(&Monitored::parse_any_length("2,3").unwrap()),
+            Monitored::parse_any_length("1,2,3").unwrap()
         );
         assert_eq!(a.union(&Monitored::All), Monitored::All);
     }

@@ -64,7 +64,7 @@ impl fmt::Display for IntegrationSource {
                 write!(f, " in {region}")?;
             }
             if let Some(endpoint) = &s3.endpoint_url {
-                write!(f, " at {endpoint}")?;
+                write!(f, " at {}", crate::secrets::display_endpoint(endpoint))?;
             }
             if let Some(role) = &s3.assume_role {
                 write!(f, " as {}", role.role_arn)?;

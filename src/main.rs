@@ -112,7 +112,7 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Linked accounts to keep: account IDs separated by commas, or * for every account.
-        #[arg(long, default_value = "*", value_parser = Monitored::parse)]
+        #[arg(long, default_value = "*", value_parser = Monitored::parse_any_length)]
         monitored: Monitored,
         /// One JSON document per file, one per line, amounts as exact decimal strings.
         #[arg(long)]
@@ -126,13 +126,17 @@ enum AccountsAction {
     List,
     /// Monitor an account.
     Add {
+        #[arg(value_parser = AccountId::typed)]
         id: AccountId,
         /// A name to remember it by.
         #[arg(long)]
         name: Option<String>,
     },
     /// Stop monitoring an account; its costs leave the views at the next poll.
-    Remove { id: AccountId },
+    Remove {
+        #[arg(value_parser = AccountId::typed)]
+        id: AccountId,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,8 +189,23 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Migrate { config } => {
             let settings = load(&config, Bars::Off)?;
-            connect(&settings).await?.migrate().await?;
-            println!("database {} is up to date", settings.database_display());
+            let store = Store::connect_lazy(&settings.database_url, 1)?;
+            let migrated = store
+                .migrate()
+                .await
+                .map_err(|e| format!("{e} ({})", settings.database_display()))?;
+            let database = settings.database_display();
+            if migrated.created {
+                println!("created database {database}");
+            }
+            match (migrated.applied.first(), migrated.applied.last()) {
+                (Some(first), Some(last)) => println!(
+                    "applied migrations {first} to {last}; database {database} is up to date, contract views and readers' grants restored"
+                ),
+                _ => println!(
+                    "database {database} was up to date; contract views and readers' grants restored"
+                ),
+            }
             Ok(true)
         }
         Command::Accounts {
@@ -215,7 +234,9 @@ async fn execute(command: Command) -> Result<bool, Failure> {
                 ),
                 None => println!(
                     "{role} reads the contract views: {}",
-                    dbr_ingest::store::CONTRACT_VIEWS.join(", ")
+                    dbr_ingest::store::contract_view_names()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }
             Ok(true)

@@ -95,6 +95,37 @@ pub fn display_database_url(url: &str) -> String {
     parsed.to_string().replace("%2A%2A%2A", MASK)
 }
 
+/// Environment variables of endpoint URLs, which may carry credentials (`http://key:secret@host`).
+pub const ENDPOINT_VARIABLES: [&str; 3] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_STS",
+];
+
+/// Registers the credentials an endpoint URL carries, if any.
+pub fn register_endpoint(url: &str) {
+    if let Ok(parsed) = url::Url::parse(url) {
+        register(parsed.username());
+        if let Some(password) = parsed.password() {
+            register(password);
+        }
+    }
+}
+
+/// An endpoint URL as messages show it: credentials in it masked.
+pub fn display_endpoint(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username(MASK);
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some(MASK));
+            }
+            parsed.to_string().replace("%2A%2A%2A", MASK)
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Writes log lines through [`redact`].
 pub struct Redacting<M>(pub M);
 
@@ -150,6 +181,22 @@ mod tests {
             assert_eq!(display_database_url(url), shown);
             register_database_url(url);
             assert!(!redact(url).contains("pw-"), "{}", redact(url));
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_show_no_credentials() {
+        for (url, shown) in [
+            (
+                "http://key:s3cret-in-url@host:9000/",
+                "http://***:***@host:9000/",
+            ),
+            ("http://keyonly@host/", "http://***@host/"),
+            ("http://host:9000", "http://host:9000"),
+        ] {
+            assert_eq!(display_endpoint(url), shown);
+            register_endpoint(url);
+            assert!(!redact(url).contains("s3cret"), "{}", redact(url));
         }
     }
 

@@ -109,7 +109,11 @@ impl Definition {
                 assume_role: None,
                 read_timeout: settings.s3.read_timeout,
             }),
-            (None, Some(SourceSetting::Dir(path)), _) => IntegrationSource::Dir(path),
+            // Stored absolute: a later `once` may run in another directory.
+            (None, Some(SourceSetting::Dir(path)), _) => IntegrationSource::Dir(
+                std::path::absolute(&path)
+                    .map_err(|e| format!("directory {}: {e}", path.display()))?,
+            ),
             (None, Some(SourceSetting::S3), _) => {
                 return Err("give the bucket with --bucket NAME".into());
             }
@@ -241,7 +245,10 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
                     println!("region      {region}");
                 }
                 if let Some(endpoint) = &s3.endpoint_url {
-                    println!("endpoint    {endpoint}");
+                    println!(
+                        "endpoint    {}",
+                        dbr_ingest::secrets::display_endpoint(endpoint)
+                    );
                 }
                 if s3.force_path_style {
                     println!("path style  yes");
@@ -258,6 +265,11 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
                 }
             }
             println!("monitored   {}", describe(&monitored));
+            if let Monitored::Only(ids) = &monitored {
+                for id in ids {
+                    println!("            {id}");
+                }
+            }
             let stored = store.integration_contents(&name).await?;
             println!(
                 "stored      {} statements; reports: {} ingested, {} failed, {} superseded",
@@ -275,11 +287,31 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
             let Some(mut integration) = stored.into_iter().find(|i| i.name == name) else {
                 return Err(no_such(&name));
             };
+            let (source_before, monitored_before) = (
+                integration.source.clone(),
+                monitored_of(store, &integration).await?,
+            );
             integration.source = definition.apply(Some(integration.source), no_role, settings)?;
             store
                 .update_integration(&integration, monitored.as_ref())
                 .await?;
-            println!("{name} updated: {}", integration.source);
+            let monitored_after = monitored_of(store, &integration).await?;
+            let mut changes = Vec::new();
+            if integration.source != source_before {
+                changes.push(format!("source {source_before} -> {}", integration.source));
+            }
+            if monitored_after != monitored_before {
+                changes.push(format!(
+                    "monitored {} -> {}",
+                    list_monitored(&monitored_before),
+                    list_monitored(&monitored_after)
+                ));
+            }
+            if changes.is_empty() {
+                println!("{name}: nothing changed");
+            } else {
+                println!("{name} updated: {}", changes.join("; "));
+            }
         }
         Action::Remove { name } => {
             let removed = store.remove_integration(&name).await?;
@@ -354,6 +386,19 @@ async fn monitored_of(store: &Store, integration: &Integration) -> Result<Monito
     Ok(Monitored::Only(ids))
 }
 
+/// Every monitored ID, for a change.
+fn list_monitored(monitored: &Monitored) -> String {
+    match monitored {
+        Monitored::All => "*".into(),
+        Monitored::Only(ids) if ids.is_empty() => "none".into(),
+        Monitored::Only(ids) => ids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
 fn describe(monitored: &Monitored) -> String {
     match monitored {
         Monitored::All => "every account (*)".into(),
@@ -369,7 +414,7 @@ fn to_json(integration: &Integration, origin: &str, monitored: &Monitored) -> se
             "bucket": s3.bucket,
             "prefix": s3.prefix,
             "region": s3.region,
-            "endpoint_url": s3.endpoint_url,
+            "endpoint_url": s3.endpoint_url.as_deref().map(dbr_ingest::secrets::display_endpoint),
             "force_path_style": s3.force_path_style,
         }),
         IntegrationSource::Dir(path) => json!({"kind": "dir", "path": path.display().to_string()}),

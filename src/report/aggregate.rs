@@ -191,6 +191,11 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
+    /// The least share of the budget one report is given: with less, runs hold so few keys
+    /// that a large report writes thousands of them, and merging them reads the report's sums
+    /// back many times over. The configuration refuses a budget below `concurrency` times this.
+    pub const SHARE_FLOOR: usize = 4 << 20;
+
     /// Large enough that no test report spills unless it means to.
     #[cfg(test)]
     pub fn unlimited() -> MemoryBudget {
@@ -531,13 +536,25 @@ impl ReportSums {
         if let Some(&slot) = self.account_slots.get(raw) {
             return Ok(slot);
         }
+        let payer = self
+            .payer
+            .as_ref()
+            .expect("the payer is known once a row was read");
         let account: AccountId = if raw.is_empty() {
-            self.payer
-                .clone()
-                .expect("the payer is known once a row was read")
+            payer.clone()
         } else {
             parse_account(raw).map_err(|message| row.linked_account_error(message))?
         };
+        // An ID that lost a leading zero (a report edited in a spreadsheet) would be taken for
+        // another account: dropped as not monitored, or shown apart.
+        if account.as_str().len() != payer.as_str().len() {
+            return Err(row.linked_account_error(format!(
+                "account ID {} has {} digits, the payer {payer} has {}: a leading zero lost?",
+                excerpt(raw),
+                account.as_str().len(),
+                payer.as_str().len()
+            )));
+        }
         // One slot per account, though two spellings (empty, or the payer's ID) may name it.
         let slot = match self.accounts.iter().position(|known| *known == account) {
             Some(slot) => Some(index(slot)),
@@ -1192,6 +1209,20 @@ mod tests {
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
 
     #[test]
+    fn an_account_id_shorter_than_the_payers_is_refused_with_its_line_and_column() {
+        let text = format!(
+            "{HEADER}\
+             1,013328811177,013328811177,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,1,1\n\
+             1,013328811177,13328811177,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,1,1\n"
+        );
+        let error = month_of(&text, Monitored::All).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "line 3, column LinkedAccountId: account ID \"13328811177\" has 11 digits, the payer 013328811177 has 12: a leading zero lost?"
+        );
+    }
+
+    #[test]
     fn footer_reconciles_monitored_accounts_only() {
         let text = format!(
             "{HEADER}\
@@ -1205,7 +1236,7 @@ mod tests {
              ,9,3,AccountTotal,,,,,,,1,1\n\
              ,9,,StatementTotal,,,,,,,7.61,7.52\n"
         );
-        let month = month_of(&text, Monitored::parse("1,3").unwrap()).unwrap();
+        let month = month_of(&text, Monitored::parse_any_length("1,3").unwrap()).unwrap();
         assert_eq!(month.payer().unwrap().as_str(), "9");
         assert_eq!(month.invoice_status(), InvoiceStatus::Final);
         let accounts = month.accounts();

@@ -333,7 +333,9 @@ mod tests {
             ),
             (
                 "12345678901a-aws-billing-detailed-line-items-2017-01.csv.zip",
-                Err(NotDbr::BadPayer(NotAnAccountId("12345678901a".into()))),
+                Err(NotDbr::BadPayer(NotAnAccountId::NotDigits(
+                    "12345678901a".into(),
+                ))),
             ),
             (
                 "123456789012-aws-billing-detailed-line-items-with-resources-and-tags-2017.csv.zip",

@@ -50,6 +50,9 @@ const COLUMNS: &str = "name, source, bucket, prefix, region, endpoint_url, force
 impl Row {
     /// `read_timeout` is the deployment's, for every integration.
     fn integration(self, read_timeout: Duration) -> Result<Integration, StoreError> {
+        if let Some(endpoint) = &self.endpoint_url {
+            crate::secrets::register_endpoint(endpoint);
+        }
         let source = match (self.source.as_str(), self.bucket, self.dir_path) {
             ("s3", Some(bucket), _) => IntegrationSource::S3(S3Settings {
                 bucket,

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgExecutor, Postgres};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, Postgres};
 
 use crate::domain::{IntegrationName, NotAnAccountId, NotAnIntegrationName, StatementId};
 use crate::failure::{Classify, FailureKind};
@@ -22,7 +22,7 @@ use crate::report::aggregate::DailyCostsError;
 pub use accounts::MonitoredAccount;
 pub use integrations::{Contents, Removed};
 pub use ledger::{LedgerEntry, Status};
-pub use readers::CONTRACT_VIEWS;
+pub use readers::{CONTRACT_VIEWS, contract_view_names};
 pub use statement::ReportVersion;
 pub use status::{
     AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,
@@ -34,17 +34,25 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database: {}", database_message(.0))]
     Database(#[from] sqlx::Error),
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database did not answer within {0:?}")]
     Timeout(std::time::Duration),
-    #[error("migrations applied up to {applied:?}, this version needs {latest:?}")]
-    MigrationsBehind {
-        applied: Option<i64>,
-        latest: Option<i64>,
-    },
+    #[error(
+        "the database has migrations up to {}, this version needs {latest}: run `dbr-ingest migrate`",
+        applied.map_or("none".to_owned(), |applied| applied.to_string())
+    )]
+    MigrationsBehind { applied: Option<i64>, latest: i64 },
+    #[error(
+        "the database was migrated by a newer dbr-ingest (migration {applied}); this version knows \
+         migrations up to {latest}: upgrade dbr-ingest"
+    )]
+    MigrationsAhead { applied: i64, latest: i64 },
+    /// A contract view dropped or changed by hand.
+    #[error("{0}: run `dbr-ingest migrate` to restore the contract views")]
+    ViewsChanged(String),
     /// A row this version cannot read: written by a newer version, or by hand.
     #[error("the {table} table holds {value:?}, which this version does not know")]
     UnknownValue { table: &'static str, value: String },
@@ -76,12 +84,23 @@ impl Classify for StoreError {
             StoreError::DailyCosts(error) => error.kind(),
             StoreError::Migrate(_)
             | StoreError::MigrationsBehind { .. }
+            | StoreError::MigrationsAhead { .. }
+            | StoreError::ViewsChanged(_)
             | StoreError::UnknownValue { .. }
             | StoreError::BadAccount(_)
             | StoreError::BadIntegration(_)
             | StoreError::Integration(_)
             | StoreError::IntegrationRemoved(_) => FailureKind::Configuration,
         }
+    }
+}
+
+/// What PostgreSQL said, without the line of its own source code that sqlx appends ("at line
+/// 948" means nothing to an operator).
+fn database_message(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(error) => error.message().to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -161,42 +180,67 @@ impl Store {
         Ok(store)
     }
 
-    /// Makes the database ready for the service: creates it when it is missing and applies the
-    /// migrations it lacks. When every migration is applied already, it changes nothing and
-    /// needs no right beyond reading and writing the service's tables (see the README's least
-    /// privilege: the owner runs `migrate`, the service needs DML only).
+    /// Makes the database ready for the service: creates it when it is missing, applies the
+    /// migrations it lacks and restores the contract views. When every migration is applied
+    /// and the views are whole, it changes nothing and needs no right beyond reading and
+    /// writing the service's tables (see the README's least privilege: the owner runs
+    /// `migrate`, the service needs DML only). A database migrated by a newer version is
+    /// refused.
     pub async fn prepare(&self) -> Result<(), StoreError> {
-        // A connection of its own: an unreachable server or a refused password says so at once,
-        // where the pool would keep trying until its timeout. The pool's first connection opens
-        // at the same time, and serves the checks and migrations below: each new connection
-        // costs about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
-        let mut connection = match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
-            Ok((probe, first)) => {
-                probe.close().await?;
-                first
+        let (mut connection, _) = self.open_or_create().await?;
+        match schema_ready(&mut connection).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::MigrationsBehind { .. } | StoreError::ViewsChanged(_)) => {
+                apply_migrations(&mut connection).await.map(|_| ())
             }
-            Err(error) if sqlstate(&error).as_deref() == Some("3D000") => {
-                sqlx::Postgres::create_database(self.url.expose_secret()).await?;
-                tracing::info!("created the database");
-                self.pool.acquire().await?
+            // No migration table yet.
+            Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {
+                apply_migrations(&mut connection).await.map(|_| ())
             }
-            Err(error) => return Err(error.into()),
-        };
-        match migrations_applied(&mut *connection).await {
-            Ok(()) => return Ok(()),
-            // No migration table yet, or not every migration applied.
-            Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {}
-            Err(StoreError::MigrationsBehind { .. }) => {}
-            Err(other) => return Err(other),
+            Err(other) => Err(other),
         }
-        MIGRATOR.run(&mut *connection).await?;
-        Ok(())
     }
 
-    /// Applies the migrations not applied yet (and checks those that are).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+    /// Creates the database when missing, applies the migrations not applied yet (and checks
+    /// those that are), and makes the contract views and the readers' grants anew.
+    pub async fn migrate(&self) -> Result<Migrated, StoreError> {
+        let (mut connection, created) = self.open_or_create().await?;
+        let applied = apply_migrations(&mut connection).await?;
+        Ok(Migrated { created, applied })
+    }
+
+    /// A connection to the database, which is created first when missing (`true`). Another
+    /// process creating it at the same moment counts as created.
+    async fn open_or_create(&self) -> Result<(PoolConnection<Postgres>, bool), StoreError> {
+        // A connection of its own: an unreachable server or a refused password says so at once,
+        // where the pool would keep trying until its timeout. The pool's first connection opens
+        // at the same time, and serves the checks and migrations: each new connection costs
+        // about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
+        match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
+            Ok((probe, first)) => {
+                probe.close().await?;
+                Ok((first, false))
+            }
+            Err(error) if sqlstate(&error).as_deref() == Some("3D000") => {
+                let created = match sqlx::Postgres::create_database(self.url.expose_secret()).await
+                {
+                    Ok(()) => true,
+                    // duplicate_database, or the unique index of pg_database when both
+                    // creations passed the check for an existing name at once.
+                    Err(error)
+                        if matches!(sqlstate(&error).as_deref(), Some("42P04" | "23505")) =>
+                    {
+                        false
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                if created {
+                    tracing::info!("created the database");
+                }
+                Ok((self.pool.acquire().await?, created))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Ends whatever this process's connections are doing (a COPY of millions of rows, a
@@ -220,11 +264,24 @@ impl Store {
         Ok(u64::try_from(ended).unwrap_or_default())
     }
 
-    /// Whether the database answers (within two seconds) with every migration applied.
+    /// Whether the database answers (within two seconds) with every migration of this
+    /// version applied, none of a newer one, and the contract views whole.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        tokio::time::timeout(READY_TIMEOUT, migrations_applied(&self.pool))
-            .await
-            .map_err(|_| StoreError::Timeout(READY_TIMEOUT))?
+        tokio::time::timeout(READY_TIMEOUT, async {
+            schema_ready(&mut *self.pool.acquire().await?).await
+        })
+        .await
+        .map_err(|_| StoreError::Timeout(READY_TIMEOUT))?
+    }
+
+    /// Refuses a database that a newer version has migrated since: checked before each poll,
+    /// so a replica left behind by an upgrade stops writing.
+    pub async fn not_newer(&self) -> Result<(), StoreError> {
+        let applied = async { migrations_applied(&mut *self.pool.acquire().await?).await };
+        match applied.await {
+            Err(error @ StoreError::MigrationsAhead { .. }) => Err(error),
+            _ => Ok(()),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -286,17 +343,145 @@ impl Drop for Claim {
     }
 }
 
-/// Whether every migration of this version is applied.
-async fn migrations_applied(executor: impl PgExecutor<'_>) -> Result<(), StoreError> {
-    let latest = MIGRATOR.iter().map(|m| m.version).max();
+/// What `migrate` did.
+pub struct Migrated {
+    /// The database did not exist.
+    pub created: bool,
+    /// The versions of the migrations applied now.
+    pub applied: Vec<i64>,
+}
+
+/// The contract views as they are now, applied after the migrations every time.
+const VIEWS: &str = include_str!("views.sql");
+
+/// The newest migration this version knows.
+fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Applies the migrations not applied yet, then the contract views and the readers' grants,
+/// under a lock that another process migrating the same database waits for. Returns the
+/// versions applied.
+async fn apply_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('dbr-ingest:migrate', 0))")
+        .execute(&mut *connection)
+        .await?;
+    let applied = apply_migrations_locked(connection).await;
+    let unlocked =
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended('dbr-ingest:migrate', 0))")
+            .execute(&mut *connection)
+            .await;
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_migrations_locked(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+    let before = match applied_versions(connection).await {
+        Ok(versions) => versions,
+        Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {
+            Vec::new()
+        }
+        Err(error) => return Err(error),
+    };
+    let latest = latest_migration();
+    if let Some(&applied) = before.iter().max()
+        && applied > latest
+    {
+        return Err(StoreError::MigrationsAhead { applied, latest });
+    }
+    MIGRATOR.run(&mut *connection).await?;
+    let mut tx = connection.begin().await?;
+    // A view changed by hand cannot be replaced with other columns: it goes first, with the
+    // views on it (the readers' are made again below).
+    for (view, problem) in view_problems(&mut tx).await? {
+        if problem == ViewProblem::Columns {
+            sqlx::query(AssertSqlSafe(format!("DROP VIEW public.{view} CASCADE")))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::raw_sql(VIEWS).execute(&mut *tx).await?;
+    readers::grant_again(&mut tx).await?;
+    tx.commit().await?;
+    Ok(applied_versions(connection)
+        .await?
+        .into_iter()
+        .filter(|version| !before.contains(version))
+        .collect())
+}
+
+async fn applied_versions(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(connection)
+            .await?,
+    )
+}
+
+/// Whether every migration of this version is applied, and none of a newer version.
+async fn migrations_applied(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let latest = latest_migration();
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(executor)
+            .fetch_one(connection)
             .await?;
-    if applied < latest {
-        return Err(StoreError::MigrationsBehind { applied, latest });
+    match applied {
+        Some(applied) if applied > latest => Err(StoreError::MigrationsAhead { applied, latest }),
+        Some(applied) if applied == latest => Ok(()),
+        _ => Err(StoreError::MigrationsBehind { applied, latest }),
     }
-    Ok(())
+}
+
+/// [`migrations_applied`], and every contract view there with its columns in order.
+async fn schema_ready(connection: &mut PgConnection) -> Result<(), StoreError> {
+    migrations_applied(connection).await?;
+    let problems: Vec<String> = view_problems(connection)
+        .await?
+        .into_iter()
+        .map(|(view, problem)| match problem {
+            ViewProblem::Missing => format!("view {view} is missing"),
+            ViewProblem::Columns => format!("view {view} has other columns than the contract's"),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::ViewsChanged(problems.join("; ")))
+    }
+}
+
+#[derive(PartialEq)]
+enum ViewProblem {
+    Missing,
+    /// Other columns, or in another order.
+    Columns,
+}
+
+/// The contract views that `public` lacks, or has with other columns.
+async fn view_problems(
+    connection: &mut PgConnection,
+) -> Result<Vec<(&'static str, ViewProblem)>, StoreError> {
+    let found: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, array_agg(a.attname::text ORDER BY a.attnum)
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relkind = 'v'
+         GROUP BY c.relname",
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(CONTRACT_VIEWS
+        .iter()
+        .filter_map(
+            |(view, columns)| match found.iter().find(|(name, _)| name == view) {
+                None => Some((*view, ViewProblem::Missing)),
+                Some((_, actual)) if actual != columns => Some((*view, ViewProblem::Columns)),
+                Some(_) => None,
+            },
+        )
+        .collect())
 }
 
 /// The name of an advisory lock on an integration's `statement`.

@@ -266,7 +266,7 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
         &[],
     ));
     assert!(
-        updated.contains("alpha updated: s3://alpha-billing/"),
+        updated.contains("alpha updated: monitored 000000000011 -> 000000000011,111111111111"),
         "{updated}"
     );
     let once = succeeds(run(&["once"], url, &sts_env));
@@ -871,7 +871,7 @@ async fn a_reader_role_reads_the_contract_views_and_nothing_else() {
             == Some("42501")
     };
     let reader = connect(&everything).await;
-    for view in dbr_ingest::store::CONTRACT_VIEWS {
+    for view in dbr_ingest::store::contract_view_names() {
         assert_eq!(
             integrations(reader.clone(), view).await.unwrap(),
             ["team-a", "team-b"],
@@ -892,7 +892,7 @@ async fn a_reader_role_reads_the_contract_views_and_nothing_else() {
         assert!(refused(read), "{table} is not the reader's");
     }
     let one = connect(&team_a).await;
-    for view in dbr_ingest::store::CONTRACT_VIEWS {
+    for view in dbr_ingest::store::contract_view_names() {
         assert_eq!(
             integrations(one.clone(), view).await.unwrap(),
             ["team-a"],

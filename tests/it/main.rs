@@ -16,5 +16,7 @@ mod integrations;
 mod operate;
 /// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
 mod poll;
+/// The schema: migrations by several processes or a newer version, contract views, readers.
+mod schema;
 /// `dbr-ingest summarize` on every report variant and ZIP layout, and on broken archives.
 mod summarize;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::net::{Daemon, Proxy, eventually, http_get};
+use crate::common::net::{Daemon, Proxy, eventually, free_port, http_get};
 use crate::common::s3::S3Server;
 use crate::common::*;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -874,7 +874,7 @@ async fn the_status_page_shows_the_polls_and_escapes_what_came_from_outside() {
     let mut env = daemon_env(&server, &db.url, &[]);
     env.retain(|(name, _)| *name != "DBR_MONITORED_ACCOUNTS");
     let daemon = Daemon::start(&env);
-    let page = || async { http_get(daemon.http_port, "/").await };
+    let page = || async { http_get(daemon.status_port, "/").await };
     assert!(
         eventually(30, || async {
             page().await.is_some_and(|(status, body)| {
@@ -902,7 +902,7 @@ async fn the_status_page_shows_the_polls_and_escapes_what_came_from_outside() {
     assert!(body.contains("<svg"), "{body}");
 
     // In a real browser: it renders something, and says nothing on its console.
-    let url = format!("http://127.0.0.1:{}/", daemon.http_port);
+    let url = format!("http://127.0.0.1:{}/", daemon.status_port);
     let shot = tokio::task::spawn_blocking(move || screenshot(&url))
         .await
         .unwrap();
@@ -915,6 +915,75 @@ async fn the_status_page_shows_the_polls_and_escapes_what_came_from_outside() {
     assert!(daemon.terminate().await);
     store.pool().close().await;
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_are_served_apart_from_the_probes_and_half_sent_requests_are_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // No database answers: the probes and the page say so, promptly.
+    let daemon = Daemon::start(&[(
+        "DATABASE_URL",
+        format!("postgres://postgres@127.0.0.1:{}/none", free_port()),
+    )]);
+    assert!(
+        eventually(20, || async {
+            http_get(daemon.http_port, "/healthz").await.is_some()
+        })
+        .await
+    );
+    assert_eq!(
+        http_get(daemon.http_port, "/").await.map(|r| r.0),
+        Some(404),
+        "no costs beside the probes"
+    );
+    assert_eq!(
+        http_get(daemon.status_port, "/metrics").await.map(|r| r.0),
+        Some(404)
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = http_get(daemon.status_port, "/").await.unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("does not answer"), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Every connection the server takes at once, each with half a request.
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", daemon.http_port));
+    let mut half_sent = Vec::new();
+    for _ in 0..dbr_ingest::http::MAX_CONNECTIONS {
+        let mut stream = connect().await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        half_sent.push(stream);
+    }
+    let queued = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        http_get(daemon.http_port, "/healthz"),
+    )
+    .await;
+    assert!(queued.is_err(), "a connection beyond the bound waits");
+    // The header's deadline closes the half-sent ones, and the server answers again.
+    let started = std::time::Instant::now();
+    for mut stream in half_sent {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            dbr_ingest::http::HEADER_READ_TIMEOUT * 2,
+            stream.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(read.is_ok(), "a half-sent request is closed");
+    }
+    assert!(started.elapsed() < dbr_ingest::http::HEADER_READ_TIMEOUT * 2);
+    assert_eq!(
+        http_get(daemon.http_port, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    assert!(daemon.terminate().await);
 }
 
 /// What headless Chromium made of a page.

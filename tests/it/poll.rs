@@ -883,7 +883,7 @@ async fn content_failures_wait_for_a_new_version_and_odd_dates_are_counted() {
 
     // Every day's sum fits rust_decimal; the month's does not.
     let overflowing: String = (1..=8)
-        .map(|day| format!("1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-{day:02} 00:00:00,1,9999999999999999999999999999,1\n"))
+        .map(|day| format!("1,111111111111,222222222222,LineItem,EC2,Box,Run,,2017-06-{day:02} 00:00:00,1,9999999999999999999999999999,1\n"))
         .collect();
     s.server.put(BUCKET, &key, upload(overflowing)).await;
     poll_and_expect(Some(FailureKind::Content), "28 significant digits").await;
@@ -891,7 +891,8 @@ async fn content_failures_wait_for_a_new_version_and_odd_dates_are_counted() {
     assert_eq!(unchanged.unchanged, 1, "the same bytes are not read again");
 
     // A new version that parses, but holds a byte PostgreSQL refuses: also the content's fault.
-    let nul = "1,111111111111,2,LineItem,EC2\0,Box,Run,,2017-06-01 00:00:00,1,1,1\n".to_owned();
+    let nul = "1,111111111111,222222222222,LineItem,EC2\0,Box,Run,,2017-06-01 00:00:00,1,1,1\n"
+        .to_owned();
     s.server.put(BUCKET, &key, upload(nul)).await;
     poll_and_expect(Some(FailureKind::Content), "").await;
     poll_and_expect(None, "").await;
@@ -904,8 +905,8 @@ async fn content_failures_wait_for_a_new_version_and_odd_dates_are_counted() {
 
     // A good version is read as soon as AWS writes it. A line item dated in the month before is
     // kept in this month, and counted.
-    let good = "1,111111111111,2,LineItem,EC2,Box,Run,,2017-06-01 00:00:00,1,1.5,1.25\n\
-                1,111111111111,2,LineItem,EC2,Box,Run,,2017-05-31 23:00:00,1,1,1\n"
+    let good = "1,111111111111,222222222222,LineItem,EC2,Box,Run,,2017-06-01 00:00:00,1,1.5,1.25\n\
+                1,111111111111,222222222222,LineItem,EC2,Box,Run,,2017-05-31 23:00:00,1,1,1\n"
         .to_owned();
     s.server.put(BUCKET, &key, upload(good)).await;
     let outcome = s.poll(&source, &Monitored::All).await;

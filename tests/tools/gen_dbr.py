@@ -77,7 +77,10 @@ def main():
     consolidated = a.billing == "consolidated"
     accounts = a.accounts.split(",") if consolidated else [a.payer]
     resources = a.variant == "with-resources-and-tags"
-    tags = [t for t in a.tags.split(",") if t] if resources else []
+    # Tags are drawn for both variants, so that a seed gives both the same line items (as AWS's
+    # two reports of a month hold); the plain one just does not show them.
+    all_tags = [t for t in a.tags.split(",") if t]
+    tags = all_tags if resources else []
     year, month = map(int, a.period.split("-"))
     days = 28
     eol = "\r\n" if a.eol == "crlf" else "\n"
@@ -123,7 +126,9 @@ def main():
     # Like real reports, line items are hourly usage of a fixed set of resources.
     resources = []
     for _ in range(a.resources):
-        resource_tags = {t: rng.choice(["web", "db", "équipe-données", "batch, nightly"]) for t in tags if rng.random() < 0.5}
+        resource_tags = {t: rng.choice(["web", "db", "équipe-données", "batch, nightly"]) for t in all_tags if rng.random() < 0.5}
+        if not resources:
+            resource_tags = {}
         resources.append((rng.choice(accounts), rng.choice(PRODUCTS), rng.choice(ZONES),
                           f"i-{rng.randint(0, 16 ** 8):08x}", resource_tags))
 

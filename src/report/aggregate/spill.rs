@@ -16,17 +16,38 @@ use super::daily::DailyKey;
 /// Buffer of each run's reader and writer.
 const BUFFER: usize = 64 << 10;
 
-/// Runs kept at most: beyond, they are merged into one (a few file descriptors and buffers
-/// whatever the report; a report of more than this many budgets' worth of keys is read from
-/// disk once more).
-const MAX_RUNS: usize = 64;
+/// Runs merged at once: when this many runs of one level are written, they are merged into
+/// one run of the next level. Each key is then written at most once per level, and the levels
+/// grow with the logarithm of the runs (keys / a run's keys), so the bytes spilled grow with
+/// the report's keys, not with their square; the runs kept open stay few.
+pub(super) const FAN_IN: usize = 16;
 
 /// The runs of one report, and the usages of its past generations.
 #[derive(Debug)]
 pub(super) struct Runs {
     temp_dir: PathBuf,
-    files: Vec<File>,
+    /// From the oldest; their levels never grow from one to the next.
+    files: Vec<Run>,
     usages: Option<File>,
+    /// Runs of the first level written: one per budget's worth of sums.
+    written_runs: usize,
+    /// Bytes written to and read back from the temporary files.
+    pub(super) traffic: Traffic,
+}
+
+#[derive(Debug)]
+struct Run {
+    file: File,
+    /// 0 for a run of sums from memory, n + 1 for a merge of runs of level n.
+    level: u32,
+    bytes: u64,
+}
+
+/// Bytes of runs written and read back, to show that spilling stays linear.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    pub written: u64,
+    pub read: std::cell::Cell<u64>,
 }
 
 /// Why writing or merging runs failed.
@@ -51,6 +72,8 @@ impl Runs {
             temp_dir,
             files: Vec::new(),
             usages: None,
+            written_runs: 0,
+            traffic: Traffic::default(),
         }
     }
 
@@ -58,30 +81,63 @@ impl Runs {
         self.files.is_empty()
     }
 
+    /// Runs written from memory so far.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.written_runs
     }
 
-    /// Writes `sums`, sorted by key, as one more run; merges all runs into one when there are
-    /// too many.
+    /// Writes `sums`, sorted by key, as one more run; merges the newest runs when [`FAN_IN`]
+    /// of them share a level.
     pub fn write<'a>(
         &mut self,
         sums: impl Iterator<Item = (DailyKey, &'a Sums)>,
     ) -> Result<(), MergeError> {
         let mut run = new_file(&self.temp_dir)?;
+        let mut bytes = 0;
         for (key, sums) in sums {
-            write_record(&mut run, key, sums)?;
+            write_record(&mut run, key, sums).map_err(|e| self.named(e))?;
+            bytes += RECORD as u64;
         }
-        self.files.push(finish(run)?);
-        if self.files.len() >= MAX_RUNS {
+        let file = finish(run).map_err(|e| self.named(e))?;
+        self.push(file, 0, bytes);
+        self.written_runs += 1;
+        while let Some(level) = self.full_level() {
+            let newest = self.files.split_off(self.files.len() - FAN_IN);
             let mut run = new_file(&self.temp_dir)?;
-            for merged in self.merge()? {
+            let mut bytes = 0;
+            for merged in merge(&newest, &self.traffic)? {
                 let (key, sums) = merged?;
-                write_record(&mut run, key, &sums)?;
+                write_record(&mut run, key, &sums).map_err(|e| self.named(e))?;
+                bytes += RECORD as u64;
             }
-            self.files = vec![finish(run)?];
+            let file = finish(run).map_err(|e| self.named(e))?;
+            self.push(file, level + 1, bytes);
         }
         Ok(())
+    }
+
+    fn push(&mut self, file: File, level: u32, bytes: u64) {
+        self.traffic.written += bytes;
+        self.files.push(Run { file, level, bytes });
+    }
+
+    /// The level of the newest [`FAN_IN`] runs, when they all have it.
+    fn full_level(&self) -> Option<u32> {
+        let newest = self.files.get(self.files.len().checked_sub(FAN_IN)?..)?;
+        let level = newest[0].level;
+        newest.iter().all(|run| run.level == level).then_some(level)
+    }
+
+    /// An error of writing to the temporary directory, naming it ("No space left on device"
+    /// alone does not say where).
+    fn named(&self, error: io::Error) -> io::Error {
+        io::Error::new(
+            error.kind(),
+            format!(
+                "writing to the temporary directory {}: {error}",
+                self.temp_dir.display()
+            ),
+        )
     }
 
     /// Writes a past generation's usages out, each with its month's sums.
@@ -96,19 +152,22 @@ impl Runs {
                 .map_err(|e| e.into_error())?,
         };
         let mut writer = BufWriter::with_capacity(BUFFER, file);
-        writer.seek(io::SeekFrom::End(0))?;
-        for (id, usage, month) in usages {
-            let length = u32::try_from(usage.len()).expect("a usage key is smaller than 4 GiB");
-            let key = DailyKey {
-                account: 0,
-                day: None,
-                usage: id,
-            };
-            write_record(&mut writer, key, month)?;
-            writer.write_all(&length.to_le_bytes())?;
-            writer.write_all(usage)?;
-        }
-        self.usages = Some(finish(writer)?);
+        let written = (|| {
+            writer.seek(io::SeekFrom::End(0))?;
+            for (id, usage, month) in usages {
+                let length = u32::try_from(usage.len()).expect("a usage key is smaller than 4 GiB");
+                let key = DailyKey {
+                    account: 0,
+                    day: None,
+                    usage: id,
+                };
+                write_record(&mut writer, key, month)?;
+                writer.write_all(&length.to_le_bytes())?;
+                writer.write_all(usage)?;
+            }
+            finish(writer)
+        })();
+        self.usages = Some(written.map_err(|e| self.named(e))?);
         Ok(())
     }
 
@@ -130,18 +189,25 @@ impl Runs {
 
     /// Reads all runs back as one sequence in key order.
     pub fn merge(&self) -> io::Result<Merge<'_>> {
-        let mut runs = Vec::with_capacity(self.files.len());
-        for mut file in &self.files {
-            file.rewind()?;
-            let mut run = RunReader {
-                reader: BufReader::with_capacity(BUFFER, file),
-                head: None,
-            };
-            run.advance()?;
-            runs.push(run);
-        }
-        Ok(Merge { runs })
+        merge(&self.files, &self.traffic)
     }
+}
+
+/// `files` read back as one sequence in key order.
+fn merge<'a>(files: &'a [Run], traffic: &Traffic) -> io::Result<Merge<'a>> {
+    let mut runs = Vec::with_capacity(files.len());
+    for run in files {
+        let mut file = &run.file;
+        file.rewind()?;
+        traffic.read.set(traffic.read.get() + run.bytes);
+        let mut reader = RunReader {
+            reader: BufReader::with_capacity(BUFFER, file),
+            head: None,
+        };
+        reader.advance()?;
+        runs.push(reader);
+    }
+    Ok(Merge { runs })
 }
 
 /// A new unnamed file in `temp_dir`.
@@ -225,8 +291,8 @@ impl Iterator for Merge<'_> {
     type Item = Result<(DailyKey, Sums), MergeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // A few runs per report (one per budget's worth of keys): a linear scan for the
-        // smallest head is cheaper than keeping a heap of them.
+        // At most FAN_IN runs per level, and few levels: a linear scan for the smallest head
+        // is cheaper than keeping a heap of them.
         let key = self
             .runs
             .iter()
@@ -375,21 +441,61 @@ mod tests {
     }
 
     #[test]
-    fn too_many_runs_are_merged_into_one() {
+    fn runs_of_one_level_are_merged_into_one_of_the_next() {
         let mut runs = Runs::new(std::env::temp_dir());
-        for run in 0..MAX_RUNS + 3 {
+        let total = FAN_IN * FAN_IN + 3;
+        for run in 0..total {
             let one = sums(1);
             runs.write(std::iter::once((key(0, None, run as u64 % 10), &one)))
                 .unwrap();
         }
-        assert_eq!(
-            runs.len(),
-            4,
-            "merged into one at {MAX_RUNS}, then three more"
-        );
+        let levels: Vec<u32> = runs.files.iter().map(|run| run.level).collect();
+        assert_eq!(levels, [2, 0, 0, 0], "{FAN_IN}² runs are one of level 2");
+        assert_eq!(runs.len(), total);
         let merged: Vec<_> = runs.merge().unwrap().map(Result::unwrap).collect();
         assert_eq!(merged.len(), 10);
         let line_items: u64 = merged.iter().map(|(_, sums)| sums.line_items).sum();
-        assert_eq!(line_items, (MAX_RUNS + 3) as u64);
+        assert_eq!(line_items, total as u64);
+    }
+
+    /// Bytes written and read back for a report whose distinct keys come in `runs` runs of
+    /// `per_run` keys each (as a budget of `per_run` keys writes them), all read back once.
+    fn spilled_bytes(runs: usize, per_run: usize) -> u64 {
+        let mut spill = Runs::new(std::env::temp_dir());
+        let one = sums(1);
+        for run in 0..runs {
+            let keys = (0..per_run).map(|k| (key(0, None, (run * per_run + k) as u64), &one));
+            spill.write(keys).unwrap();
+        }
+        assert_eq!(spill.merge().unwrap().count(), runs * per_run);
+        spill.traffic.written + spill.traffic.read.get()
+    }
+
+    #[test]
+    fn bytes_spilled_grow_linearly_with_the_report() {
+        // The floor on each report's share of the budget bounds the runs of a report of a
+        // given size; within those, bytes grow with keys times the levels of merges, one more
+        // level per FAN_IN times more runs.
+        let per_run = 50;
+        let base = spilled_bytes(FAN_IN * 4, per_run);
+        let keys = (FAN_IN * 4 * per_run) as u64;
+        for times in [2, 4, 8] {
+            let bytes = spilled_bytes(FAN_IN * 4 * times, per_run);
+            let per_key = bytes as f64 / (keys * times as u64) as f64;
+            let base_per_key = base as f64 / keys as f64;
+            assert!(
+                per_key <= base_per_key * 1.5,
+                "{times}x the keys: {per_key:.0} bytes per key against {base_per_key:.0}"
+            );
+        }
+        // Every key is written once from memory and once per level of merges, and read back
+        // as often.
+        let levels = 1.0 + (FAN_IN as f64 * 32.0).log(FAN_IN as f64).floor();
+        let bytes = spilled_bytes(FAN_IN * 32, per_run) as f64;
+        let per_key = bytes / (FAN_IN * 32 * per_run) as f64;
+        assert!(
+            per_key <= 2.0 * RECORD as f64 * (levels + 1.0),
+            "{per_key} bytes per key"
+        );
     }
 }

@@ -137,16 +137,20 @@ where
 /// A `dbr-ingest run` process; killed when dropped unless it was stopped.
 pub struct Daemon {
     child: Option<Child>,
+    /// The probes and metrics.
     pub http_port: u16,
+    /// The status page.
+    pub status_port: u16,
 }
 
 impl Daemon {
     pub fn start(env: &[(&str, String)]) -> Daemon {
-        let http_port = free_port();
+        let (http_port, status_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
             .arg("run")
             .env("DBR_CONFIG", "/dev/null")
             .env("DBR_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("DBR_STATUS_ADDR", format!("127.0.0.1:{status_port}"))
             .env("RUST_LOG", "error")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()
@@ -154,6 +158,7 @@ impl Daemon {
         Daemon {
             child: Some(child),
             http_port,
+            status_port,
         }
     }
 

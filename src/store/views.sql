@@ -1,0 +1,155 @@
+-- The contract views (README, "SQL contract"), as they are now: `dbr-ingest migrate` applies
+-- this file after the migrations, every time, so a view dropped or changed by hand is restored
+-- and `check` can hold the database to it. A view whose columns must change in a way
+-- CREATE OR REPLACE cannot (a column dropped, renamed or retyped) is dropped by a migration
+-- first; new columns go last, so existing queries keep working.
+
+CREATE OR REPLACE VIEW account_monthly_costs AS
+SELECT m.payer_account_id,
+       m.linked_account_id,
+       m.billing_period,
+       sum(m.unblended_cost)      AS unblended_cost,
+       sum(m.blended_cost)        AS blended_cost,
+       sum(m.usage_quantity)      AS usage_quantity,
+       sum(m.line_items)::bigint  AS line_items,
+       CASE WHEN bool_or(s.invoice_status = 'estimated') THEN 'estimated' ELSE 'final' END AS invoice_status,
+       m.integration,
+       (SELECT a.name FROM monitored_accounts a
+        WHERE a.integration = m.integration AND a.linked_account_id = m.linked_account_id) AS account_name,
+       sum(m.usage_cost)          AS usage_cost,
+       sum(m.fee_cost)            AS fee_cost,
+       sum(m.tax_cost)            AS tax_cost,
+       sum(m.credit_cost)         AS credit_cost,
+       sum(m.refund_cost)         AS refund_cost,
+       sum(m.ri_fee_cost)         AS ri_fee_cost,
+       sum(m.support_cost)        AS support_cost,
+       sum(m.marketplace_cost)    AS marketplace_cost
+FROM account_months m
+JOIN statements s USING (integration, payer_account_id, entity, billing_period)
+GROUP BY m.integration, m.payer_account_id, m.linked_account_id, m.billing_period;
+
+-- Per day and product, from the rollup rather than the full grain.
+CREATE OR REPLACE VIEW account_daily_costs AS
+SELECT payer_account_id,
+       linked_account_id,
+       billing_period,
+       usage_date,
+       product_name,
+       sum(unblended_cost) AS unblended_cost,
+       sum(blended_cost)   AS blended_cost,
+       sum(usage_quantity) AS usage_quantity,
+       integration
+FROM service_daily_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, usage_date, product_name;
+
+CREATE OR REPLACE VIEW daily_costs_by_service AS
+SELECT payer_account_id, linked_account_id, billing_period, usage_date, product_name, region,
+       charge_category, purchase_option, unblended_cost, blended_cost, usage_quantity,
+       line_items, integration
+FROM service_daily_costs;
+
+CREATE OR REPLACE VIEW cost_by_tag AS
+SELECT payer_account_id, linked_account_id, billing_period, tag_key, tag_value,
+       sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
+       sum(line_items)::bigint AS line_items, integration
+FROM tag_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, tag_key, tag_value;
+
+CREATE OR REPLACE VIEW top_resources AS
+SELECT payer_account_id, linked_account_id, billing_period, resource_id, product_name,
+       sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
+       sum(usage_quantity) AS usage_quantity, sum(line_items)::bigint AS line_items, integration
+FROM resource_costs
+GROUP BY integration, payer_account_id, linked_account_id, billing_period, resource_id,
+         product_name;
+
+-- FOCUS 1.0 (FinOps Open Cost and Usage Specification): one row per account, day and usage,
+-- the full grain. Which DBR column feeds each FOCUS column, and why some are NULL: README,
+-- "FOCUS". Filter on "BillingPeriodStart" (or "SubAccountId") to read one month.
+CREATE OR REPLACE VIEW focus_costs AS
+SELECT d.unblended_cost::numeric                                   AS "BilledCost",
+       d.unblended_cost::numeric                                   AS "EffectiveCost",
+       NULL::numeric                                               AS "ListCost",
+       NULL::numeric                                               AS "ListUnitPrice",
+       d.unblended_cost::numeric                                   AS "ContractedCost",
+       NULL::numeric                                               AS "ContractedUnitPrice",
+       s.payer_account_id                                          AS "BillingAccountId",
+       NULL::text                                                  AS "BillingAccountName",
+       'USD'::text                                                 AS "BillingCurrency",
+       s.billing_period::timestamptz                               AS "BillingPeriodStart",
+       (s.billing_period + interval '1 month')::timestamptz        AS "BillingPeriodEnd",
+       coalesce(d.usage_date, s.billing_period)::timestamptz       AS "ChargePeriodStart",
+       CASE WHEN d.usage_date IS NULL THEN s.billing_period + interval '1 month'
+            ELSE d.usage_date + interval '1 day' END::timestamptz  AS "ChargePeriodEnd",
+       CASE u.charge_category
+            WHEN 'tax' THEN 'Tax'
+            WHEN 'credit' THEN 'Credit'
+            WHEN 'refund' THEN 'Adjustment'
+            WHEN 'ri_fee' THEN 'Purchase'
+            WHEN 'support' THEN 'Purchase'
+            WHEN 'fee' THEN 'Purchase'
+            ELSE 'Usage' END                                       AS "ChargeCategory",
+       NULL::text                                                  AS "ChargeClass",
+       nullif(u.item_description, '')                              AS "ChargeDescription",
+       CASE WHEN u.charge_category IN ('usage', 'marketplace') THEN 'Usage-Based'
+            WHEN u.charge_category IN ('ri_fee', 'support') THEN 'Recurring'
+            WHEN u.charge_category = 'fee' THEN
+                 CASE WHEN d.usage_date IS NULL THEN 'Recurring' ELSE 'One-Time' END
+            ELSE 'One-Time' END                                    AS "ChargeFrequency",
+       d.linked_account_id                                         AS "SubAccountId",
+       a.name                                                      AS "SubAccountName",
+       nullif(u.product_name, '')                                  AS "ServiceName",
+       NULL::text                                                  AS "ServiceCategory",
+       nullif(u.region, '')                                        AS "RegionId",
+       NULL::text                                                  AS "RegionName",
+       nullif(u.availability_zone, '')                             AS "AvailabilityZone",
+       nullif(u.resource_id, '')                                   AS "ResourceId",
+       NULL::text                                                  AS "ResourceName",
+       NULL::text                                                  AS "ResourceType",
+       u.tags                                                      AS "Tags",
+       d.usage_quantity::numeric                                   AS "PricingQuantity",
+       NULL::text                                                  AS "PricingUnit",
+       CASE u.purchase_option WHEN 'reserved' THEN 'Committed'
+            WHEN 'spot' THEN 'Dynamic' ELSE 'Standard' END         AS "PricingCategory",
+       CASE WHEN u.charge_category IN ('usage', 'marketplace')
+            THEN d.usage_quantity::numeric END                     AS "ConsumedQuantity",
+       NULL::text                                                  AS "ConsumedUnit",
+       NULL::text                                                  AS "CommitmentDiscountId",
+       NULL::text                                                  AS "CommitmentDiscountName",
+       NULL::text                                                  AS "CommitmentDiscountCategory",
+       NULL::text                                                  AS "CommitmentDiscountType",
+       NULL::text                                                  AS "CommitmentDiscountStatus",
+       nullif(u.invoice_id, '')                                    AS "InvoiceId",
+       CASE s.entity WHEN '' THEN 'Amazon Web Services'
+            ELSE 'Amazon Web Services (' || s.entity || ')' END    AS "InvoiceIssuerName",
+       'Amazon Web Services'::text                                 AS "ProviderName",
+       CASE s.entity WHEN 'AWSMarketplace' THEN 'AWS Marketplace'
+            ELSE 'Amazon Web Services' END                         AS "PublisherName",
+       NULL::text                                                  AS "SkuId",
+       NULL::text                                                  AS "SkuPriceId",
+       u.usage_type                                                AS "x_UsageType",
+       u.operation                                                 AS "x_Operation",
+       u.charge_category                                           AS "x_ChargeCategory",
+       d.blended_cost::numeric                                     AS "x_BlendedCost",
+       s.integration                                               AS integration
+FROM daily_costs d
+JOIN daily_usages u USING (statement_version, usage_id)
+JOIN statements s ON s.version = d.statement_version
+LEFT JOIN monitored_accounts a
+       ON a.integration = s.integration AND a.linked_account_id = d.linked_account_id;
+
+CREATE OR REPLACE VIEW report_status AS
+SELECT location AS bucket, key, etag, payer_account_id, billing_period, status,
+       rows_read, rows_kept, rows_dropped, error, finished_at AS ingested_at,
+       location, failure_kind, rows_outside_period, integration
+FROM reports;
+
+CREATE OR REPLACE VIEW account_reconciliation AS
+SELECT payer_account_id, linked_account_id, billing_period, entity,
+       unblended_cost, account_total_unblended,
+       blended_cost, account_total_blended,
+       CASE WHEN account_total_unblended IS NULL THEN NULL
+            ELSE unblended_cost = account_total_unblended AND blended_cost = account_total_blended
+       END AS reconciled,
+       integration
+FROM account_months;
