@@ -12,12 +12,15 @@ gen() { # NAME ARGS… -> bucket/NAME.zip
 }
 gen 111111111111-aws-billing-detailed-line-items-with-resources-and-tags-2017-01.csv \
   --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-01 --seed 1
-# The same month without resources: the with-resources-and-tags report above wins.
+# The same month's line items without resources and tags: the with-resources-and-tags report
+# above wins.
 gen 111111111111-aws-billing-detailed-line-items-2017-01.csv --variant plain \
   --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-01 --seed 1
+# AWS's AccountTotal of 222233334444 is a cent above its line items here, as rounding sometimes
+# makes it: account_reconciliation shows it.
 gen 111111111111-aws-billing-detailed-line-items-with-resources-and-tags-2017-02.csv \
   --payer 111111111111 --accounts 111111111111,222233334444,555566667777 --period 2017-02 --seed 2 \
-  --invoice estimated --preamble
+  --invoice estimated --preamble --off-by-a-cent 222233334444
 gen 999999999999-aws-billing-detailed-line-items-2017-02.csv --variant plain --billing single \
   --payer 999999999999 --period 2017-02 --seed 3
 printf 'InvoiceID,PayerAccountId,LinkedAccountId,RecordType\n"Estimated","111111111111","","PayerLineItem"\n' \

@@ -12,6 +12,8 @@ mod dimensions;
 mod faults;
 /// Many integrations: buckets, credentials and monitored sets side by side, shared reads.
 mod integrations;
+/// What a newcomer meets: the README's examples on the bundled data, what operators type.
+mod newcomer;
 /// Operating the daemon: HTTP endpoint and metrics, readiness, replicas, stopping, `check`.
 mod operate;
 /// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.

@@ -464,6 +464,50 @@ async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
     s.finish().await;
 }
 
+/// A temporary directory that fills up while the sums spill: the report fails as transient,
+/// its error says which directory, and the month keeps what it had. The directory is a 64 KiB
+/// tmpfs (the tests run as root, as CI does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_temporary_directory_is_named_and_the_report_retried() {
+    let s = setup().await;
+    let r = report(
+        s.dir.path(),
+        "",
+        "111111111111",
+        "with-resources-and-tags",
+        "2017-08",
+        &["--seed", "8", "--rows", "30000", "--resources", "20000"],
+    );
+    s.upload(&r).await;
+    let tiny = s.dir.path().join("tiny-tmpfs");
+    std::fs::create_dir(&tiny).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&tiny)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root, as CI has");
+    let source = s.server.source(BUCKET, "").await;
+    let budget = dbr_ingest::report::aggregate::MemoryBudget {
+        bytes: 256 << 10,
+        temp_dir: tiny.clone(),
+    };
+    let outcome = poll(&source, &s.store, Some(&Monitored::All), 1, &budget).await;
+    let unmounted = std::process::Command::new("umount").arg(&tiny).status();
+    let outcome = outcome.unwrap();
+    assert!(unmounted.unwrap().success());
+    assert_eq!(outcome.failed.len(), 1, "{outcome:?}");
+    let failed = &outcome.failed[0];
+    assert_eq!(failed.kind, dbr_ingest::failure::FailureKind::Transient);
+    assert!(
+        failed.error.contains(&tiny.display().to_string())
+            && failed.error.contains("No space left on device"),
+        "{}",
+        failed.error
+    );
+    s.finish().await;
+}
+
 /// Replaces one month by one of two versions in turn while a reader sums the monthly and the
 /// daily view in one query: it must see one version or the other whole, never a mix or
 /// nothing; no partition of an old version may remain.

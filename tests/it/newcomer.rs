@@ -1,0 +1,251 @@
+//! What an operator meets from a fresh clone: the README's examples on the bundled bucket, the
+//! bundled data as honest as the README says, and the commands' answers to what people type
+//! (IDs missing a digit, relative paths, credentials in an endpoint URL).
+
+use std::path::Path;
+use std::process::Output;
+
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::common::*;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn succeeds(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "succeeded:\n{}",
+        text(&output.stdout)
+    );
+    text(&output.stderr) + &text(&output.stdout)
+}
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The README's first command's environment: the example configuration, into `url`.
+fn example_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", url.to_owned()),
+        (
+            "DBR_CONFIG",
+            repository()
+                .join("config/example.toml")
+                .display()
+                .to_string(),
+        ),
+    ]
+}
+
+/// Runs the binary in `dir` (the README's commands run from the repository's root).
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+/// Every SQL statement of the README's `sql` blocks that reads (a `SELECT`).
+fn readme_queries() -> Vec<String> {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let mut queries = Vec::new();
+    let mut block: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut block, line.trim_start()) {
+            (None, "```sql") => block = Some(String::new()),
+            (Some(sql), "```") => {
+                for statement in sql.split(';') {
+                    let code: String = statement
+                        .lines()
+                        .filter(|line| !line.trim_start().starts_with("--"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    if code.trim_start().starts_with("SELECT") {
+                        queries.push(code.trim().to_owned());
+                    }
+                }
+                block = None;
+            }
+            (Some(sql), _) => {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    queries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_readme_query_returns_rows_on_the_example_bucket() {
+    let db = TestDatabase::new();
+    let once = succeeds(run_in(repository(), &["once"], &example_env(&db.url)));
+    assert!(once.contains("3 ingested, 0 failed"), "{once}");
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let queries = readme_queries();
+    assert!(queries.len() >= 9, "{queries:?}");
+    for query in queries {
+        let rows = sqlx::query(AssertSqlSafe(query.clone()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(!rows.is_empty(), "no rows on the example bucket:\n{query}");
+    }
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[test]
+fn both_variants_of_an_example_month_hold_the_same_line_items() {
+    let bucket = repository().join("examples/bucket");
+    let summary = |variant: &str| {
+        let name = format!("111111111111-aws-billing-detailed-line-items{variant}-2017-01.csv.zip");
+        summarize_json(&bucket.join(name), &[])
+    };
+    let (plain, with_resources) = (summary(""), summary("-with-resources-and-tags"));
+    assert_eq!(plain["rows"], with_resources["rows"]);
+    assert_eq!(plain["accounts"], with_resources["accounts"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_ids_missing_a_digit_are_refused_where_operators_type_them() {
+    let db = TestDatabase::new();
+    let env = vec![("DATABASE_URL", db.url.clone())];
+    let root = repository();
+    for args in [
+        &["accounts", "add", "13328811177", "--name", "prod"][..],
+        &["accounts", "remove", "13328811177"],
+        &[
+            "integrations",
+            "add",
+            "acme",
+            "--source",
+            "dir:examples/bucket",
+            "--monitored",
+            "013328811177,13328811177",
+        ],
+    ] {
+        let message = fails(run_in(root, args, &env));
+        assert!(
+            message.contains(
+                "\"13328811177\" is not an AWS account ID: those have 12 digits, it has 11"
+            ),
+            "{args:?}: {message}"
+        );
+    }
+    let mut configured = example_env(&db.url);
+    configured.push(("DBR_MONITORED_ACCOUNTS", "11111111111".into()));
+    let message = fails(run_in(root, &["once"], &configured));
+    assert!(message.contains("has 11"), "{message}");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_directory_is_stored_absolute() {
+    let db = TestDatabase::new();
+    let env = vec![("DATABASE_URL", db.url.clone())];
+    succeeds(run_in(
+        repository(),
+        &[
+            "integrations",
+            "add",
+            "local",
+            "--source",
+            "dir:examples/bucket",
+            "--monitored",
+            "*",
+        ],
+        &env,
+    ));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let shown = succeeds(run_in(
+        elsewhere.path(),
+        &["integrations", "show", "local"],
+        &env,
+    ));
+    let absolute = repository().join("examples/bucket");
+    assert!(
+        shown.contains(&format!("dir:{}", absolute.display())),
+        "{shown}"
+    );
+    let once = succeeds(run_in(
+        elsewhere.path(),
+        &["once", "--integration", "local"],
+        &env,
+    ));
+    assert!(once.contains("3 ingested, 0 failed"), "{once}");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_an_endpoint_url_are_never_printed() {
+    let db = TestDatabase::new();
+    let endpoint = "http://AKIAENDPOINTKEY9:endpoint-secret-42@127.0.0.1:1";
+    let env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("AWS_MAX_ATTEMPTS", "1".to_owned()),
+        ("RUST_LOG", "trace".to_owned()),
+    ];
+    let root = repository();
+    let added = succeeds(run_in(
+        root,
+        &[
+            "integrations",
+            "add",
+            "acme",
+            "--bucket",
+            "billing",
+            "--endpoint-url",
+            endpoint,
+            "--force-path-style",
+            "--monitored",
+            "*",
+        ],
+        &env,
+    ));
+    let mut printed = added;
+    for args in [
+        &["integrations", "list"][..],
+        &["integrations", "list", "--json"],
+        &["integrations", "show", "acme"],
+        &["integrations", "update", "acme", "--prefix", "dbr/"],
+        &["check", "--integration", "acme"],
+        &["once", "--integration", "acme"],
+    ] {
+        let output = run_in(root, args, &env);
+        printed += &(text(&output.stdout) + &text(&output.stderr));
+    }
+    let mut configured = env.clone();
+    configured.extend([
+        ("DBR_BUCKET", "billing".to_owned()),
+        ("DBR_S3_ENDPOINT_URL", endpoint.to_owned()),
+        ("DBR_MONITORED_ACCOUNTS", "*".to_owned()),
+    ]);
+    let check = run_in(root, &["check"], &configured);
+    printed += &(text(&check.stdout) + &text(&check.stderr));
+    assert!(printed.contains("127.0.0.1:1"), "{printed}");
+    for secret in ["endpoint-secret-42", "AKIAENDPOINTKEY9"] {
+        assert!(!printed.contains(secret), "printed {secret}:\n{printed}");
+    }
+    db.drop_database().await;
+}
