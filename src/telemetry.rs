@@ -14,11 +14,15 @@ use crate::report::key::ReportKey;
 use crate::report::read::Progress;
 use crate::secrets::Redacting;
 
+/// Without `RUST_LOG`: the service's own information, other crates' warnings, but not the AWS
+/// SDK's credential chain, which warns in several lines for every provider that has nothing
+/// (instance metadata off EC2) while the error that follows says what is missing, once.
+const DEFAULT_LOG_FILTER: &str = "warn,dbr_ingest=info,aws_config=error";
+
 /// Logs to stderr (through the progress bars, when shown): JSON lines when `json`, else human
 /// lines (coloured on a terminal).
 pub fn init_logs(json: bool) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,dbr_ingest=info".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Redacting(crate::progress::log_writer()));

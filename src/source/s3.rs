@@ -267,14 +267,40 @@ where
                     .into()
             }
         },
-        _ => {
-            return (
-                FailureKind::Transient,
-                DisplayErrorContext(error).to_string(),
-            );
-        }
+        _ => match matches!(error, SdkError::DispatchFailure(_))
+            .then(|| missing_setting(error))
+            .flatten()
+        {
+            Some(explanation) => explanation.to_owned(),
+            None => {
+                return (
+                    FailureKind::Transient,
+                    DisplayErrorContext(error).to_string(),
+                );
+            }
+        },
     };
     (FailureKind::Configuration, explanation)
+}
+
+/// What a request that never left (a dispatch failure) lacked: a region or credentials. The SDK says so deep in
+/// its error's sources, under a debug dump; an operator needs one line.
+fn missing_setting(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        let message = error.to_string();
+        if message.contains("A region must be set") {
+            return Some("no AWS region: set AWS_REGION or DBR_S3_REGION (the bucket's region)");
+        }
+        if message.contains("credential") {
+            return Some(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or web identity, \
+                 or run where instance or container metadata provides them",
+            );
+        }
+        source = error.source();
+    }
+    None
 }
 
 #[cfg(test)]

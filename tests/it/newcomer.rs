@@ -249,3 +249,50 @@ async fn credentials_in_an_endpoint_url_are_never_printed() {
     }
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_in_one_line_that_the_region_or_the_credentials_are_missing() {
+    let db = TestDatabase::new();
+    db.store().await.pool().close().await;
+    let home = tempfile::tempdir().unwrap();
+    let check = |region: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"));
+        command
+            .arg("check")
+            .env("DATABASE_URL", &db.url)
+            .env("DBR_CONFIG", "/dev/null")
+            .env("DBR_BUCKET", "billing")
+            .env("DBR_MONITORED_ACCOUNTS", "*")
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RUST_LOG");
+        for variable in [
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ] {
+            command.env_remove(variable);
+        }
+        if let Some(region) = region {
+            command.env("AWS_REGION", region);
+        }
+        fails(command.output().unwrap())
+    };
+    for (region, says) in [
+        (None, "no AWS region: set AWS_REGION or DBR_S3_REGION"),
+        (Some("eu-west-1"), "no AWS credentials found"),
+    ] {
+        let printed = check(region);
+        assert_eq!(printed.matches(says).count(), 1, "{printed}");
+        for noise in ["DispatchFailure", "ConnectorError", "WARN", "IMDS"] {
+            assert!(!printed.contains(noise), "{noise} in:\n{printed}");
+        }
+    }
+    db.drop_database().await;
+}
