@@ -66,9 +66,10 @@ pub async fn run(
     // Dropping the poll dropped its transactions; ending their statements rolls them back now
     // rather than when a COPY of millions of rows would have finished.
     match tokio::time::timeout(CANCEL_TIMEOUT, store.cancel_in_flight()).await {
+        Ok(Ok(0)) => tracing::info!("shutting down"),
         Ok(Ok(ended)) => tracing::info!(
             ended_statements = ended,
-            "shutting down: reports in flight were rolled back"
+            "shutting down: the reports being written were rolled back, their months keep their data"
         ),
         Ok(Err(error)) => {
             tracing::warn!(%error, "shutting down: could not end the database statements in flight")

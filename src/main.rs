@@ -9,7 +9,7 @@ use dbr_ingest::config::{Settings, SourceSetting};
 use dbr_ingest::domain::{AccountId, IntegrationName, Monitored};
 use dbr_ingest::ingest::{IntegrationPolled, PollOutcome, Sources, poll_integrations};
 use dbr_ingest::secrets::redact;
-use dbr_ingest::store::Store;
+use dbr_ingest::store::{Added, Store};
 use dbr_ingest::telemetry;
 
 #[path = "cli/integrations.rs"]
@@ -93,6 +93,8 @@ enum Command {
     GrantReader {
         #[command(flatten)]
         config: Config,
+        /// An existing PostgreSQL role of the dashboard (CREATE ROLE … LOGIN first): not the
+        /// service's own role, not a superuser.
         role: String,
         /// Only this integration's rows, through views of a schema of its own.
         #[arg(long)]
@@ -193,7 +195,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             let migrated = store
                 .migrate()
                 .await
-                .map_err(|e| format!("{e} ({})", settings.database_display()))?;
+                .map_err(|e| at_database(e, &settings))?;
             let database = settings.database_display();
             if migrated.created {
                 println!("created database {database}");
@@ -248,6 +250,14 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         Command::Once { config, source } => {
             let only = source.integration.clone();
             let settings = load_for_source(&config, source, Bars::OnATerminal)?;
+            let database = Store::connect_lazy(&settings.database_url, settings.concurrency)?;
+            if !database
+                .exists()
+                .await
+                .map_err(|e| at_database(e, &settings))?
+            {
+                dbr_ingest::ingest::check_before_creating(&settings, only.as_ref())?;
+            }
             let store = connect(&settings).await?;
             let mut sources = Sources::new(settings.s3.read_timeout);
             let polled = poll_integrations(&mut sources, &store, &settings, only.as_ref()).await?;
@@ -272,7 +282,12 @@ fn env(name: &str) -> Option<String> {
 async fn connect(settings: &Settings) -> Result<Store, Failure> {
     Store::connect(&settings.database_url, settings.concurrency)
         .await
-        .map_err(|e| format!("{} ({})", e, settings.database_display()).into())
+        .map_err(|e| at_database(e, settings))
+}
+
+/// A database error, naming the database (without its password).
+fn at_database(error: impl std::fmt::Display, settings: &Settings) -> Failure {
+    format!("{error} ({})", settings.database_display()).into()
 }
 
 /// Whether a command shows progress bars: only those a person watches, and only on a terminal.
@@ -316,17 +331,25 @@ async fn accounts(
             }
         }
         AccountsAction::Add { id, name } => {
-            let new = store
+            let added = store
                 .add_monitored_account(integration, &id, name.as_deref())
                 .await?;
-            println!(
-                "{id} {}",
-                if new {
-                    "added"
-                } else {
-                    "was already monitored"
+            match added {
+                Added::New => println!("{id} added"),
+                Added::Renamed { before: None } => {
+                    println!(
+                        "{id} was already monitored; now named {:?}",
+                        name.unwrap_or_default()
+                    )
                 }
-            );
+                Added::Renamed {
+                    before: Some(before),
+                } => println!(
+                    "{id} was already monitored; renamed from {before:?} to {:?}",
+                    name.unwrap_or_default()
+                ),
+                Added::Unchanged => println!("{id} was already monitored"),
+            }
         }
         AccountsAction::Remove { id } => {
             let removed = store.remove_monitored_account(integration, &id).await?;
@@ -393,13 +416,17 @@ fn print_outcome(name: &str, outcome: &PollOutcome) {
             redact(&failed.error)
         );
     }
+    // A directory source sends no request: it says nothing of S3.
+    let requests = match outcome.s3_requests {
+        0 => String::new(),
+        n => format!(", {n} S3 requests"),
+    };
     println!(
-        "{name}{} ingested, {} failed, {} unchanged, {} claimed by another process, {} other objects ignored, {} S3 requests",
+        "{name}{} ingested, {} failed, {} unchanged, {} claimed by another process, {} other objects ignored{requests}",
         outcome.ingested.len(),
         outcome.failed.len(),
         outcome.unchanged,
         outcome.claimed_elsewhere,
         outcome.ignored,
-        outcome.s3_requests
     );
 }

@@ -190,6 +190,23 @@ pub async fn integrations_to_poll(
     Ok(integrations)
 }
 
+/// Whether a poll would have something to do in a database that does not exist yet, so that
+/// `once` refuses before creating one: only the configuration's integration can be polled
+/// there, and only with monitored accounts of its own.
+pub fn check_before_creating(
+    settings: &Settings,
+    only: Option<&IntegrationName>,
+) -> Result<(), PollError> {
+    if let Some(name) = only.filter(|name| !name.is_default()) {
+        return Err(PollError::NoSuchIntegration(name.clone()));
+    }
+    match Integration::from_settings(settings) {
+        None => Err(PollError::NothingToPoll),
+        Some(integration) if integration.monitored.is_none() => Err(PollError::NoMonitoredAccounts),
+        Some(_) => Ok(()),
+    }
+}
+
 /// The sources of the integrations polled, kept from one poll to the next: an S3 client keeps
 /// its connections, and its role's credentials until they are due for a refresh.
 pub struct Sources {

@@ -121,9 +121,14 @@ impl fmt::Display for ReadSummary {
         let rows = &self.rows;
         write!(
             f,
-            "{} line items, {} kept, {} dropped (not monitored); {}",
-            rows.line_items, rows.kept, rows.dropped_unmonitored, self.reconciliation
-        )
+            "{} line items, {} kept, {} dropped (not monitored)",
+            rows.line_items, rows.kept, rows.dropped_unmonitored
+        )?;
+        // report_status.rows_read counts them too: say why it is more than the line items.
+        if rows.footer > 0 {
+            write!(f, ", and {} footer rows", rows.footer)?;
+        }
+        write!(f, "; {}", self.reconciliation)
     }
 }
 

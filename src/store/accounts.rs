@@ -71,26 +71,33 @@ impl Store {
         Ok(())
     }
 
-    /// Adds an account, or renames it when `name` is given. Returns whether it was new.
+    /// Adds an account, or renames it when `name` is given and differs.
     pub async fn add_monitored_account(
         &self,
         integration: &IntegrationName,
         id: &AccountId,
         name: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let new: bool = sqlx::query_scalar(
-            "INSERT INTO monitored_accounts (integration, linked_account_id, name, origin)
+    ) -> Result<Added, StoreError> {
+        // The CTE reads the row as it was before the statement.
+        let (new, before): (bool, Option<String>) = sqlx::query_as(
+            "WITH old AS (SELECT name FROM monitored_accounts
+                          WHERE integration = $1 AND linked_account_id = $2)
+             INSERT INTO monitored_accounts (integration, linked_account_id, name, origin)
              VALUES ($1, $2, $3, 'command')
              ON CONFLICT (integration, linked_account_id)
                  DO UPDATE SET name = coalesce(EXCLUDED.name, monitored_accounts.name)
-             RETURNING (xmax = 0)",
+             RETURNING (xmax = 0), (SELECT name FROM old)",
         )
         .bind(integration.as_str())
         .bind(id.as_str())
         .bind(name)
         .fetch_one(&self.pool)
         .await?;
-        Ok(new)
+        Ok(match name {
+            _ if new => Added::New,
+            Some(name) if before.as_deref() != Some(name) => Added::Renamed { before },
+            _ => Added::Unchanged,
+        })
     }
 
     /// Returns whether the account was there.
@@ -108,4 +115,15 @@ impl Store {
         .await?;
         Ok(removed.rows_affected() > 0)
     }
+}
+
+/// What adding a monitored account did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Added {
+    New,
+    /// It was monitored already, under this name (or none).
+    Renamed {
+        before: Option<String>,
+    },
+    Unchanged,
 }

@@ -19,7 +19,7 @@ use crate::domain::{IntegrationName, NotAnAccountId, NotAnIntegrationName, State
 use crate::failure::{Classify, FailureKind};
 use crate::report::aggregate::DailyCostsError;
 
-pub use accounts::MonitoredAccount;
+pub use accounts::{Added, MonitoredAccount};
 pub use integrations::{Contents, Removed};
 pub use ledger::{LedgerEntry, Status};
 pub use readers::{CONTRACT_VIEWS, contract_view_names};
@@ -173,6 +173,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the database exists (the server answers and has it).
+    pub async fn exists(&self) -> Result<bool, StoreError> {
+        match self.options.connect().await {
+            Ok(connection) => {
+                connection.close().await?;
+                Ok(true)
+            }
+            Err(error) if sqlstate(&error).as_deref() == Some("3D000") => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Connects to an existing database, changing nothing (for `check`).
     pub async fn connect_existing(url: &SecretString) -> Result<Store, StoreError> {
         let store = Store::connect_lazy(url, 0)?;
@@ -245,7 +257,8 @@ impl Store {
 
     /// Ends whatever this process's connections are doing (a COPY of millions of rows, a
     /// transaction waiting for a lock): their transactions roll back, so the statements they
-    /// were replacing keep their data. For a prompt stop on SIGTERM.
+    /// were replacing keep their data. For a prompt stop on SIGTERM. Returns how many were
+    /// doing something (idle connections are closed too, and not counted).
     pub async fn cancel_in_flight(&self) -> Result<u64, StoreError> {
         let mut connection = self
             .options
@@ -254,8 +267,9 @@ impl Store {
             .connect()
             .await?;
         let ended: i64 = sqlx::query_scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-             FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(*) FILTER (WHERE busy AND ended)
+             FROM (SELECT state <> 'idle' AS busy, pg_terminate_backend(pid) AS ended
+                   FROM pg_stat_activity WHERE application_name = $1) AS connections",
         )
         .bind(self.options.get_application_name())
         .fetch_one(&mut connection)

@@ -296,3 +296,74 @@ async fn check_says_in_one_line_that_the_region_or_the_credentials_are_missing()
     }
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_say_what_they_did_and_check_their_input_before_creating_a_database() {
+    let db = TestDatabase::new();
+    let root = repository();
+    let database = vec![("DATABASE_URL", db.url.clone())];
+    let exists = || async {
+        let admin = PgPool::connect(&server_url()).await.unwrap();
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&db.name)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        admin.close().await;
+        found
+    };
+    let mut unmonitored = database.clone();
+    unmonitored.push(("DBR_SOURCE", "dir:examples/bucket".into()));
+    let refused = fails(run_in(root, &["once"], &unmonitored));
+    assert!(refused.contains("no monitored accounts"), "{refused}");
+    assert!(!exists().await, "once created the database before refusing");
+
+    let migrated = succeeds(run_in(root, &["migrate"], &database));
+    assert!(migrated.contains("created database"), "{migrated}");
+    assert!(
+        migrated.contains("applied migrations 1 to 10"),
+        "{migrated}"
+    );
+    let again = succeeds(run_in(root, &["migrate"], &database));
+    assert!(again.contains("was up to date"), "{again}");
+
+    let once = succeeds(run_in(root, &["once"], &example_env(&db.url)));
+    assert!(!once.contains("S3 requests"), "a directory: {once}");
+    assert!(
+        once.contains("300 line items, 207 kept, 93 dropped (not monitored), and 7 footer rows"),
+        "{once}"
+    );
+
+    let mut configured = example_env(&db.url);
+    configured.push(("DBR_MONITORED_ACCOUNTS", "111111111111".into()));
+    let add = |name: &str| {
+        succeeds(run_in(
+            root,
+            &["accounts", "add", "333333333333", "--name", name],
+            &configured,
+        ))
+    };
+    assert!(add("prod").contains("333333333333 added"));
+    let renamed = add("production");
+    assert!(
+        renamed.contains("was already monitored; renamed from \"prod\" to \"production\""),
+        "{renamed}"
+    );
+    assert!(add("production").contains("was already monitored\n"));
+    let removed = succeeds(run_in(
+        root,
+        &["accounts", "remove", "111111111111"],
+        &configured,
+    ));
+    assert!(
+        removed.contains("is in the configuration too: the next poll adds it again"),
+        "{removed}"
+    );
+    let help = succeeds(run_in(root, &["grant-reader", "--help"], &database));
+    assert!(
+        help.contains("An existing PostgreSQL role of the dashboard"),
+        "{help}"
+    );
+    db.drop_database().await;
+}

@@ -459,7 +459,7 @@ async fn check_lists_reports_and_ignored_objects_and_explains_failures() {
     );
     assert!(
         text.contains(&format!(
-            "ok      reading {key}: 50 line items, 50 kept, 0 dropped (not monitored); 3 accounts, totals match the report's AccountTotal rows"
+            "ok      reading {key}: 50 line items, 50 kept, 0 dropped (not monitored), and 7 footer rows; 3 accounts, totals match the report's AccountTotal rows"
         )),
         "{text}"
     );
