@@ -97,11 +97,17 @@ fn when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// DBR amounts are in US dollars (see the README's FOCUS table on AISPL).
+const CURRENCY: &str = "USD";
+/// The colours of estimated and final months.
+const ESTIMATED: &str = "#e0a800";
+const FINAL: &str = "#1565c0";
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;background:#fff}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
 table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b00020}.ok{color:#1b5e20}\
-.est{color:#e0a800}svg text{font:11px system-ui,sans-serif;fill:#222}";
+svg text{font:11px system-ui,sans-serif;fill:#222}";
 
 /// The page for `status`, polled at `times`, as of `now`.
 pub fn page(status: &StatusData, times: Times, now: DateTime<Utc>) -> String {
@@ -178,7 +184,11 @@ pub fn page(status: &StatusData, times: Times, now: DateTime<Utc>) -> String {
         r.mismatched, r.reconciled, r.without_total
     );
 
-    let _ = write!(w, "<h2>Last 12 months</h2>");
+    let _ = write!(
+        w,
+        "<h2>Last 12 months, {CURRENCY}</h2><p>Each monitored account's month once, however many \
+         integrations read its payer.</p>"
+    );
     if status.months.is_empty() {
         let _ = write!(w, "<p>No costs yet.</p>");
     } else {
@@ -188,7 +198,7 @@ pub fn page(status: &StatusData, times: Times, now: DateTime<Utc>) -> String {
     if let Some((period, accounts)) = &status.latest {
         let _ = write!(
             w,
-            "<h2>{} by account</h2>",
+            "<h2>{} by account, {CURRENCY}</h2>",
             escape(&period.format("%Y-%m").to_string())
         );
         account_bars(w, accounts);
@@ -219,9 +229,9 @@ fn month_bars(w: &mut String, months: &[crate::store::Month]) {
         let h = (share * height).max(1.0);
         let x = gap + i as f64 * (bar + gap);
         let (fill, state) = if month.estimated_accounts > 0 {
-            ("#e0a800", "estimated")
+            (ESTIMATED, "estimated")
         } else {
-            ("#1565c0", "final")
+            (FINAL, "final")
         };
         let label = month.period.format("%Y-%m").to_string();
         let _ = write!(
@@ -242,10 +252,8 @@ fn month_bars(w: &mut String, months: &[crate::store::Month]) {
             escape(&compact(month.unblended_cost)),
         );
     }
-    let _ = write!(
-        w,
-        "</svg><p><span class=\"est\">■</span> estimated <span style=\"color:#1565c0\">■</span> final</p>"
-    );
+    let _ = write!(w, "</svg>");
+    legend(w);
 }
 
 /// Horizontal bars of the accounts' costs in the latest month, and the same as a table.
@@ -271,10 +279,15 @@ fn account_bars(w: &mut String, accounts: &[crate::store::AccountCost]) {
             None => format!("{} {}", account.integration, account.account),
         };
         let bar = (ratio(account.unblended_cost, top) * length).max(1.0);
+        let fill = if account.invoice_status == "estimated" {
+            ESTIMATED
+        } else {
+            FINAL
+        };
         let _ = write!(
             w,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"{label}\" y=\"{y}\" width=\"{bar}\" height=\"{}\" fill=\"#1565c0\">\
+             <rect x=\"{label}\" y=\"{y}\" width=\"{bar}\" height=\"{}\" fill=\"{fill}\">\
              <title>{}: {} ({})</title></rect>\
              <text x=\"{}\" y=\"{}\">{}</text>",
             label - 8.0,
@@ -290,6 +303,15 @@ fn account_bars(w: &mut String, accounts: &[crate::store::AccountCost]) {
         );
     }
     let _ = write!(w, "</svg>");
+    legend(w);
+}
+
+fn legend(w: &mut String) {
+    let _ = write!(
+        w,
+        "<p><span style=\"color:{ESTIMATED}\">■</span> estimated \
+         <span style=\"color:{FINAL}\">■</span> final</p>"
+    );
 }
 
 /// `amount / top` for drawing, between 0 and 1 (negative months, all credits, draw empty).
@@ -377,5 +399,49 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
         assert!(html.contains("100.50"), "{html}");
         assert!(html.contains("Failed reports"));
+    }
+
+    #[test]
+    fn estimated_accounts_are_drawn_as_estimated_and_amounts_name_their_currency() {
+        let account = |account: &str, invoice_status: &str| AccountCost {
+            integration: "acme".into(),
+            account: account.into(),
+            name: None,
+            unblended_cost: "10".parse().unwrap(),
+            invoice_status: invoice_status.into(),
+        };
+        let status = StatusData {
+            months: vec![Month {
+                period: day("2017-02-01"),
+                unblended_cost: "20".parse().unwrap(),
+                estimated_accounts: 1,
+                accounts: 2,
+            }],
+            latest: Some((
+                day("2017-02-01"),
+                vec![
+                    account("111111111111", "estimated"),
+                    account("222222222222", "final"),
+                ],
+            )),
+            ..StatusData::default()
+        };
+        let html = page(&status, Times::default(), Utc::now());
+        let (_, by_account) = html.split_once("by account").unwrap();
+        let bars: Vec<&str> = by_account
+            .split("<rect ")
+            .skip(1)
+            .map(|rect| {
+                rect.split("fill=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(bars, [ESTIMATED, FINAL]);
+        assert!(html.contains("Last 12 months, USD"), "{html}");
+        assert!(html.contains("2017-02 by account, USD"), "{html}");
     }
 }

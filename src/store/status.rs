@@ -27,7 +27,7 @@ pub struct FailedReport {
     pub at: DateTime<Utc>,
 }
 
-/// One month of every integration's costs.
+/// One month of every integration's costs, each payer's account counted once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Month {
     pub period: NaiveDate,
@@ -126,10 +126,16 @@ impl Store {
             at,
         })
         .collect();
+        // Integrations reading the same payer each have its accounts' rows: an account's
+        // month counts once, whichever integrations read it.
         let mut months: Vec<Month> = sqlx::query_as::<_, (NaiveDate, Decimal, i64, i64)>(
             "SELECT billing_period, sum(unblended_cost),
                     count(*) FILTER (WHERE invoice_status = 'estimated'), count(*)
-             FROM account_monthly_costs
+             FROM (SELECT DISTINCT ON (payer_account_id, linked_account_id, billing_period)
+                          billing_period, unblended_cost, invoice_status
+                   FROM account_monthly_costs
+                   ORDER BY payer_account_id, linked_account_id, billing_period, integration)
+                  AS accounts
              GROUP BY billing_period ORDER BY billing_period DESC LIMIT 12",
         )
         .fetch_all(&mut *tx)

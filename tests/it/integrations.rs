@@ -416,6 +416,20 @@ async fn a_shared_payer_bucket_is_read_once_and_each_integration_sees_only_its_a
         monthly_of(pool, "customer-a").await,
         expected_of(&reports, &["000000000001"])
     );
+    // Both read 000000000001: the status page's months count it once.
+    let status = store.status().await.unwrap();
+    let mut payer_months: BTreeMap<String, Decimal> = BTreeMap::new();
+    for ((_, period), cost) in
+        expected_of(&reports, &["000000000001", "000000000002", "000000000003"])
+    {
+        *payer_months.entry(period).or_default() += cost;
+    }
+    let shown: BTreeMap<String, Decimal> = status
+        .months
+        .iter()
+        .map(|m| (m.period.format("%Y-%m").to_string(), m.unblended_cost))
+        .collect();
+    assert_eq!(shown, payer_months);
 
     // Removed while a poll holds it (planned with its monitored accounts, which the removal
     // took away after): its reports are read, and nothing is stored.
