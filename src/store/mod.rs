@@ -202,8 +202,20 @@ impl Store {
         let (mut connection, _) = self.open_or_create().await?;
         match schema_ready(&mut connection).await {
             Ok(()) => Ok(()),
-            Err(StoreError::MigrationsBehind { .. } | StoreError::ViewsChanged(_)) => {
+            Err(StoreError::MigrationsBehind { .. }) => {
                 apply_migrations(&mut connection).await.map(|_| ())
+            }
+            // Restored when this role may (the owner's); the service's role says what is wrong.
+            Err(changed @ StoreError::ViewsChanged(_)) => {
+                match apply_migrations(&mut connection).await {
+                    Ok(_) => Ok(()),
+                    Err(StoreError::Database(error))
+                        if sqlstate(&error).as_deref() == Some("42501") =>
+                    {
+                        Err(changed)
+                    }
+                    Err(other) => Err(other),
+                }
             }
             // No migration table yet.
             Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {
