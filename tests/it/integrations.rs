@@ -45,20 +45,6 @@ fn run(args: &[&str], database_url: &str, env: &[(&str, String)]) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn succeeds(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
 /// Adds an integration reading `bucket` of the test server.
 fn add(db: &str, server: &S3Server, integration: &str, bucket: &str, extra: &[&str]) {
     let mut args = vec![

@@ -9,45 +9,8 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::common::*;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn succeeds(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
-fn fails(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "succeeded:\n{}",
-        text(&output.stdout)
-    );
-    text(&output.stderr) + &text(&output.stdout)
-}
-
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The README's first command's environment: the example configuration, into `url`.
-fn example_env(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", url.to_owned()),
-        (
-            "DBR_CONFIG",
-            repository()
-                .join("config/example.toml")
-                .display()
-                .to_string(),
-        ),
-    ]
 }
 
 /// Runs the binary in `dir` (the README's commands run from the repository's root).

@@ -399,19 +399,25 @@ async fn readers_never_see_a_partial_month_at_high_cardinality() {
     readers_see_one_version_or_the_other(&["--rows", "20000"], &many_keys, 256 << 10).await;
 }
 
+/// A report of 30,000 line items over 20,000 resources: far more distinct daily keys than a
+/// small memory budget holds.
+fn many_keys(dir: &std::path::Path, period: &str, seed: &str) -> Report {
+    report(
+        dir,
+        "",
+        "111111111111",
+        "with-resources-and-tags",
+        period,
+        &["--seed", seed, "--rows", "30000", "--resources", "20000"],
+    )
+}
+
 /// The daily rows of a report whose distinct keys far exceed the memory budget are those of
 /// the same report summed in memory, to the last digit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
     let s = setup().await;
-    let r = report(
-        s.dir.path(),
-        "",
-        "111111111111",
-        "with-resources-and-tags",
-        "2017-07",
-        &["--seed", "9", "--rows", "30000", "--resources", "20000"],
-    );
+    let r = many_keys(s.dir.path(), "2017-07", "9");
     s.upload(&r).await;
     let source = s.server.source(BUCKET, "").await;
     let in_memory = TestDatabase::new();
@@ -470,14 +476,7 @@ async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_temporary_directory_is_named_and_the_report_retried() {
     let s = setup().await;
-    let r = report(
-        s.dir.path(),
-        "",
-        "111111111111",
-        "with-resources-and-tags",
-        "2017-08",
-        &["--seed", "8", "--rows", "30000", "--resources", "20000"],
-    );
+    let r = many_keys(s.dir.path(), "2017-08", "8");
     s.upload(&r).await;
     let tiny = s.dir.path().join("tiny-tmpfs");
     std::fs::create_dir(&tiny).unwrap();

@@ -2,48 +2,9 @@
 //! database migrated by a newer version, contract views dropped by hand, and dashboards' roles
 //! that must never read another tenant's costs.
 
-use std::process::Output;
-
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::common::*;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The bundled example bucket, with its monitored accounts, into `url`.
-fn example_env(url: &str) -> Vec<(&'static str, String)> {
-    let bucket = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bucket");
-    vec![
-        ("DATABASE_URL", url.to_owned()),
-        ("DBR_SOURCE", format!("dir:{}", bucket.display())),
-        (
-            "DBR_MONITORED_ACCOUNTS",
-            "111111111111,222233334444,999999999999".to_owned(),
-        ),
-    ]
-}
-
-fn succeeds(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
-/// The command's failure message (stderr and stdout: `check` reports on stdout).
-fn fails(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "succeeded:\n{}",
-        text(&output.stdout)
-    );
-    text(&output.stderr) + &text(&output.stdout)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_creating_and_migrating_one_database_at_once_all_succeed() {

@@ -162,7 +162,44 @@ pub fn dbr_ingest(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Runs `dbr-ingest` with these arguments and environment (no configuration file).
+/// A command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The stdout of a command that must succeed.
+pub fn succeeds(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// What a command that must fail said (stderr, then stdout: `check` reports on stdout).
+pub fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "succeeded:\n{}",
+        text(&output.stdout)
+    );
+    text(&output.stderr) + &text(&output.stdout)
+}
+
+/// The README's first command's environment: the example configuration (the bundled bucket
+/// and its monitored accounts), into `url`.
+pub fn example_env(url: &str) -> Vec<(&'static str, String)> {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    vec![
+        ("DATABASE_URL", url.to_owned()),
+        ("DBR_CONFIG", config.display().to_string()),
+    ]
+}
+
+/// Runs `dbr-ingest` with these arguments and environment (no configuration file unless the
+/// environment names one).
 pub fn dbr_ingest_with(args: &[&str], env: &[(&str, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
         .args(args)
