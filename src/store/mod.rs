@@ -36,7 +36,7 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub enum StoreError {
     #[error("database: {}", database_message(.0))]
     Database(#[from] sqlx::Error),
-    #[error("database migrations: {0}")]
+    #[error("database migrations: {}", migrate_message(.0))]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database did not answer within {0:?}")]
     Timeout(std::time::Duration),
@@ -100,6 +100,17 @@ impl Classify for StoreError {
 fn database_message(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(error) => error.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn migrate_message(error: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(error) => database_message(error),
+        MigrateError::ExecuteMigration(error, version) => {
+            format!("migration {version}: {}", database_message(error))
+        }
         other => other.to_string(),
     }
 }

@@ -236,6 +236,15 @@ async fn grant_reader_refuses_what_would_let_one_tenant_read_another() {
             .await
             .unwrap();
     assert!(!second_reads);
+    // A reader running the service's commands is refused by PostgreSQL, which says why without
+    // the line of its own source code that sqlx appends.
+    let as_reader = vec![(
+        "DATABASE_URL",
+        db.url.replacen("postgres@", &format!("{first}@"), 1),
+    )];
+    let refused = fails(dbr_ingest_with(&["accounts", "list"], &as_reader));
+    assert!(refused.contains("permission denied"), "{refused}");
+    assert!(!refused.contains(" at line "), "{refused}");
 
     store.pool().close().await;
     db.drop_database().await;
