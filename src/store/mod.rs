@@ -5,6 +5,7 @@
 mod accounts;
 mod integrations;
 mod ledger;
+mod nodelay;
 mod readers;
 mod statement;
 mod status;
@@ -165,10 +166,17 @@ impl Store {
             fastrand::u32(..)
         );
         let options: PgConnectOptions = url.expose_secret().parse()?;
-        let options = options.application_name(&name);
+        let options = plain_over_loopback(options, url.expose_secret()).application_name(&name);
         let connections = u32::try_from(concurrency * 2 + 2).unwrap_or(u32::MAX);
+        let port = options.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(connections)
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    nodelay::to_database_port(port);
+                    Ok(())
+                })
+            })
             .connect_lazy_with(options.clone());
         Ok(Store {
             pool,
@@ -380,6 +388,28 @@ impl Drop for Claim {
     }
 }
 
+/// Without TLS to a server on this host, unless the URL (or `PGSSLMODE`) asks for a mode:
+/// encrypting loopback traffic protects nothing, and its handshake costs each new connection a
+/// delayed ACK (40 ms) before `TCP_NODELAY` can be set (see `nodelay.rs`). sqlx's default,
+/// `prefer`, would try TLS first.
+fn plain_over_loopback(options: PgConnectOptions, url: &str) -> PgConnectOptions {
+    let loopback = match options.get_host() {
+        "localhost" => true,
+        host => host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    let mode_given = std::env::var_os("PGSSLMODE").is_some()
+        || url::Url::parse(url)
+            .is_ok_and(|url| url.query_pairs().any(|(name, _)| name == "sslmode"));
+    if loopback && !mode_given && options.get_socket().is_none() {
+        options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    } else {
+        options
+    }
+}
+
 /// What `migrate` did.
 pub struct Migrated {
     /// The database did not exist.
@@ -534,4 +564,22 @@ fn lock_name(purpose: &str, integration: &IntegrationName, statement: &Statement
 /// Counts and sizes as PostgreSQL `bigint`.
 fn bigint(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_connections_go_without_tls_unless_the_url_says() {
+        let mode = |url: &str| {
+            let options: PgConnectOptions = url.parse().unwrap();
+            format!("{:?}", plain_over_loopback(options, url).get_ssl_mode())
+        };
+        assert_eq!(mode("postgres://u@127.0.0.1:5432/d"), "Disable");
+        assert_eq!(mode("postgres://u@localhost/d"), "Disable");
+        assert_eq!(mode("postgres://u@[::1]:5432/d"), "Disable");
+        assert_eq!(mode("postgres://u@127.0.0.1/d?sslmode=require"), "Require");
+        assert_eq!(mode("postgres://u@db.example.com/d"), "Prefer");
+    }
 }
