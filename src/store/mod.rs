@@ -257,8 +257,8 @@ impl Store {
     async fn open_or_create(&self) -> Result<(PoolConnection<Postgres>, bool), StoreError> {
         // A connection of its own: an unreachable server or a refused password says so at once,
         // where the pool would keep trying until its timeout. The pool's first connection opens
-        // at the same time, and serves the checks and migrations: each new connection costs
-        // about 90 ms over TLS (sqlx 0.9.0 leaves Nagle on).
+        // at the same time, and serves the checks and migrations: a new connection over TLS
+        // waits out a delayed ACK in its handshake, before TCP_NODELAY can be set.
         match tokio::try_join!(self.options.connect(), self.pool.acquire()) {
             Ok((probe, first)) => {
                 probe.close().await?;
@@ -345,8 +345,8 @@ impl Store {
 }
 
 /// Held while a report is being ingested, for one or more integrations that share it. The
-/// statements are replaced on its connection, which saves opening another (sqlx 0.9 leaves
-/// Nagle's algorithm on, so each new connection waits out a few delayed ACKs).
+/// statements are replaced on its connection, which saves opening another (over TLS, each new
+/// connection waits out a delayed ACK in its handshake).
 pub struct Claim {
     connection: PoolConnection<Postgres>,
     /// Every claim given up, so the connection may serve again.
