@@ -222,23 +222,29 @@ impl Store {
         match schema_ready(&mut connection).await {
             Ok(()) => Ok(()),
             Err(StoreError::MigrationsBehind { .. }) => {
-                apply_migrations(&mut connection).await.map(|_| ())
+                apply(&mut connection, Apply::MigrationsAndViews)
+                    .await
+                    .map(|_| ())
             }
-            // Restored when this role may (the owner's); the service's role says what is wrong.
+            // Restored when this role may (the owner's). The service's role goes on ingesting
+            // (the tables are whole) and says what is wrong; /readyz and `check` say it too.
             Err(changed @ StoreError::ViewsChanged(_)) => {
-                match apply_migrations(&mut connection).await {
+                match apply(&mut connection, Apply::Views).await {
                     Ok(_) => Ok(()),
                     Err(StoreError::Database(error))
                         if sqlstate(&error).as_deref() == Some("42501") =>
                     {
-                        Err(changed)
+                        tracing::warn!(%changed, "dashboards cannot read what they expect");
+                        Ok(())
                     }
                     Err(other) => Err(other),
                 }
             }
             // No migration table yet.
             Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {
-                apply_migrations(&mut connection).await.map(|_| ())
+                apply(&mut connection, Apply::MigrationsAndViews)
+                    .await
+                    .map(|_| ())
             }
             Err(other) => Err(other),
         }
@@ -248,7 +254,7 @@ impl Store {
     /// those that are), and makes the contract views and the readers' grants anew.
     pub async fn migrate(&self) -> Result<Migrated, StoreError> {
         let (mut connection, created) = self.open_or_create().await?;
-        let applied = apply_migrations(&mut connection).await?;
+        let applied = apply(&mut connection, Apply::MigrationsAndViews).await?;
         Ok(Migrated { created, applied })
     }
 
@@ -426,24 +432,41 @@ fn latest_migration() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-/// Applies the migrations not applied yet, then the contract views and the readers' grants,
-/// under a lock that another process migrating the same database waits for. Returns the
-/// versions applied.
-async fn apply_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+/// What [`apply`] does.
+#[derive(PartialEq)]
+enum Apply {
+    MigrationsAndViews,
+    /// Every migration is applied: only the views and grants are made again.
+    Views,
+}
+
+/// Applies the migrations (or not), then the contract views and the readers' grants, holding
+/// the lock that processes migrating the same database take turns on. Returns the versions of
+/// the migrations applied.
+async fn apply(connection: &mut PgConnection, what: Apply) -> Result<Vec<i64>, StoreError> {
     sqlx::query("SELECT pg_advisory_lock(hashtextextended('dbr-ingest:migrate', 0))")
         .execute(&mut *connection)
         .await?;
-    let applied = apply_migrations_locked(connection).await;
+    let done: Result<Vec<i64>, StoreError> = async {
+        let applied = match what {
+            Apply::MigrationsAndViews => run_migrations(&mut *connection).await?,
+            Apply::Views => Vec::new(),
+        };
+        restore_views(&mut *connection).await?;
+        Ok(applied)
+    }
+    .await;
     let unlocked =
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended('dbr-ingest:migrate', 0))")
             .execute(&mut *connection)
             .await;
-    let applied = applied?;
+    let done = done?;
     unlocked?;
-    Ok(applied)
+    Ok(done)
 }
 
-async fn apply_migrations_locked(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+/// Applies the migrations not applied yet; returns their versions.
+async fn run_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
     let before = match applied_versions(connection).await {
         Ok(versions) => versions,
         Err(StoreError::Database(error)) if sqlstate(&error).as_deref() == Some("42P01") => {
@@ -458,6 +481,16 @@ async fn apply_migrations_locked(connection: &mut PgConnection) -> Result<Vec<i6
         return Err(StoreError::MigrationsAhead { applied, latest });
     }
     MIGRATOR.run(&mut *connection).await?;
+    Ok(applied_versions(connection)
+        .await?
+        .into_iter()
+        .filter(|version| !before.contains(version))
+        .collect())
+}
+
+/// Makes the contract views as `views.sql` defines them, and grants the readers again, in one
+/// transaction.
+async fn restore_views(connection: &mut PgConnection) -> Result<(), StoreError> {
     let mut tx = connection.begin().await?;
     // A view changed by hand cannot be replaced with other columns: it goes first, with the
     // views on it (the readers' are made again below).
@@ -471,11 +504,7 @@ async fn apply_migrations_locked(connection: &mut PgConnection) -> Result<Vec<i6
     sqlx::raw_sql(VIEWS).execute(&mut *tx).await?;
     readers::grant_again(&mut tx).await?;
     tx.commit().await?;
-    Ok(applied_versions(connection)
-        .await?
-        .into_iter()
-        .filter(|version| !before.contains(version))
-        .collect())
+    Ok(())
 }
 
 async fn applied_versions(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {

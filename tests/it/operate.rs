@@ -263,9 +263,13 @@ async fn run_counts_a_blocked_swap_and_ingests_the_month_at_a_later_poll() {
         eventually(100, || async { daemon.metric(timeouts).await == Some(1.0) }).await,
         "the swap gave up and was counted"
     );
-    assert_eq!(
-        ledger_of(store.pool(), &key).await,
-        ("failed".into(), Some("transient".into()))
+    // Counted first, then recorded.
+    let failed = ("failed".to_owned(), Some("transient".to_owned()));
+    assert!(
+        eventually(10, || async {
+            ledger_of(store.pool(), &key).await == failed
+        })
+        .await
     );
     assert_eq!(
         http_get(daemon.http_port, "/readyz").await.map(|r| r.0),
@@ -552,6 +556,12 @@ async fn the_service_needs_no_ddl_rights_once_migrated() {
     );
     let bucket = tempfile::tempdir().unwrap();
     std::fs::write(bucket.path().join(&r.key), &r.zip).unwrap();
+    // A view dropped by hand: the service cannot restore it, and ingests all the same, saying
+    // what dashboards miss (`migrate`, the owner's, restores it).
+    sqlx::query("DROP VIEW top_resources")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let url = db.url.replacen("postgres@", &format!("{role}@"), 1) + "?password=hunter2";
     let once = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
         .args([
@@ -568,6 +578,7 @@ async fn the_service_needs_no_ddl_rights_once_migrated() {
         String::from_utf8_lossy(&once.stdout).into_owned() + &String::from_utf8_lossy(&once.stderr);
     assert!(once.status.success(), "{output}");
     assert!(output.contains("1 ingested, 0 failed"), "{output}");
+    assert!(output.contains("view top_resources is missing"), "{output}");
     store.pool().close().await;
     db.drop_database().await;
     sqlx::query(AssertSqlSafe(format!("DROP ROLE {role}")))
