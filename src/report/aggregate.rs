@@ -7,6 +7,7 @@
 //! temporary files of [`spill`], so it can be tested and benchmarked alone.
 
 mod daily;
+mod groups;
 mod spill;
 
 use std::collections::BTreeMap;
@@ -22,9 +23,10 @@ use rustc_hash::FxHashMap;
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
-use super::dimensions::{ChargeCategory, PurchaseOption, region};
+use super::dimensions::{ChargeCategory, PurchaseOption};
 use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
 use daily::DailyKey;
+pub use groups::{GroupBy, GroupRow, Groups};
 
 /// Summed line items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,6 +71,36 @@ pub struct Footer {
     /// Monitored accounts only: an unmonitored account's total is none of our business.
     pub account_totals: BTreeMap<AccountId, Amounts>,
     pub statement_total: Option<Amounts>,
+}
+
+/// A payer-level footer row as stored: its record type, its invoice (or empty), its amounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FooterRow<'a> {
+    pub record_type: &'static str,
+    pub invoice_id: &'a str,
+    pub amounts: Amounts,
+}
+
+impl Footer {
+    /// The payer-level rows (account totals are kept beside each account's month).
+    pub fn payer_rows(&self) -> Vec<FooterRow<'_>> {
+        let row = |record_type: RecordType, invoice_id, amounts| FooterRow {
+            record_type: record_type.as_str(),
+            invoice_id,
+            amounts,
+        };
+        let mut rows = Vec::new();
+        if let Some(rounding) = self.rounding {
+            rows.push(row(RecordType::Rounding, "", rounding));
+        }
+        for (invoice, total) in &self.invoice_totals {
+            rows.push(row(RecordType::InvoiceTotal, invoice, *total));
+        }
+        if let Some(total) = self.statement_total {
+            rows.push(row(RecordType::StatementTotal, "", total));
+        }
+        rows
+    }
 }
 
 /// What happened to the data rows of a report.
@@ -685,6 +717,16 @@ impl ReportSums {
         })
     }
 
+    /// The month's sums of each resource, or of each tag value, per account (of `only` these
+    /// accounts, all when `None`), for the rollups.
+    pub fn groups<'a>(
+        &'a self,
+        by: GroupBy,
+        only: Option<&'a Monitored>,
+    ) -> Result<Groups<'a>, DailyCostsError> {
+        Ok(Groups::new(self.usages()?, by, only))
+    }
+
     /// The sums per account, day and service, one at a time (`DailyCost::usage` is the index
     /// of one of [`ReportSums::service`]); each key once.
     pub fn service_days(&self) -> Result<DailyCosts<'_>, DailyCostsError> {
@@ -783,9 +825,9 @@ impl Services {
     fn id_of(&mut self, usage: &Usage<'_>) -> Option<u32> {
         let service = Service {
             product: usage.product.to_owned(),
-            region: region(usage.product, usage.usage_type, usage.availability_zone),
+            region: usage.region(),
             charge_category: usage.charge_category,
-            purchase_option: PurchaseOption::of(usage.usage_type, usage.reserved_instance),
+            purchase_option: usage.purchase_option(),
         };
         if let Some(&id) = self.ids.get(&service) {
             return Some(id);
@@ -813,6 +855,9 @@ pub struct UsageMonth<'a> {
     pub id: u64,
     pub account: &'a AccountId,
     pub usage: Usage<'a>,
+    /// Derived from the usage: see `dimensions`.
+    pub region: String,
+    pub purchase_option: PurchaseOption,
     pub month: Sums,
 }
 
@@ -842,10 +887,13 @@ fn usage_month<'a>(
     month: Sums,
 ) -> UsageMonth<'a> {
     let (slot, usage) = key.split_first_chunk::<4>().expect("a usage key");
+    let usage = Usage::decode(usage);
     UsageMonth {
         id,
         account: &accounts[u32::from_le_bytes(*slot) as usize],
-        usage: Usage::decode(usage),
+        region: usage.region(),
+        purchase_option: usage.purchase_option(),
+        usage,
         month,
     }
 }
@@ -1212,6 +1260,64 @@ mod tests {
     }
 
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
+
+    #[test]
+    fn resources_and_tags_are_summed_per_account_across_usages() {
+        let text = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost,ResourceId,user:team\n\
+             1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,1,1.5,i-1,web\n\
+             1,9,1,LineItem,EC2,Disk,Run,,2017-01-02 00:00:00,2,2,2.25,i-1,db\n\
+             1,9,1,LineItem,S3,Put,Put,,2017-01-02 00:00:00,1,4,4,,web\n\
+             1,9,2,LineItem,EC2,Box,Run,,2017-01-02 00:00:00,1,8,8,i-1,web\n";
+        let month = month_of(text, Monitored::All).unwrap();
+        let groups = |by, only| {
+            let mut rows: Vec<(String, String, String, Decimal, u64)> = month
+                .groups(by, only)
+                .unwrap()
+                .map(Result::unwrap)
+                .map(|g| {
+                    let [a, b] = g.key;
+                    (
+                        g.account.to_string(),
+                        a,
+                        b,
+                        g.sums.unblended_cost,
+                        g.sums.line_items,
+                    )
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        let row = |account: &str, a: &str, b: &str, cost: i64, scale, items| {
+            (
+                account.into(),
+                a.into(),
+                b.into(),
+                Decimal::new(cost, scale),
+                items,
+            )
+        };
+        assert_eq!(
+            groups(GroupBy::Resource, None),
+            [
+                row("1", "i-1", "EC2", 375, 2, 2),
+                row("2", "i-1", "EC2", 8, 0, 1)
+            ]
+        );
+        assert_eq!(
+            groups(GroupBy::Tag, None),
+            [
+                row("1", "user:team", "db", 225, 2, 1),
+                row("1", "user:team", "web", 55, 1, 2),
+                row("2", "user:team", "web", 8, 0, 1)
+            ]
+        );
+        let only = Monitored::parse_any_length("2").unwrap();
+        assert_eq!(
+            groups(GroupBy::Tag, Some(&only)),
+            [row("2", "user:team", "web", 8, 0, 1)]
+        );
+    }
 
     #[test]
     fn an_account_id_shorter_than_the_payers_is_refused_with_its_line_and_column() {

@@ -2,6 +2,8 @@
 //! category of a line item, and the region and purchase option of a usage. The rules are in the
 //! README ("Dimensions"); each has a test here with rows shaped like AWS's.
 
+use super::rows::Usage;
+
 /// What a line item charges for. Decided per line item, in this order (the first rule that
 /// applies wins):
 /// 1. `tax`: no `ProductName` (AWS's tax rows, "Tax of type …", are the only line items
@@ -194,7 +196,18 @@ const GLOBAL_PRODUCTS: [&str; 4] = [
 /// The region a usage ran in: its availability zone without the zone's letter; else the
 /// region its usage type's prefix names; else `us-east-1` for a usage type without a prefix
 /// (the oldest region had none); empty for global products, tax and usages without a type.
-pub fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
+impl Usage<'_> {
+    /// The region the usage ran in; see [`region`].
+    pub fn region(&self) -> String {
+        region(self.product, self.usage_type, self.availability_zone)
+    }
+
+    pub fn purchase_option(&self) -> PurchaseOption {
+        PurchaseOption::of(self.usage_type, self.reserved_instance)
+    }
+}
+
+fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
     if GLOBAL_PRODUCTS
         .iter()
         .any(|global| product.starts_with(global))

@@ -12,10 +12,9 @@ use sqlx::{Acquire, AssertSqlSafe, Encode, PgConnection, Postgres, Transaction};
 use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
 use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
-use crate::report::aggregate::{AccountMonth, Amounts, DailyCostsError, ReportSums, Sums};
-use crate::report::dimensions::{ChargeCategory, PurchaseOption, region};
+use crate::report::aggregate::{AccountMonth, Amounts, GroupBy, GroupRow, ReportSums, Sums};
+use crate::report::dimensions::ChargeCategory;
 use crate::report::key::ListedReport;
-use crate::report::rows::RecordType;
 
 /// COPY data is sent in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
@@ -270,11 +269,10 @@ async fn copy_usages(
         if only.is_some_and(|only| !only.contains(usage.account)) {
             continue;
         }
-        let (id, usage) = (usage.id, usage.usage);
+        let (id, region, purchase_option) = (usage.id, &usage.region, usage.purchase_option);
+        let usage = &usage.usage;
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
-        let region = region(usage.product, usage.usage_type, usage.availability_zone);
-        let purchase_option = PurchaseOption::of(usage.usage_type, usage.reserved_instance);
         let buffer: &mut Vec<u8> = &mut copy.buffer;
         write!(buffer, "{id}").expect("writing to a Vec");
         for field in [
@@ -287,7 +285,7 @@ async fn copy_usages(
             usage.invoice_id,
             usage.item_description,
             usage.charge_category.as_str(),
-            &region,
+            region,
             purchase_option.as_str(),
         ] {
             buffer.push(b'\t');
@@ -414,6 +412,23 @@ impl<'c> CopyRows<'c> {
         self.binary_field(&bigint(sums.line_items))
     }
 
+    /// A resource or tag rollup row: the statement, the account, the group's two columns, its
+    /// sums (the usage quantity when `quantity`).
+    async fn group(
+        &mut self,
+        statement: &Statement<'_>,
+        group: &GroupRow,
+        quantity: bool,
+    ) -> Result<(), StoreError> {
+        let [first, second] = &group.key;
+        self.binary_row(if quantity { 11 } else { 10 });
+        self.statement_fields(statement, &group.account)?;
+        self.binary_field(&first.as_str())?;
+        self.binary_field(&second.as_str())?;
+        self.sums_fields(&group.sums, quantity)?;
+        self.row_written().await
+    }
+
     /// Sends the buffer once it holds a piece's worth of rows.
     async fn row_written(&mut self) -> Result<(), StoreError> {
         if self.buffer.len() >= COPY_CHUNK {
@@ -520,10 +535,10 @@ async fn insert_account_months(
     Ok(())
 }
 
-/// Writes the statement's rollups, summed while the report was read: per account, day and
-/// service; and per account and month each resource and each tag value, from the usages'
-/// months (a resource or tag value of several usages has a row per usage: the views add
-/// them up). With `only`, just those accounts'.
+/// Writes the statement's rollups, as the report hands them over: per account, day and
+/// service; and per account and month each resource and each tag value (in partial rows when
+/// a report has more groups than it sums at once: the views add them up). With `only`, just
+/// those accounts'.
 async fn copy_rollups(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
@@ -565,19 +580,9 @@ async fn copy_rollups(
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
-    let mut resources = Groups::default();
-    let mut usages = sums.usages()?;
-    while let Some(usage) = usages.next() {
-        let usage = usage?;
-        if usage.usage.resource_id.is_empty() || !wanted(usage.account) {
-            continue;
-        }
-        let key = [usage.usage.resource_id, usage.usage.product];
-        if resources.add(usage.account, key, &usage.month)? {
-            resources.write(&mut rows, statement, true).await?;
-        }
+    for group in sums.groups(GroupBy::Resource, only)? {
+        rows.group(statement, &group?, true).await?;
     }
-    resources.write(&mut rows, statement, true).await?;
     rows.finish().await?;
 
     let copy = format!(
@@ -586,69 +591,10 @@ async fn copy_rollups(
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
-    let mut tags = Groups::default();
-    let mut usages = sums.usages()?;
-    while let Some(usage) = usages.next() {
-        let usage = usage?;
-        if !wanted(usage.account) {
-            continue;
-        }
-        for &(key, value) in &usage.usage.tags {
-            if tags.add(usage.account, [key, value], &usage.month)? {
-                tags.write(&mut rows, statement, false).await?;
-            }
-        }
+    for group in sums.groups(GroupBy::Tag, only)? {
+        rows.group(statement, &group?, false).await?;
     }
-    tags.write(&mut rows, statement, false).await?;
     rows.finish().await
-}
-
-/// Rollup rows of one account and two text columns (a resource and its product, a tag's key
-/// and value) summed in memory, at most [`Groups::AT_ONCE`] at a time: beyond, what is summed
-/// is written out as partial rows, which the views add up. Memory stays bounded whatever the
-/// report's key count; a real report has far fewer groups than that.
-#[derive(Default)]
-struct Groups {
-    sums: rustc_hash::FxHashMap<(AccountId, [String; 2]), Sums>,
-}
-
-impl Groups {
-    const AT_ONCE: usize = 1 << 16;
-
-    /// Adds `sums` to the group; true when the groups should be written out.
-    fn add(
-        &mut self,
-        account: &AccountId,
-        key: [&str; 2],
-        sums: &Sums,
-    ) -> Result<bool, StoreError> {
-        let group = (account.clone(), key.map(str::to_owned));
-        self.sums
-            .entry(group)
-            .or_default()
-            .add(sums)
-            .ok_or_else(|| DailyCostsError::Inexact {
-                account: account.clone(),
-            })?;
-        Ok(self.sums.len() >= Groups::AT_ONCE)
-    }
-
-    async fn write(
-        &mut self,
-        rows: &mut CopyRows<'_>,
-        statement: &Statement<'_>,
-        quantity: bool,
-    ) -> Result<(), StoreError> {
-        for ((account, [first, second]), sums) in self.sums.drain() {
-            rows.binary_row(if quantity { 11 } else { 10 });
-            rows.statement_fields(statement, &account)?;
-            rows.binary_field(&first.as_str())?;
-            rows.binary_field(&second.as_str())?;
-            rows.sums_fields(&sums, quantity)?;
-            rows.row_written().await?;
-        }
-        Ok(())
-    }
 }
 
 async fn insert_report_totals(
@@ -656,21 +602,11 @@ async fn insert_report_totals(
     statement: &Statement<'_>,
     sums: &ReportSums,
 ) -> Result<(), StoreError> {
-    let footer = sums.footer();
-    let mut rows: Vec<(&str, &str, &Amounts)> = Vec::new();
-    if let Some(rounding) = &footer.rounding {
-        rows.push((RecordType::Rounding.as_str(), "", rounding));
-    }
-    for (invoice, total) in &footer.invoice_totals {
-        rows.push((RecordType::InvoiceTotal.as_str(), invoice, total));
-    }
-    if let Some(total) = &footer.statement_total {
-        rows.push((RecordType::StatementTotal.as_str(), "", total));
-    }
-    let record_types: Vec<&str> = rows.iter().map(|r| r.0).collect();
-    let invoices: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let unblended: Vec<Decimal> = rows.iter().map(|r| r.2.unblended_cost).collect();
-    let blended: Vec<Decimal> = rows.iter().map(|r| r.2.blended_cost).collect();
+    let rows = sums.footer().payer_rows();
+    let record_types: Vec<&str> = rows.iter().map(|r| r.record_type).collect();
+    let invoices: Vec<&str> = rows.iter().map(|r| r.invoice_id).collect();
+    let unblended: Vec<Decimal> = rows.iter().map(|r| r.amounts.unblended_cost).collect();
+    let blended: Vec<Decimal> = rows.iter().map(|r| r.amounts.blended_cost).collect();
     sqlx::query(
         "INSERT INTO report_totals (integration, payer_account_id, entity, billing_period,
                                     record_type, invoice_id, unblended_cost, blended_cost)
