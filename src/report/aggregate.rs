@@ -854,10 +854,8 @@ pub struct Usages<'a> {
 pub struct UsageMonth<'a> {
     pub id: u64,
     pub account: &'a AccountId,
+    /// What it was; `Usage::region` and `Usage::purchase_option` derive its dimensions.
     pub usage: Usage<'a>,
-    /// Derived from the usage: see `dimensions`.
-    pub region: String,
-    pub purchase_option: PurchaseOption,
     pub month: Sums,
 }
 
@@ -887,13 +885,10 @@ fn usage_month<'a>(
     month: Sums,
 ) -> UsageMonth<'a> {
     let (slot, usage) = key.split_first_chunk::<4>().expect("a usage key");
-    let usage = Usage::decode(usage);
     UsageMonth {
         id,
         account: &accounts[u32::from_le_bytes(*slot) as usize],
-        region: usage.region(),
-        purchase_option: usage.purchase_option(),
-        usage,
+        usage: Usage::decode(usage),
         month,
     }
 }

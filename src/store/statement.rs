@@ -269,8 +269,8 @@ async fn copy_usages(
         if only.is_some_and(|only| !only.contains(usage.account)) {
             continue;
         }
-        let (id, region, purchase_option) = (usage.id, &usage.region, usage.purchase_option);
-        let usage = &usage.usage;
+        let (id, usage) = (usage.id, &usage.usage);
+        let (region, purchase_option) = (usage.region(), usage.purchase_option());
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
         let buffer: &mut Vec<u8> = &mut copy.buffer;
@@ -285,7 +285,7 @@ async fn copy_usages(
             usage.invoice_id,
             usage.item_description,
             usage.charge_category.as_str(),
-            region,
+            &region,
             purchase_option.as_str(),
         ] {
             buffer.push(b'\t');
