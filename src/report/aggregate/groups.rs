@@ -27,13 +27,17 @@ pub struct GroupRow {
     pub sums: Sums,
 }
 
+/// An account and a group's two columns.
+type Group = (AccountId, [String; 2]);
+
 /// A report's groups being summed and handed out; see `ReportSums::groups`.
 pub struct Groups<'a> {
     usages: Usages<'a>,
     by: GroupBy,
     only: Option<&'a Monitored>,
-    summing: FxHashMap<(AccountId, [String; 2]), Sums>,
-    summed: std::vec::IntoIter<GroupRow>,
+    summing: FxHashMap<Group, Sums>,
+    /// What was summed, handed out as it is: the map's own memory, no copy of it.
+    summed: std::collections::hash_map::IntoIter<Group, Sums>,
     /// Every usage was read (or reading failed).
     read: bool,
 }
@@ -48,7 +52,7 @@ impl<'a> Groups<'a> {
             by,
             only,
             summing: FxHashMap::default(),
-            summed: Vec::new().into_iter(),
+            summed: FxHashMap::default().into_iter(),
             read: false,
         }
     }
@@ -85,12 +89,7 @@ impl<'a> Groups<'a> {
                 }
             }
         }
-        let summed: Vec<GroupRow> = self
-            .summing
-            .drain()
-            .map(|((account, key), sums)| GroupRow { account, key, sums })
-            .collect();
-        self.summed = summed.into_iter();
+        self.summed = std::mem::take(&mut self.summing).into_iter();
         Ok(())
     }
 }
@@ -100,8 +99,8 @@ impl Iterator for Groups<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(row) = self.summed.next() {
-                return Some(Ok(row));
+            if let Some(((account, key), sums)) = self.summed.next() {
+                return Some(Ok(GroupRow { account, key, sums }));
             }
             if self.read {
                 return None;
