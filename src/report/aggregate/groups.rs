@@ -60,6 +60,9 @@ impl<'a> Groups<'a> {
     /// Sums usages until [`Groups::AT_ONCE`] groups are summed or the usages end, then makes
     /// what was summed ready to hand out.
     fn sum_some(&mut self) -> Result<(), DailyCostsError> {
+        // The groups handed out before free their memory first: an iterator of a map holds
+        // the map's table until it is dropped, spent or not.
+        self.summed = FxHashMap::default().into_iter();
         while self.summing.len() < Groups::AT_ONCE {
             let Some(usage) = self.usages.next() else {
                 self.read = true;
