@@ -36,80 +36,78 @@ pub fn init_logs(json: bool) {
     }
 }
 
-/// Series without labels, exported from the first scrape at zero, so that `rate()` and absence
-/// alerts work from the start.
-const UNLABELLED: Labels = Labels::None;
-/// Series of one integration (and payer): each appears with its labels when it first counts,
-/// never as an unlabelled zero beside them (a zero timestamp would make an age alert fire
-/// forever).
-const PER_INTEGRATION: Labels = Labels::Integration;
-
+/// What a metric's series are labelled with.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Labels {
-    None,
-    Integration,
+    /// Nothing: exported from the first scrape at zero, so that `rate()` and absence alerts
+    /// work from the start.
+    Unlabelled,
+    /// One integration (and payer): each series appears with its labels when it first counts,
+    /// never as an unlabelled zero beside them (a zero timestamp would make an age alert fire
+    /// forever).
+    PerIntegration,
 }
 
 /// Every counter, with its labels and help text.
 const COUNTERS: [(&str, Labels, &str); 12] = [
     (
         "dbr_reports_ingested_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Report versions ingested, by payer.",
     ),
     (
         "dbr_reports_skipped_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Chosen reports not read: unchanged, or claimed by another replica.",
     ),
     (
         "dbr_reports_failed_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Report versions that failed, by payer.",
     ),
     (
         "dbr_rows_read_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Line items read from ingested reports.",
     ),
     (
         "dbr_rows_kept_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Line items of monitored accounts.",
     ),
     (
         "dbr_rows_dropped_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Line items of accounts not monitored.",
     ),
     (
         "dbr_bytes_downloaded_total",
-        UNLABELLED,
+        Labels::Unlabelled,
         "Bytes of report objects read from the source.",
     ),
     (
         "dbr_bytes_inflated_total",
-        UNLABELLED,
+        Labels::Unlabelled,
         "Bytes of CSV inflated from report objects.",
     ),
     (
         "dbr_poll_errors_total",
-        UNLABELLED,
+        Labels::Unlabelled,
         "Polls that could not run (listing, database).",
     ),
     (
         "dbr_s3_requests_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Requests sent to S3 (listing pages, reports read), by integration.",
     ),
     (
         "dbr_spilled_runs_total",
-        UNLABELLED,
+        Labels::Unlabelled,
         "Sorted runs of daily sums written to the temporary directory by reports that outgrew the memory budget.",
     ),
     (
         "dbr_statement_swap_timeouts_total",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Months not swapped in because other sessions held daily_costs through every try, by integration.",
     ),
 ];
@@ -118,17 +116,17 @@ const COUNTERS: [(&str, Labels, &str); 12] = [
 const GAUGES: [(&str, Labels, &str); 3] = [
     (
         "dbr_last_successful_poll_timestamp_seconds",
-        UNLABELLED,
+        Labels::Unlabelled,
         "When the last poll without error ended (Unix time; 0 before the first).",
     ),
     (
         "dbr_integration_last_successful_poll_timestamp_seconds",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "When the last poll that could list and plan an integration ended, by integration (Unix time).",
     ),
     (
         "dbr_reconciliation_mismatches",
-        PER_INTEGRATION,
+        Labels::PerIntegration,
         "Accounts whose line items do not add up to their AccountTotal, by payer and period.",
     ),
 ];
@@ -152,13 +150,13 @@ fn recorder() -> Result<PrometheusBuilder, String> {
 fn register_metrics() {
     for (name, labels, help) in COUNTERS {
         describe_counter!(name, help);
-        if labels == UNLABELLED {
+        if labels == Labels::Unlabelled {
             counter!(name).absolute(0);
         }
     }
     for (name, labels, help) in GAUGES {
         describe_gauge!(name, help);
-        if labels == UNLABELLED {
+        if labels == Labels::Unlabelled {
             gauge!(name).set(0.0);
         }
     }
@@ -283,7 +281,7 @@ mod tests {
                 .chain(&GAUGES)
                 .find(|(known, _, _)| *known == name)
                 .unwrap_or_else(|| panic!("{name} is documented but not exported"));
-            assert_eq!(*labels == PER_INTEGRATION, labelled, "{series}");
+            assert_eq!(*labels == Labels::PerIntegration, labelled, "{series}");
             let at_zero = scrape.lines().any(|line| line == format!("{name} 0"));
             assert_eq!(
                 at_zero, !labelled,

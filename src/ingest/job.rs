@@ -228,6 +228,8 @@ impl Job<'_> {
             dropped_unmonitored = rows.dropped_unmonitored,
             // Sorted runs written to the temporary directory: 0 when the sums fit the budget.
             spilled_runs = sums.runs(),
+            // Written and read back: what the spill cost the disk.
+            spilled_bytes = sums.spilled_bytes(),
             seconds = format!("{seconds:.2}"),
             "ingested"
         );

@@ -765,6 +765,11 @@ impl ReportSums {
         self.runs.len()
     }
 
+    /// Bytes the daily and service sums wrote to the temporary directory and read back so far.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.runs.bytes_moved() + self.service_runs.bytes_moved()
+    }
+
     /// [`ReportSums::accounts`] of `only` these accounts (all when `None`).
     pub fn accounts_of(&self, only: Option<&Monitored>) -> Vec<AccountMonth> {
         let mut accounts = self.accounts();

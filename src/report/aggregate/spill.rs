@@ -32,7 +32,7 @@ pub(super) struct Runs {
     /// Runs of the first level written: one per budget's worth of sums.
     written_runs: usize,
     /// Bytes written to and read back from the temporary files.
-    pub(super) traffic: Traffic,
+    traffic: Traffic,
 }
 
 #[derive(Debug)]
@@ -43,11 +43,11 @@ struct Run {
     bytes: u64,
 }
 
-/// Bytes of runs written and read back, to show that spilling stays linear.
+/// Bytes of runs written and read back: what spilling cost the disk.
 #[derive(Debug, Default)]
-pub(super) struct Traffic {
-    pub written: u64,
-    pub read: std::cell::Cell<u64>,
+struct Traffic {
+    written: u64,
+    read: std::cell::Cell<u64>,
 }
 
 /// Why writing or merging runs failed.
@@ -79,6 +79,11 @@ impl Runs {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// Bytes of runs written to the temporary directory and read back so far.
+    pub fn bytes_moved(&self) -> u64 {
+        self.traffic.written + self.traffic.read.get()
     }
 
     /// Runs written from memory so far.
@@ -468,7 +473,7 @@ mod tests {
             spill.write(keys).unwrap();
         }
         assert_eq!(spill.merge().unwrap().count(), runs * per_run);
-        spill.traffic.written + spill.traffic.read.get()
+        spill.bytes_moved()
     }
 
     #[test]
