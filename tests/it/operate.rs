@@ -1061,3 +1061,50 @@ fn screenshot(url: &str) -> Screenshot {
         distinct_bytes: distinct,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_stops_without_claiming_it_rolled_anything_back() {
+    let db = TestDatabase::new();
+    let store = db.store().await;
+    let mut env = example_env(&db.url);
+    env.push(("DBR_HTTP_ADDR", format!("127.0.0.1:{}", free_port())));
+    env.push(("DBR_STATUS_ADDR", format!("127.0.0.1:{}", free_port())));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dbr-ingest"))
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(60, || async {
+            ingested_keys(store.pool()).await.len() == 3
+        })
+        .await,
+        "the example bucket is ingested"
+    );
+    // Polled, and now waiting for the next poll: nothing is in flight.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (child.wait().unwrap(), stderr)
+    })
+    .await
+    .unwrap();
+    let (status, stderr) = output;
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(!stderr.contains("rolled back"), "{stderr}");
+    store.pool().close().await;
+    db.drop_database().await;
+}
