@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 
 use crate::config::Settings;
 use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
-use crate::ingest::{PollError, integrations_to_poll, read_object, sort_listing};
+use crate::formats::Format;
+use crate::ingest::{PollError, integrations_to_poll, read_version, sort_listing};
 use crate::integration::Integration;
 use crate::source::{S3Context, Source};
 use crate::store::Store;
@@ -149,18 +150,24 @@ async fn check_integration(
         source.location(),
         listed.objects.len() + listed.passed_over.len()
     );
-    let listing = sort_listing(listed);
-    let mut statements: BTreeMap<StatementId, Vec<&str>> = BTreeMap::new();
-    for listed in &listing.chosen {
+    let listing = sort_listing(source, listed).await;
+    let mut statements: BTreeMap<StatementId, Vec<String>> = BTreeMap::new();
+    for version in &listing.chosen {
+        let what = match version.format {
+            Format::Dbr => version.key.clone(),
+            Format::Cur => format!(
+                "{} (Cost and Usage Report {}, {} parts)",
+                version.key,
+                version.variant,
+                version.parts.len() + version.missing.len()
+            ),
+        };
         statements
-            .entry(listed.report.statement())
+            .entry(version.statement.clone())
             .or_default()
-            .push(&listed.object.key);
+            .push(what);
     }
-    say!(
-        text,
-        "        detailed billing reports to read, by payer and period:"
-    );
+    say!(text, "        reports to read, by payer and period:");
     for (statement, keys) in &statements {
         say!(text, "          {statement}  {}", keys.join(", "));
     }
@@ -170,11 +177,16 @@ async fn check_integration(
             say!(text, "          {key}: {reason}");
         }
     }
-    let Some(smallest) = listing.chosen.iter().min_by_key(|l| l.object.size) else {
+    let mut all_read = true;
+    for (key, error) in &listing.unreadable {
+        fail(text, format!("reading {key}: {error}"));
+        all_read = false;
+    }
+    let Some(smallest) = listing.chosen.iter().min_by_key(|v| v.size()) else {
         return Err(fail(
             text,
             format!(
-                "no detailed billing report under {}: check the bucket and DBR_PREFIX",
+                "no detailed billing report under {}, nor a Cost and Usage Report: check the bucket and DBR_PREFIX",
                 source.location()
             ),
         ));
@@ -183,10 +195,9 @@ async fn check_integration(
         ReadReports::Smallest => std::slice::from_ref(smallest),
         ReadReports::All => &listing.chosen[..],
     };
-    let mut all_read = true;
-    for listed in to_read {
-        let key = &listed.object.key;
-        match read_object(source, listed, &monitored, &settings.memory_budget).await {
+    for version in to_read {
+        let key = &version.key;
+        match read_version(source, version, &monitored, &settings.memory_budget).await {
             Ok(sums) => say!(text, "ok      reading {key}: {}", sums.summary()),
             Err(error) => {
                 fail(text, format!("reading {key}: {error}"));

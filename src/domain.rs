@@ -297,6 +297,15 @@ pub struct StatementId {
 }
 
 impl StatementId {
+    /// The statement AWS itself bills for the same payer and month: the one a CUR (which
+    /// holds every entity's line items) is stored as.
+    pub fn month(&self) -> StatementId {
+        StatementId {
+            entity: None,
+            ..self.clone()
+        }
+    }
+
     /// The entity as stored: `''` for none.
     pub fn entity_str(&self) -> &str {
         self.entity.as_deref().unwrap_or("")

@@ -1,10 +1,12 @@
-//! dbr-ingest: AWS legacy Detailed Billing Reports to exact per-account costs.
+//! dbr-ingest: AWS billing reports (the legacy Detailed Billing Report, the Cost and Usage
+//! Report) to exact per-account costs.
 
 pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod failure;
+pub mod formats;
 pub mod http;
 pub mod ingest;
 pub mod integration;

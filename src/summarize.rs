@@ -11,9 +11,9 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::domain::{AccountId, Monitored, Period};
+use crate::formats::dbr::{self, NotDbr, ReportKey, Variant};
 use crate::report::aggregate::{AccountMonth, Grain, ReportIdentity, ReportSums};
-use crate::report::key::{NotDbr, ReportKey, Variant};
-use crate::report::read::{Expected, Progress, ReadError, read_report};
+use crate::report::read::{Compression, Expected, Progress, ReadError, read_report};
 
 /// Why a file could not be summarized.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,7 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     }
     let size = object.metadata().await.ok().map(|m| m.len());
     let expected = Expected {
-        zip_member: name.strip_suffix(".zip"),
+        layout: &dbr::LAYOUT,
         identity: ReportIdentity {
             payer: named.as_ref().map(|key| key.payer.clone()),
             period: named.as_ref().map(|key| key.period),
@@ -132,10 +132,24 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
         },
         // Only what is printed: memory stays constant whatever the report's key count.
         grain: Grain::Accounts,
+        name_objects: false,
+    };
+    let compression = if name.ends_with(".zip") {
+        Compression::Zip
+    } else {
+        Compression::Sniff
     };
     let progress = Arc::new(Progress::default());
     let watch = crate::progress::watch(&name, size, progress.clone());
-    let sums = read_report(object, &expected, monitored.clone(), progress).await;
+    let sums = read_report(
+        object,
+        &name,
+        compression,
+        expected,
+        monitored.clone(),
+        progress,
+    )
+    .await;
     drop(watch);
     summarize(path, named.as_ref(), &sums?)
 }

@@ -8,9 +8,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::domain::IntegrationName;
+use crate::domain::{IntegrationName, StatementId};
 use crate::report::aggregate::RowCounts;
-use crate::report::key::ReportKey;
 use crate::report::read::Progress;
 use crate::secrets::Redacting;
 
@@ -167,40 +166,47 @@ fn register_metrics() {
 }
 
 /// The labels of a report's series: its payer, and the integration it was read for.
-fn report_labels(integration: &IntegrationName, key: &ReportKey) -> [(&'static str, String); 2] {
+fn report_labels(
+    integration: &IntegrationName,
+    statement: &StatementId,
+) -> [(&'static str, String); 2] {
     [
-        ("payer", key.payer.to_string()),
+        ("payer", statement.payer.to_string()),
         ("integration", integration.to_string()),
     ]
 }
 
 pub fn report_ingested(
     integration: &IntegrationName,
-    key: &ReportKey,
+    statement: &StatementId,
     rows: RowCounts,
     unreconciled: usize,
     seconds: f64,
 ) {
-    let labels = report_labels(integration, key);
+    let labels = report_labels(integration, statement);
     counter!("dbr_reports_ingested_total", &labels).increment(1);
     counter!("dbr_rows_read_total", &labels).increment(rows.line_items);
     counter!("dbr_rows_kept_total", &labels).increment(rows.kept);
     counter!("dbr_rows_dropped_total", &labels).increment(rows.dropped_unmonitored);
     let [payer, integration] = labels;
-    let labels = [payer, ("period", key.period.to_string()), integration];
+    let labels = [payer, ("period", statement.period.to_string()), integration];
     gauge!("dbr_reconciliation_mismatches", &labels).set(unreconciled as f64);
     histogram!(INGEST_DURATION).record(seconds);
 }
 
-pub fn report_failed(integration: &IntegrationName, key: &ReportKey, seconds: f64) {
-    counter!("dbr_reports_failed_total", &report_labels(integration, key)).increment(1);
+pub fn report_failed(integration: &IntegrationName, statement: &StatementId, seconds: f64) {
+    counter!(
+        "dbr_reports_failed_total",
+        &report_labels(integration, statement)
+    )
+    .increment(1);
     histogram!(INGEST_DURATION).record(seconds);
 }
 
-pub fn report_skipped(integration: &IntegrationName, key: &ReportKey) {
+pub fn report_skipped(integration: &IntegrationName, statement: &StatementId) {
     counter!(
         "dbr_reports_skipped_total",
-        &report_labels(integration, key)
+        &report_labels(integration, statement)
     )
     .increment(1);
 }

@@ -11,14 +11,14 @@ use tracing::Instrument;
 
 use super::{
     FIRST_RETRY_DELAY, Failed, IngestError, IngestReason, Ingested, PollOutcome, READ_ATTEMPTS,
-    read_object, why_ingest,
+    read_version, why_ingest,
 };
 use crate::domain::{IntegrationName, Monitored};
 use crate::failure::{Classify, FailureKind};
+use crate::formats::Version;
 use crate::report::aggregate::{MemoryBudget, ReportSums};
-use crate::report::key::ListedReport;
 use crate::source::Source;
-use crate::store::{Claim, ReportVersion, Store, StoreError};
+use crate::store::{Claim, Replaced, ReportVersion, Store, StoreError};
 use crate::telemetry;
 
 /// An integration that reads in this poll, with the monitored set in force.
@@ -34,7 +34,7 @@ pub(super) struct Reader {
 pub(super) struct Job<'a> {
     pub source: &'a Source,
     pub location: Arc<str>,
-    pub listed: ListedReport,
+    pub version: Version,
     pub wants: Vec<(Arc<Reader>, IngestReason)>,
 }
 
@@ -65,10 +65,11 @@ pub(super) async fn run(
 ) -> Vec<((usize, usize), End)> {
     let span = tracing::info_span!(
         "report",
-        key = job.listed.object.key,
-        payer = %job.listed.report.payer,
-        period = %job.listed.report.period,
-        etag = job.listed.object.etag,
+        format = job.version.format.as_str(),
+        key = job.version.key,
+        payer = %job.version.statement.payer,
+        period = %job.version.statement.period,
+        etag = job.version.identity,
     );
     job.claim_and_ingest(store, budget).instrument(span).await
 }
@@ -116,7 +117,7 @@ impl Job<'_> {
             let report = ReportVersion {
                 integration: &reader.integration,
                 location: &self.location,
-                listed: &self.listed,
+                version: &self.version,
                 started_at,
             };
             let only = (reader.monitored != monitored).then_some(&reader.monitored);
@@ -126,7 +127,7 @@ impl Job<'_> {
                     .replace_statement(&mut claim, &report, sums, only, &reader.fingerprint)
                     .instrument(span.clone())
                     .await
-                    .map(|()| sums)
+                    .map(|replaced| (replaced, sums))
                     .map_err(IngestError::from),
                 Err(error) => Err(IngestError::Shared {
                     message: error.to_string(),
@@ -136,7 +137,8 @@ impl Job<'_> {
             let seconds = started.elapsed().as_secs_f64();
             let _entered = span.enter();
             let end = match written {
-                Ok(sums) => {
+                Ok((Replaced::ByCur, _)) => End::Unchanged,
+                Ok((Replaced::Statement, sums)) => {
                     // Where a report's time goes: reading (inflate, parse, sum) came before.
                     tracing::debug!(
                         write_seconds = format!("{:.2}", writing.elapsed().as_secs_f64()),
@@ -145,7 +147,7 @@ impl Job<'_> {
                     End::Ingested(self.ingested(reader, reason, sums, only, seconds))
                 }
                 Err(error) => {
-                    telemetry::report_failed(&reader.integration, &self.listed.report, seconds);
+                    telemetry::report_failed(&reader.integration, &self.version.statement, seconds);
                     if matches!(error, IngestError::Store(StoreError::SwapTimedOut { .. })) {
                         telemetry::swap_timed_out(&reader.integration);
                     }
@@ -174,17 +176,17 @@ impl Job<'_> {
     /// Claims the reader's statement and checks its ledger again under the claim (another
     /// replica may have just ingested it): `None` when it is to be read.
     async fn claim(&self, claim: &mut Claim, reader: &Reader) -> Result<Option<End>, StoreError> {
-        let statement = self.listed.report.statement();
-        if !claim.try_claim(&reader.integration, &statement).await? {
+        let statement = &self.version.statement;
+        if !claim.try_claim(&reader.integration, statement).await? {
             tracing::info!(integration = %reader.integration, "another replica is ingesting this statement");
-            telemetry::report_skipped(&reader.integration, &self.listed.report);
+            telemetry::report_skipped(&reader.integration, &self.version.statement);
             return Ok(Some(End::ClaimedElsewhere));
         }
         let entry = claim
-            .ledger_entry(&reader.integration, &self.location, &self.listed.object.key)
+            .ledger_entry(&reader.integration, &self.location, &self.version.key)
             .await?;
-        if why_ingest(entry.as_ref(), &self.listed.object, &reader.fingerprint).is_none() {
-            telemetry::report_skipped(&reader.integration, &self.listed.report);
+        if why_ingest(entry.as_ref(), &self.version, &reader.fingerprint).is_none() {
+            telemetry::report_skipped(&reader.integration, &self.version.statement);
             return Ok(Some(End::Unchanged));
         }
         Ok(None)
@@ -199,7 +201,7 @@ impl Job<'_> {
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
-            match read_object(self.source, &self.listed, monitored, budget).await {
+            match read_version(self.source, &self.version, monitored, budget).await {
                 Err(error) if error.kind() == FailureKind::Transient && attempt < READ_ATTEMPTS => {
                     tracing::warn!(%error, attempt, "reading the report failed; trying again");
                     tokio::time::sleep(delay).await;
@@ -250,13 +252,13 @@ impl Job<'_> {
         }
         telemetry::report_ingested(
             &reader.integration,
-            &self.listed.report,
+            &self.version.statement,
             rows,
             mismatched,
             seconds,
         );
         Ingested {
-            object_key: self.listed.object.key.clone(),
+            object_key: self.version.key.clone(),
             reason,
             summary,
         }
@@ -273,7 +275,7 @@ impl Job<'_> {
             tracing::error!(integration = %reader.integration, %error, %kind, "report failed; its month keeps the data it had");
         }
         End::Failed(Failed {
-            object_key: self.listed.object.key.clone(),
+            object_key: self.version.key.clone(),
             error,
             kind,
         })

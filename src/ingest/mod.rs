@@ -16,12 +16,13 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, stream};
 
 use crate::config::Settings;
-use crate::domain::{AccountId, IntegrationName, Monitored, ObjectMeta};
+use crate::domain::{AccountId, IntegrationName, Monitored};
 use crate::failure::{Classify, FailureKind};
+use crate::formats::cur::ManifestError;
+use crate::formats::{Format, Version};
 use crate::integration::{Integration, IntegrationSource, by_source};
 use crate::report::aggregate::{Grain, MemoryBudget, ReadSummary, ReportIdentity, ReportSums};
-use crate::report::key::ListedReport;
-use crate::report::read::{Expected, Progress, ReadError, read_report};
+use crate::report::read::{Expected, Progress, ReadError, Reading};
 use crate::source::{S3Context, Source, SourceError};
 use crate::store::{LedgerEntry, Status, Store, StoreError};
 use crate::telemetry;
@@ -431,7 +432,7 @@ fn log_configuration_failures(integration: &IntegrationName, failed: &[Failed]) 
 pub enum IngestReason {
     /// Not in the ledger yet.
     New,
-    /// Another ETag or size than the version in the ledger.
+    /// Another identity (ETag, CUR assemblyId) or size than the version in the ledger.
     Changed,
     /// Ingested with another monitored set than the one in force.
     MonitoredAccountsChanged,
@@ -456,13 +457,13 @@ impl fmt::Display for IngestReason {
 /// Why a chosen report must be read now, or `None` when the ledger says it was handled.
 pub(crate) fn why_ingest(
     entry: Option<&LedgerEntry>,
-    object: &ObjectMeta,
+    version: &Version,
     fingerprint: &str,
 ) -> Option<IngestReason> {
     let Some(entry) = entry else {
         return Some(IngestReason::New);
     };
-    if entry.etag != object.etag || entry.size != object.size {
+    if entry.etag != version.identity || entry.size != version.size() {
         return Some(IngestReason::Changed);
     }
     match entry.status {
@@ -489,6 +490,13 @@ pub enum IngestError {
     /// The read shared with other integrations failed: each of them records this.
     #[error("{message}")]
     Shared { message: String, kind: FailureKind },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "part {part} is named by the manifest but not in the bucket{}: AWS may still be writing the report, the next poll tries again",
+        if *.more > 0 { format!(" (and {} more)", .more) } else { String::new() }
+    )]
+    MissingPart { part: String, more: usize },
 }
 
 impl Classify for IngestError {
@@ -498,50 +506,78 @@ impl Classify for IngestError {
             IngestError::Read(error) => error.kind(),
             IngestError::Store(error) => error.kind(),
             IngestError::Shared { kind, .. } => *kind,
+            IngestError::MissingPart { .. } => FailureKind::Transient,
+            IngestError::Manifest(_) => FailureKind::Content,
         }
     }
 }
 
-/// Opens the listed object and sums it, showing progress while it is read.
-pub async fn read_object(
+/// Opens the version's objects one after the other and sums them, showing progress while
+/// they are read. A part its manifest names that the listing lacks fails the version as
+/// transient: AWS may be writing it.
+pub async fn read_version(
     source: &Source,
-    listed: &ListedReport,
+    version: &Version,
     monitored: &Monitored,
     budget: &MemoryBudget,
 ) -> Result<ReportSums, IngestError> {
-    let object = &listed.object;
-    let body = source.open(object).await?;
+    if let Some(missing) = version.missing.first() {
+        return Err(IngestError::MissingPart {
+            part: missing.clone(),
+            more: version.missing.len() - 1,
+        });
+    }
     let expected = Expected {
-        zip_member: object.file_name().strip_suffix(".zip"),
+        layout: version.format.layout(),
         identity: ReportIdentity {
-            payer: Some(listed.report.payer.clone()),
-            period: Some(listed.report.period),
-            marketplace: listed.report.is_marketplace(),
+            payer: Some(version.statement.payer.clone()),
+            period: Some(version.statement.period),
+            marketplace: version.marketplace,
         },
         grain: Grain::Daily(budget.clone()),
+        name_objects: version.format != Format::Dbr,
     };
     let progress = Arc::new(Progress::default());
-    let watch = crate::progress::watch(object.file_name(), Some(object.size), progress.clone());
-    let sums = read_report(body, &expected, monitored.clone(), progress.clone()).await;
+    let name = version.key.rsplit('/').next().unwrap_or_default();
+    let watch = crate::progress::watch(name, Some(version.size()), progress.clone());
+    let mut reading = Reading::start(expected, monitored.clone(), progress.clone());
+    let mut sent = Ok(());
+    for part in &version.parts {
+        let body = source.open(&part.object).await?;
+        sent = reading
+            .object(&part.object.key, part.compression, body)
+            .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let sums = reading.finish().await;
     drop(watch);
     telemetry::bytes_read(&progress);
-    if let Ok(sums) = &sums {
-        telemetry::runs_spilled(sums.runs());
-    }
-    Ok(sums?)
+    // A broken archive (bad CRC, truncated) is the cause even if the CSV happened to parse.
+    sent?;
+    let sums = sums?;
+    telemetry::runs_spilled(sums.runs());
+    Ok(sums)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ObjectMeta;
+    use crate::formats::dbr::{ListedReport, ReportKey};
 
-    fn object(etag: &str) -> ObjectMeta {
-        ObjectMeta {
-            key: "k".into(),
-            etag: etag.into(),
-            size: 10,
-            last_modified: None,
-        }
+    fn version(etag: &str) -> Version {
+        let key = "123456789012-aws-billing-detailed-line-items-2017-01.csv.zip";
+        Version::of_dbr(ListedReport {
+            report: ReportKey::parse(key).unwrap(),
+            object: ObjectMeta {
+                key: key.into(),
+                etag: etag.into(),
+                size: 10,
+                last_modified: None,
+            },
+        })
     }
 
     fn entry(status: Status, fingerprint: &str) -> LedgerEntry {
@@ -604,7 +640,7 @@ mod tests {
         ];
         for (entry, etag, expected) in cases {
             assert_eq!(
-                why_ingest(entry.as_ref(), &object(etag), fp),
+                why_ingest(entry.as_ref(), &version(etag), fp),
                 expected,
                 "{entry:?} {etag}"
             );

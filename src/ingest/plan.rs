@@ -2,18 +2,23 @@
 //! full listings, only the prefixes of the payers they know), one report chosen per statement,
 //! and for each report the integrations whose ledger says it must be read.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{TimeDelta, Utc};
 
+use tokio::io::AsyncReadExt;
+
 use super::job::{Job, Reader};
-use super::{Member, PollError, PollOutcome, SourceGroup, why_ingest};
-use crate::domain::{AccountId, IntegrationName};
+use super::{Failed, IngestError, Member, PollError, PollOutcome, SourceGroup, why_ingest};
+use crate::domain::{AccountId, IntegrationName, ObjectMeta, Period};
 use crate::failure::Classify;
-use crate::report::key::{self, ListedReport, ReportKey, payer_key_start};
+use crate::formats::cur::{MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestKey};
+use crate::formats::dbr::payer_key_start;
+use crate::formats::{self, Format, Version};
+use crate::report::read::ReadError;
 use crate::source::{Listing, Source};
-use crate::store::{LedgerEntry, Store};
+use crate::store::{KnownReport, LedgerEntry, Store};
 use crate::telemetry;
 
 /// How often a source is listed whole, even when its payers are known: a payer whose reports
@@ -83,26 +88,32 @@ pub(super) async fn plan<'a>(
             return planned;
         }
     };
-    let listing = sort_listing(listing);
+    let listing = sort_listing(source, listing).await;
     for (key, reason) in &listing.ignored {
         tracing::debug!(key, reason, "ignored");
+    }
+    for (key, error) in &listing.unreadable {
+        tracing::error!(key, %error, kind = %error.kind(), "the report's manifest cannot be read; its month keeps the data it had");
     }
     for (reader, _) in &readers {
         if let Ok(outcome) = &mut planned.outcomes[reader.slot.1] {
             outcome.ignored = listing.ignored.len();
+            outcome
+                .failed
+                .extend(listing.unreadable.iter().map(|(key, error)| Failed {
+                    object_key: key.clone(),
+                    error: error.to_string(),
+                    kind: error.kind(),
+                }));
         }
     }
-    for listed in listing.chosen {
+    for version in listing.chosen {
         let mut wants = Vec::new();
         for (reader, ledger) in &readers {
-            match why_ingest(
-                ledger.get(&listed.object.key),
-                &listed.object,
-                &reader.fingerprint,
-            ) {
+            match why_ingest(ledger.get(&version.key), &version, &reader.fingerprint) {
                 Some(reason) => wants.push((reader.clone(), reason)),
                 None => {
-                    telemetry::report_skipped(&reader.integration, &listed.report);
+                    telemetry::report_skipped(&reader.integration, &version.statement);
                     if let Ok(outcome) = &mut planned.outcomes[reader.slot.1] {
                         outcome.unchanged += 1;
                     }
@@ -113,7 +124,7 @@ pub(super) async fn plan<'a>(
             planned.jobs.push(Job {
                 source,
                 location: location.clone(),
-                listed,
+                version,
                 wants,
             });
         }
@@ -134,65 +145,161 @@ async fn ready(
 }
 
 /// Lists the source for these integrations: whole when it is due (or costs nothing, or no
-/// payer is known yet), else only the key prefixes of the payers they have read before.
+/// report is known yet), else only where the reports they have read before are (a DBR
+/// payer's key prefix, a CUR's folder), where AWS writes those reports' new versions.
 async fn list(
     source: &Source,
     location: &str,
     integrations: &[&IntegrationName],
     store: &Store,
 ) -> Result<Listing, PollError> {
-    let payers: BTreeSet<AccountId> = if source.lists_by_request() {
+    let starts: BTreeSet<String> = if source.lists_by_request() {
         let listed_whole = store.last_full_listing(integrations, location).await?;
         let due = listed_whole.is_none_or(|at| Utc::now() - at >= FULL_LISTING_EVERY);
         if due {
             BTreeSet::new()
         } else {
-            store.known_payers(integrations, location).await?
+            let known = store.known_reports(integrations, location).await?;
+            known
+                .iter()
+                .filter_map(|known| listing_start(known, source.prefix()))
+                .collect()
         }
     } else {
         BTreeSet::new()
     };
-    if payers.is_empty() {
+    if starts.is_empty() {
         let listing = source.list().await?;
         store.record_full_listing(integrations, location).await?;
         return Ok(listing);
     }
-    let starts: Vec<String> = payers.iter().map(payer_key_start).collect();
     tracing::debug!(
-        payers = starts.len(),
-        "listing the known payers' reports only"
+        starts = starts.len(),
+        "listing where the known reports are only"
     );
+    let starts: Vec<String> = starts.into_iter().collect();
     Ok(source.list_within(Some(&starts)).await?)
 }
 
-/// A listing sorted out: one report per statement to consider, and every other object with
-/// the reason it is ignored.
-pub struct SortedListing {
-    pub chosen: Vec<ListedReport>,
-    pub ignored: Vec<(String, String)>,
+/// Where a known report's new versions appear, after the source's prefix.
+fn listing_start(known: &KnownReport, prefix: &str) -> Option<String> {
+    match known.format {
+        Format::Dbr => Some(payer_key_start(&known.payer)),
+        Format::Cur => known.folder.strip_prefix(prefix).map(str::to_owned),
+    }
 }
 
-pub fn sort_listing(listing: Listing) -> SortedListing {
-    let mut reports = Vec::new();
-    let mut ignored = listing.passed_over;
-    for object in listing.objects {
-        match ReportKey::parse(&object.key) {
-            Ok(report) => reports.push(ListedReport { report, object }),
-            Err(reason) => ignored.push((
-                object.key,
-                format!("not a detailed billing report: {reason}"),
-            )),
+/// A listing sorted out: one report version per statement to consider, every other object
+/// with the reason it is ignored, and the manifests that could not be read.
+pub struct SortedListing {
+    pub chosen: Vec<Version>,
+    pub ignored: Vec<(String, String)>,
+    pub unreadable: Vec<(String, IngestError)>,
+}
+
+/// Sorts a listing of `source` out (reading the CUR manifests in it): one version per
+/// statement. A month of a payer that a CUR delivers comes from that CUR alone; its DBR are
+/// ignored. Two CUR reports for the same payer and month are both ignored, so that neither
+/// doubles the other.
+pub async fn sort_listing(source: &Source, listing: Listing) -> SortedListing {
+    let recognised = formats::recognise(listing);
+    let mut sorted = SortedListing {
+        chosen: Vec::new(),
+        ignored: recognised.ignored,
+        unreadable: Vec::new(),
+    };
+    let mut cur = Vec::new();
+    for (named, object) in &recognised.manifests {
+        match manifest(source, named, object).await {
+            Ok(manifest) => cur
+                .push(manifest.version(named, object, |key| recognised.objects.get(key).cloned())),
+            Err(error) => sorted.unreadable.push((object.key.clone(), error)),
         }
     }
-    let selection = key::choose(reports);
-    ignored.extend(
-        selection
-            .passed_over
-            .into_iter()
-            .map(|(listed, reason)| (listed.object.key, reason)),
-    );
-    SortedListing {
-        chosen: selection.ingest,
-        ignored,
+    let mut reports: BTreeMap<(AccountId, Period), BTreeSet<String>> = BTreeMap::new();
+    for version in &cur {
+        let month = (version.statement.payer.clone(), version.statement.period);
+        reports
+            .entry(month)
+            .or_default()
+            .insert(version.variant.clone());
     }
+    let month = |version: &Version| (version.statement.payer.clone(), version.statement.period);
+    for version in cur {
+        match &reports[&month(&version)] {
+            names if names.len() > 1 => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let reason = format!(
+                    "{} has Cost and Usage Reports {}: neither is read until the integration names one (report_name)",
+                    version.statement,
+                    names.join(" and ")
+                );
+                sorted.ignored.push((version.key, reason));
+            }
+            _ => sorted.chosen.push(version),
+        }
+    }
+    for listed in recognised.dbr {
+        let version = Version::of_dbr(listed);
+        match reports.get(&month(&version)) {
+            Some(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let reason = format!(
+                    "payer {} {} comes from the Cost and Usage Report {}",
+                    version.statement.payer,
+                    version.statement.period,
+                    names.join(" and ")
+                );
+                sorted.ignored.push((version.key, reason));
+            }
+            None => sorted.chosen.push(version),
+        }
+    }
+    sorted
+}
+
+/// Manifests read before, by location, key and ETag: a poll reads only the manifests AWS
+/// rewrote since. Dropped whole when it reaches [`MANIFESTS_KEPT`] (far more than a bucket's
+/// reports and months).
+static MANIFESTS: Mutex<Option<HashMap<String, Result<Manifest, ManifestError>>>> =
+    Mutex::new(None);
+const MANIFESTS_KEPT: usize = 10_000;
+
+/// The manifest `object`, read (at most [`MAX_MANIFEST_BYTES`]) and parsed, or known from an
+/// earlier poll.
+async fn manifest(
+    source: &Source,
+    named: &ManifestKey,
+    object: &ObjectMeta,
+) -> Result<Manifest, IngestError> {
+    let cache_key = format!("{}\n{}\n{}", source.location(), object.key, object.etag);
+    let known = MANIFESTS
+        .lock()
+        .expect("not poisoned")
+        .as_ref()
+        .and_then(|known| known.get(&cache_key).cloned());
+    if let Some(known) = known {
+        return Ok(known?);
+    }
+    let mut bytes = Vec::new();
+    let body = source.open(object).await?;
+    body.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| IngestError::Read(ReadError::Io(error)))?;
+    let parsed = if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        Err(ManifestError::NotAManifest {
+            key: object.key.clone(),
+            reason: format!("larger than {} MiB", MAX_MANIFEST_BYTES >> 20),
+        })
+    } else {
+        Manifest::parse(&object.key, named, &bytes, source.prefix())
+    };
+    let mut cache = MANIFESTS.lock().expect("not poisoned");
+    let known = cache.get_or_insert_with(HashMap::new);
+    if known.len() >= MANIFESTS_KEPT {
+        known.clear();
+    }
+    known.insert(cache_key, parsed.clone());
+    Ok(parsed?)
 }

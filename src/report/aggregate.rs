@@ -24,7 +24,7 @@ use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
 use super::dimensions::{ChargeCategory, PurchaseOption};
-use super::rows::{ParseError, RecordType, Row, RowReader, Usage};
+use super::rows::{Layout, ParseError, RecordType, Row, RowReader, Usage};
 use daily::DailyKey;
 pub use groups::{GroupBy, GroupRow, Groups};
 
@@ -314,46 +314,68 @@ pub struct ReportSums {
     estimated: bool,
     has_resources: bool,
     marketplace: bool,
+    /// The last line of the part read last, for errors found after reading it.
+    last_line: u64,
 }
 
 impl ReportSums {
-    /// Sums a whole report's CSV at `grain`. With a payer given, every row must carry it;
-    /// without, the first row's payer is taken and every later row must match.
-    ///
-    /// `rows_read` follows the progress, for whoever reports it.
+    /// Sums a whole report's CSV at `grain`, read as `layout` says: [`ReportSums::new`],
+    /// [`ReportSums::add_part`] and [`ReportSums::finish`] for a report of one object.
     pub fn sum_csv(
         input: impl Read,
+        layout: &Layout,
         identity: ReportIdentity,
         monitored: Monitored,
         grain: Grain,
         rows_read: &AtomicU64,
     ) -> Result<ReportSums, SumError> {
-        const PROGRESS_EVERY: u64 = 1 << 14;
-        let mut rows = RowReader::new(input)?;
         let mut sums = ReportSums::new(identity, monitored, grain);
-        sums.has_resources = rows.columns().has_resources();
-        let mut read = 0u64;
-        while let Some(row) = rows.next_row()? {
-            if sums.spill_due() {
-                sums.spill(row.line())?;
-            }
-            sums.add(&row)?;
-            read += 1;
-            if read.is_multiple_of(PROGRESS_EVERY) {
-                rows_read.store(read, Ordering::Relaxed);
-            }
-        }
-        rows_read.store(read, Ordering::Relaxed);
-        if sums.runs.is_empty() {
-            sums.sum_accounts(rows.line())?;
-        } else {
-            // Once some sums are on disk, all are: they are merged from runs alone.
-            sums.write_daily_run(rows.line())?;
-        }
+        sums.add_part(input, layout, rows_read)?;
+        sums.finish()?;
         Ok(sums)
     }
 
-    fn new(identity: ReportIdentity, monitored: Monitored, grain: Grain) -> ReportSums {
+    /// Adds the rows of one CSV (a report, or one part of a CUR), which begins with its own
+    /// header. With a payer given, every row must carry it; without, the first row's payer is
+    /// taken and every later row must match. `rows_read` follows the progress, for whoever
+    /// reports it.
+    pub fn add_part(
+        &mut self,
+        input: impl Read,
+        layout: &Layout,
+        rows_read: &AtomicU64,
+    ) -> Result<(), SumError> {
+        const PROGRESS_EVERY: u64 = 1 << 14;
+        let mut rows = RowReader::new(input, layout)?;
+        self.has_resources |= rows.columns().has_resources();
+        let mut read = 0u64;
+        while let Some(row) = rows.next_row()? {
+            if self.spill_due() {
+                self.spill(row.line())?;
+            }
+            self.add(&row)?;
+            read += 1;
+            if read.is_multiple_of(PROGRESS_EVERY) {
+                rows_read.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+            }
+        }
+        rows_read.fetch_add(read % PROGRESS_EVERY, Ordering::Relaxed);
+        self.last_line = rows.line();
+        Ok(())
+    }
+
+    /// Ends the sums once every part was added.
+    pub fn finish(&mut self) -> Result<(), SumError> {
+        if self.runs.is_empty() {
+            self.sum_accounts(self.last_line)?;
+        } else {
+            // Once some sums are on disk, all are: they are merged from runs alone.
+            self.write_daily_run(self.last_line)?;
+        }
+        Ok(())
+    }
+
+    pub fn new(identity: ReportIdentity, monitored: Monitored, grain: Grain) -> ReportSums {
         let (temp_dir, budget) = match &grain {
             Grain::Daily(budget) => (budget.temp_dir.clone(), budget.bytes),
             Grain::Accounts => (PathBuf::new(), 0),
@@ -382,13 +404,14 @@ impl ReportSums {
             estimated: false,
             has_resources: false,
             marketplace: identity.marketplace,
+            last_line: 0,
         }
     }
 
     fn add(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
         let record_type = row.record_type()?;
         self.check_payer(row)?;
-        self.estimated |= row.invoice_id() == b"Estimated";
+        self.estimated |= row.estimated();
         let amounts = |row: &Row<'_>| -> Result<Amounts, ParseError> {
             Ok(Amounts {
                 unblended_cost: row.unblended_cost()?,
@@ -948,6 +971,7 @@ fn index(position: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use crate::formats::dbr::LAYOUT;
     use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
@@ -1080,7 +1104,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = ReportSums::sum_csv(report.as_slice(), ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()), marketplace: false }, filter.clone(), grain, &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), &LAYOUT, ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()), marketplace: false }, filter.clone(), grain, &AtomicU64::default()).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -1177,6 +1201,7 @@ mod tests {
         };
         ReportSums::sum_csv(
             text,
+            &LAYOUT,
             ReportIdentity::default(),
             monitored,
             Grain::Daily(budget),
@@ -1460,6 +1485,7 @@ mod tests {
             };
             let sums = ReportSums::sum_csv(
                 text.as_bytes(),
+                &LAYOUT,
                 identity,
                 Monitored::All,
                 grain,
@@ -1485,6 +1511,7 @@ mod tests {
         let sum = |grain| {
             ReportSums::sum_csv(
                 text.as_bytes(),
+                &LAYOUT,
                 ReportIdentity::default(),
                 Monitored::All,
                 grain,

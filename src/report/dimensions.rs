@@ -1,6 +1,7 @@
-//! The dimensions cost dashboards filter by, derived from columns every DBR has: the charge
-//! category of a line item, and the region and purchase option of a usage. The rules are in the
-//! README ("Dimensions"); each has a test here with rows shaped like AWS's.
+//! The dimensions cost dashboards filter by: the charge category of a line item (derived from
+//! the columns every DBR has, or from CUR's line item type), and the region and purchase option
+//! of a usage. The rules are in the README ("Dimensions"); each has a test here with rows shaped
+//! like AWS's.
 
 use super::rows::Usage;
 
@@ -89,6 +90,49 @@ impl ChargeCategory {
             return ChargeCategory::Fee;
         }
         ChargeCategory::Usage
+    }
+
+    /// Classifies one CUR line item by its `lineItem/LineItemType` (README table): the
+    /// discounts are credits, commitment fees other than RIs' are fees, and any other type
+    /// (usage covered by a reservation or a savings plan, and types AWS adds later) is usage.
+    /// Usage and fees of a support product are `support`; those billed by AWS Marketplace
+    /// (`bill/BillingEntity`) are `marketplace`.
+    pub fn of_line_item_type(
+        line_item_type: &[u8],
+        product: &[u8],
+        marketplace: bool,
+    ) -> ChargeCategory {
+        let category = match line_item_type {
+            b"Tax" => ChargeCategory::Tax,
+            b"Refund" => ChargeCategory::Refund,
+            b"Credit"
+            | b"Discount"
+            | b"BundledDiscount"
+            | b"PrivateRateDiscount"
+            | b"EdpDiscount"
+            | b"SppDiscount"
+            | b"RiVolumeDiscount"
+            | b"DistributorDiscount" => ChargeCategory::Credit,
+            b"RIFee" => ChargeCategory::RiFee,
+            b"Fee" | b"SavingsPlanUpfrontFee" | b"SavingsPlanRecurringFee" => ChargeCategory::Fee,
+            _ => ChargeCategory::Usage,
+        };
+        let support = [
+            &b"AWS Support"[..],
+            b"AWS Premium Support",
+            b"AWSSupport",
+            b"AWSPremiumSupport",
+            b"AWSDeveloperSupport",
+        ]
+        .iter()
+        .any(|name| product.starts_with(name));
+        match category {
+            ChargeCategory::Usage | ChargeCategory::Fee if support => ChargeCategory::Support,
+            ChargeCategory::Usage | ChargeCategory::Fee if marketplace => {
+                ChargeCategory::Marketplace
+            }
+            category => category,
+        }
     }
 }
 
@@ -193,12 +237,13 @@ const GLOBAL_PRODUCTS: [&str; 4] = [
     "AWS Premium Support",
 ];
 
-/// The region a usage ran in: its availability zone without the zone's letter; else the
-/// region its usage type's prefix names; else `us-east-1` for a usage type without a prefix
-/// (the oldest region had none); empty for global products, tax and usages without a type.
 impl Usage<'_> {
-    /// The region the usage ran in; see [`region`].
+    /// The region the usage ran in: CUR's `product/region` when it has one, else derived; see
+    /// [`region`].
     pub fn region(&self) -> String {
+        if !self.region.is_empty() {
+            return self.region.to_owned();
+        }
         region(self.product, self.usage_type, self.availability_zone)
     }
 
@@ -207,6 +252,9 @@ impl Usage<'_> {
     }
 }
 
+/// The region a DBR's usage ran in: its availability zone without the zone's letter; else the
+/// region its usage type's prefix names; else `us-east-1` for a usage type without a prefix
+/// (the oldest region had none); empty for global products, tax and usages without a type.
 fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
     if GLOBAL_PRODUCTS
         .iter()
@@ -334,6 +382,53 @@ mod tests {
             assert_eq!(
                 ChargeCategory::from_index(category.index() as u8),
                 Some(category)
+            );
+        }
+    }
+
+    #[test]
+    fn each_cur_line_item_type_has_its_category() {
+        use ChargeCategory::*;
+        let ec2 = b"Amazon Elastic Compute Cloud";
+        let cases: [(&str, &[u8], bool, ChargeCategory); 22] = [
+            ("Usage", ec2, false, Usage),
+            ("DiscountedUsage", ec2, false, Usage),
+            ("SavingsPlanCoveredUsage", ec2, false, Usage),
+            ("SavingsPlanNegation", ec2, false, Usage),
+            ("Fee", b"Amazon Registrar", false, Fee),
+            ("RIFee", ec2, false, RiFee),
+            (
+                "SavingsPlanUpfrontFee",
+                b"Savings Plans for AWS Compute usage",
+                false,
+                Fee,
+            ),
+            (
+                "SavingsPlanRecurringFee",
+                b"Savings Plans for AWS Compute usage",
+                false,
+                Fee,
+            ),
+            ("Tax", ec2, false, Tax),
+            ("Credit", ec2, false, Credit),
+            ("Refund", ec2, false, Refund),
+            ("Discount", ec2, false, Credit),
+            ("BundledDiscount", ec2, false, Credit),
+            ("PrivateRateDiscount", ec2, false, Credit),
+            ("EdpDiscount", ec2, false, Credit),
+            ("SppDiscount", ec2, false, Credit),
+            ("RiVolumeDiscount", ec2, false, Credit),
+            ("Fee", b"AWS Support (Business)", false, Support),
+            ("Usage", b"AWSSupportBusiness", false, Support),
+            ("Usage", b"Trend Micro Deep Security", true, Marketplace),
+            ("Tax", b"Trend Micro Deep Security", true, Tax),
+            ("SomethingAwsAddsLater", ec2, false, Usage),
+        ];
+        for (line_item_type, product, marketplace, expected) in cases {
+            assert_eq!(
+                ChargeCategory::of_line_item_type(line_item_type.as_bytes(), product, marketplace),
+                expected,
+                "{line_item_type}"
             );
         }
     }

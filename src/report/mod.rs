@@ -1,9 +1,9 @@
-//! One report, from its object's bytes to per-account sums: the pipeline stages in the order
-//! bytes flow through them. No database and no S3 here.
+//! One report version, from its objects' bytes to per-account sums: the pipeline stages every
+//! format shares, in the order bytes flow through them (each format's own knowledge is in
+//! `formats`). No database and no S3 here.
 
 pub mod aggregate;
 pub mod dimensions;
-pub mod key;
 pub mod read;
 pub mod records;
 pub mod rows;

@@ -1,6 +1,7 @@
-//! Reads one report object end to end: unzip (when it is a ZIP) on the async side, parse and
-//! aggregate on a blocking thread, so that inflating and parsing run on two cores at once. The
-//! two meet in a small bounded channel, so memory stays flat whatever the report's size.
+//! Reads one report version end to end: each of its objects unpacked (zip, gzip) on the async
+//! side, parsed and summed on a blocking thread, so that inflating and parsing run on two cores
+//! at once. The two meet in a small bounded channel, so memory stays flat whatever the report's
+//! size. A version of several objects (a CUR's parts) is read part after part into one sum.
 
 use std::io;
 use std::pin::Pin;
@@ -8,11 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use async_compression::tokio::bufread::GzipDecoder;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::aggregate::{Grain, ReportIdentity, ReportSums, SumError};
-use super::rows::ParseError;
+use super::rows::{Layout, ParseError};
 use super::zip::{self, ZipError, ZipMember};
 use crate::domain::Monitored;
 use crate::failure::{Classify, FailureKind};
@@ -21,17 +24,36 @@ use crate::failure::{Classify, FailureKind};
 const CHUNK: usize = 256 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// How an object's bytes are packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A ZIP archive of one CSV (a DBR, a CUR's `.csv.zip` part).
+    Zip,
+    /// A gzip stream of one CSV (a CUR's `.csv.gz` part).
+    Gzip,
+    /// A ZIP if its first bytes say so, else a bare CSV (`summarize`'s files).
+    Sniff,
+}
+
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
     Zip(#[from] ZipError),
+    #[error("not a gzip stream, or a broken one: {0}")]
+    Gzip(#[source] io::Error),
     #[error("reading the object: {0}")]
     Io(#[source] io::Error),
     #[error(transparent)]
     Parse(#[from] ParseError),
     #[error("writing partial sums to the temporary directory: {0}")]
     Spill(#[source] io::Error),
+    /// Something in one object of a version of several.
+    #[error("{object}: {error}")]
+    InObject {
+        object: String,
+        error: Box<ReadError>,
+    },
 }
 
 impl From<SumError> for ReadError {
@@ -48,7 +70,8 @@ impl Classify for ReadError {
     /// stream that broke off is the network's doing.
     fn kind(&self) -> FailureKind {
         match self {
-            ReadError::Zip(_) | ReadError::Parse(_) => FailureKind::Content,
+            ReadError::Zip(_) | ReadError::Gzip(_) | ReadError::Parse(_) => FailureKind::Content,
+            ReadError::InObject { error, .. } => error.kind(),
             // A full disk, most likely: it may have room at the next poll.
             ReadError::Io(_) | ReadError::Spill(_) => FailureKind::Transient,
         }
@@ -66,22 +89,23 @@ impl From<io::Error> for ReadError {
     }
 }
 
-/// What the reader expects of the object.
-pub struct Expected<'a> {
-    /// For an object that must be a ZIP (its name ends in `.zip`), the name its member should
-    /// have: a different one is only worth a warning (re-zipped extracts; `zip - -` names it
-    /// `-`). `None` lets the content decide between ZIP and bare CSV.
-    pub zip_member: Option<&'a str>,
-    /// What the object's name says the report is.
+/// What the reader expects of a report version.
+pub struct Expected {
+    /// How its CSV's header is found and mapped.
+    pub layout: &'static Layout,
+    /// What its key says the report is.
     pub identity: ReportIdentity,
     /// How finely to sum it.
     pub grain: Grain,
+    /// Whether errors name the object they are in: a version of several objects (CUR) has
+    /// them; a DBR's ledger entry already names its one object.
+    pub name_objects: bool,
 }
 
 /// How far a report has been read; the counters move while it is, for whoever shows progress.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Bytes of the object read (compressed, for a ZIP).
+    /// Bytes of the objects read (compressed, for a ZIP or gzip).
     pub downloaded: AtomicU64,
     /// Bytes of CSV handed to the parser.
     pub inflated: AtomicU64,
@@ -89,62 +113,185 @@ pub struct Progress {
     pub rows: AtomicU64,
 }
 
-/// Reads a report object (a `.csv.zip`, or a bare CSV) and sums it; `progress` counts what
-/// went through.
+/// What travels to the parsing thread: the start of an object, then its CSV's bytes.
+enum Piece {
+    Object(String),
+    Bytes(Vec<u8>),
+}
+
+/// A version being read: its objects are handed over one after the other with
+/// [`Reading::object`], and [`Reading::finish`] gives the sums.
+pub struct Reading {
+    pieces: mpsc::Sender<Piece>,
+    parser: JoinHandle<Result<ReportSums, (String, SumError)>>,
+    progress: Arc<Progress>,
+    name_objects: bool,
+}
+
+impl Reading {
+    /// Starts the parsing thread; `progress` counts what goes through.
+    pub fn start(expected: Expected, monitored: Monitored, progress: Arc<Progress>) -> Reading {
+        let (pieces, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let Expected {
+            layout,
+            identity,
+            grain,
+            name_objects,
+        } = expected;
+        let parser = {
+            let progress = progress.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut objects = PieceReader::new(receiver);
+                let mut sums = ReportSums::new(identity, monitored, grain);
+                let mut last = String::new();
+                while let Some(name) = objects.next_object() {
+                    sums.add_part(&mut objects, layout, &progress.rows)
+                        .map_err(|error| (name.clone(), error))?;
+                    last = name;
+                }
+                sums.finish().map_err(|error| (last, error))?;
+                Ok(sums)
+            })
+        };
+        Reading {
+            pieces,
+            parser,
+            progress,
+            name_objects,
+        }
+    }
+
+    /// Reads one object (named `name`) through to the parser.
+    pub async fn object<R>(
+        &mut self,
+        name: &str,
+        compression: Compression,
+        object: R,
+    ) -> Result<(), ReadError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let sent = self.send_object(name, compression, object).await;
+        sent.map_err(|error| self.in_object(name, error))
+    }
+
+    async fn send_object<R>(
+        &mut self,
+        name: &str,
+        compression: Compression,
+        object: R,
+    ) -> Result<(), ReadError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        if self
+            .pieces
+            .send(Piece::Object(name.to_owned()))
+            .await
+            .is_err()
+        {
+            return Ok(()); // The parser stopped early; its error says why.
+        }
+        let counted = Counted {
+            inner: object,
+            progress: self.progress.clone(),
+        };
+        let mut object = BufReader::with_capacity(CHUNK, counted);
+        let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
+        let zipped = match compression {
+            Compression::Zip => true,
+            Compression::Sniff => zip::looks_like_zip(prefix),
+            Compression::Gzip => {
+                let mut gunzip = GzipDecoder::new(object);
+                gunzip.multiple_members(true);
+                return send_chunks(gunzip, &self.pieces, &self.progress)
+                    .await
+                    .map_err(|error| match error {
+                        ReadError::Io(error) if error.kind() != io::ErrorKind::TimedOut => {
+                            ReadError::Gzip(error)
+                        }
+                        error => error,
+                    });
+            }
+        };
+        if zipped {
+            let member = ZipMember::open(object).await?;
+            let expected = name.rsplit('/').next().unwrap_or(name).strip_suffix(".zip");
+            if let Some(expected) = expected.filter(|&expected| expected != member.name()) {
+                tracing::warn!(
+                    member = member.name(),
+                    expected,
+                    "zip member is not named like the object"
+                );
+            }
+            send_chunks(member, &self.pieces, &self.progress).await
+        } else {
+            send_chunks(object, &self.pieces, &self.progress).await
+        }
+    }
+
+    /// The sums, once every object was handed over.
+    pub async fn finish(self) -> Result<ReportSums, ReadError> {
+        let Reading {
+            pieces,
+            parser,
+            name_objects,
+            ..
+        } = self;
+        drop(pieces);
+        let parsed = parser
+            .await
+            .map_err(|e| ReadError::Io(io::Error::other(e)))?;
+        parsed.map_err(|(object, error)| {
+            let error = ReadError::from(error);
+            if name_objects {
+                ReadError::InObject {
+                    object,
+                    error: Box::new(error),
+                }
+            } else {
+                error
+            }
+        })
+    }
+
+    fn in_object(&self, name: &str, error: ReadError) -> ReadError {
+        if self.name_objects {
+            ReadError::InObject {
+                object: name.to_owned(),
+                error: Box::new(error),
+            }
+        } else {
+            error
+        }
+    }
+}
+
+/// Reads a report of one object (a DBR's `.csv.zip`, or a bare CSV) and sums it; `progress`
+/// counts what went through.
 pub async fn read_report<R>(
     object: R,
-    expected: &Expected<'_>,
+    name: &str,
+    compression: Compression,
+    expected: Expected,
     monitored: Monitored,
     progress: Arc<Progress>,
 ) -> Result<ReportSums, ReadError>
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send,
 {
-    let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let (identity, grain) = (expected.identity.clone(), expected.grain.clone());
-    let parser = {
-        let progress = progress.clone();
-        tokio::task::spawn_blocking(move || {
-            ReportSums::sum_csv(
-                ChunkReader::new(receiver),
-                identity,
-                monitored,
-                grain,
-                &progress.rows,
-            )
-        })
-    };
-    let counted = Counted {
-        inner: object,
-        progress: progress.clone(),
-    };
-    let mut object = BufReader::with_capacity(CHUNK, counted);
-    let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
-    let sent = if expected.zip_member.is_some() || zip::looks_like_zip(prefix) {
-        let member = ZipMember::open(object).await?;
-        if let Some(expected) = expected.zip_member.filter(|&name| name != member.name()) {
-            tracing::warn!(
-                member = member.name(),
-                expected,
-                "zip member is not named like the object"
-            );
-        }
-        send_chunks(member, chunks, &progress).await
-    } else {
-        send_chunks(object, chunks, &progress).await
-    };
-    let parsed = parser
-        .await
-        .map_err(|e| ReadError::Io(io::Error::other(e)))?;
+    let mut reading = Reading::start(expected, monitored, progress);
+    let sent = reading.object(name, compression, object).await;
+    let parsed = reading.finish().await;
     // A broken archive (bad CRC, truncated) is the cause even if the CSV happened to parse.
     sent?;
-    Ok(parsed?)
+    parsed
 }
 
 /// Sends the reader's bytes to the parser until EOF, or until the parser stops listening.
 async fn send_chunks<R: AsyncRead + Unpin>(
     mut reader: R,
-    chunks: mpsc::Sender<Vec<u8>>,
+    pieces: &mpsc::Sender<Piece>,
     progress: &Progress,
 ) -> Result<(), ReadError> {
     loop {
@@ -155,7 +302,7 @@ async fn send_chunks<R: AsyncRead + Unpin>(
         progress
             .inflated
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if !chunk.is_empty() && chunks.send(chunk).await.is_err() {
+        if !chunk.is_empty() && pieces.send(Piece::Bytes(chunk)).await.is_err() {
             return Ok(()); // The parser stopped early; its error says why.
         }
         if done {
@@ -184,29 +331,58 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
     }
 }
 
-/// A blocking `Read` over the chunks the async side sends.
-struct ChunkReader {
-    receiver: mpsc::Receiver<Vec<u8>>,
+/// A blocking `Read` over the pieces the async side sends: one object's bytes at a time, each
+/// ending (as far as `read` says) where the next object starts.
+struct PieceReader {
+    receiver: mpsc::Receiver<Piece>,
     chunk: Vec<u8>,
     at: usize,
+    /// The object that starts after the current one ends.
+    next: Option<String>,
+    /// The channel closed: no more objects.
+    closed: bool,
 }
 
-impl ChunkReader {
-    fn new(receiver: mpsc::Receiver<Vec<u8>>) -> ChunkReader {
-        ChunkReader {
+impl PieceReader {
+    fn new(receiver: mpsc::Receiver<Piece>) -> PieceReader {
+        PieceReader {
             receiver,
             chunk: Vec::new(),
             at: 0,
+            next: None,
+            closed: false,
+        }
+    }
+
+    /// Moves on to the next object (skipping what is left of the current one), or `None`
+    /// when there is none.
+    fn next_object(&mut self) -> Option<String> {
+        loop {
+            if let Some(name) = self.next.take() {
+                return Some(name);
+            }
+            if self.closed {
+                return None;
+            }
+            match self.receiver.blocking_recv() {
+                Some(Piece::Object(name)) => self.next = Some(name),
+                Some(Piece::Bytes(_)) => {}
+                None => self.closed = true,
+            }
         }
     }
 }
 
-impl io::Read for ChunkReader {
+impl io::Read for PieceReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.chunk.len() {
+        while self.at == self.chunk.len() {
+            if self.next.is_some() || self.closed {
+                return Ok(0);
+            }
             match self.receiver.blocking_recv() {
-                Some(chunk) => (self.chunk, self.at) = (chunk, 0),
-                None => return Ok(0),
+                Some(Piece::Bytes(chunk)) => (self.chunk, self.at) = (chunk, 0),
+                Some(Piece::Object(name)) => self.next = Some(name),
+                None => self.closed = true,
             }
         }
         let n = buf.len().min(self.chunk.len() - self.at);
@@ -280,14 +456,21 @@ mod tests {
 
     fn read(bytes: Vec<u8>, zip_member: Option<&str>) -> Result<ReportSums, ReadError> {
         let expected = Expected {
-            zip_member,
+            layout: &crate::formats::dbr::LAYOUT,
             identity: ReportIdentity::default(),
             grain: Grain::Daily(MemoryBudget::unlimited()),
+            name_objects: false,
+        };
+        let (name, compression) = match zip_member {
+            Some(member) => (format!("{member}.zip"), Compression::Zip),
+            None => ("report.csv".to_owned(), Compression::Sniff),
         };
         RUNTIME.with(|runtime| {
             runtime.block_on(read_report(
                 std::io::Cursor::new(bytes),
-                &expected,
+                &name,
+                compression,
+                expected,
                 Monitored::All,
                 Arc::default(),
             ))

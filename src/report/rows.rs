@@ -1,7 +1,7 @@
-//! Rows of a DBR CSV, by header name: finding the header (after any preamble), mapping the columns
-//! once, then reading each record into a borrowed [`Row`] whose fields are parsed on demand
-//! (decimals, dates). Errors name the line and the column. Nothing here knows about accounts
-//! being monitored or sums: that is `aggregate`'s job.
+//! Rows of a report's CSV, by header name: finding the header (after any preamble), mapping the
+//! columns once (each format's [`Layout`] says how), then reading each record into a borrowed
+//! [`Row`] whose fields are parsed on demand (decimals, dates). Errors name the line and the
+//! column. Nothing here knows about accounts being monitored or sums: that is `aggregate`'s job.
 
 use std::fmt;
 use std::io::Read;
@@ -12,9 +12,6 @@ use rust_decimal::Decimal;
 use super::dimensions::{ChargeCategory, LineItemFields};
 use super::records::{Record, RecordError, Records};
 use crate::domain::excerpt;
-
-/// A preamble ("Don't see your tags in the report? …") is one line; a few more are tolerated.
-const MAX_LINES_BEFORE_HEADER: u64 = 5;
 
 /// A problem with the CSV content, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +46,11 @@ pub struct Usage<'a> {
     /// Empty in the plain variant, which has no `ResourceId` column.
     pub resource_id: &'a str,
     pub item_description: &'a str,
-    /// Non-empty tag values by column name (`user:Name`), in file order.
+    /// CUR's `lineItem/LineItemType`, as written; empty for a DBR.
+    pub line_item_type: &'a str,
+    /// CUR's `product/region`; empty for a DBR, whose region is derived (see `dimensions`).
+    pub region: &'a str,
+    /// Non-empty tag values by tag name (`user:Name`), in file order.
     pub tags: Vec<(&'a str, &'a str)>,
 }
 
@@ -59,10 +60,10 @@ impl<'a> Usage<'a> {
     pub fn decode(key: &'a [u8]) -> Usage<'a> {
         let ([category, reserved], fields) = key.split_first_chunk::<2>().expect("a usage key");
         let mut fields = UsageFields(fields);
-        let mut next = || fields.next().expect("a usage key has its seven fields");
+        let mut next = || fields.next().expect("a usage key has its nine fields");
         let (invoice_id, product, usage_type, operation, availability_zone, resource_id) =
             (next(), next(), next(), next(), next(), next());
-        let item_description = next();
+        let (item_description, line_item_type, region) = (next(), next(), next());
         let mut tags = Vec::new();
         while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             tags.push((name, value));
@@ -77,6 +78,8 @@ impl<'a> Usage<'a> {
             availability_zone,
             resource_id,
             item_description,
+            line_item_type,
+            region,
             tags,
         }
     }
@@ -101,7 +104,7 @@ impl<'a> Iterator for UsageFields<'a> {
     }
 }
 
-/// The kinds of record a DBR holds. Line items are costs; the rest is the footer.
+/// The kinds of record a report holds. Line items are costs; the rest is a DBR's footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordType {
     LineItem,
@@ -134,44 +137,72 @@ impl RecordType {
     }
 }
 
-/// Where the cost columns are: consolidated billing has blended and unblended costs; a payer
-/// without it has a single `Cost`, which is both.
-#[derive(Debug, Clone, Copy)]
-enum CostColumns {
-    Consolidated { blended: usize, unblended: usize },
-    SingleAccount { cost: usize },
+/// Where one report's line-item fields are, by column: what a format maps its header to (see
+/// `formats`). Every format has these; optional columns are `None`.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    pub payer: usize,
+    /// The account that used what the line item charges for.
+    pub account: usize,
+    pub invoice_id: usize,
+    pub product: usize,
+    /// Names the product of a line item whose `product` field is empty (CUR's product code).
+    pub product_code: Option<usize>,
+    pub usage_type: usize,
+    pub operation: usize,
+    pub availability_zone: usize,
+    pub usage_start: usize,
+    pub usage_quantity: usize,
+    pub unblended_cost: usize,
+    /// `unblended_cost`'s column when the report has a single cost (no consolidated billing).
+    pub blended_cost: usize,
+    pub resource_id: Option<usize>,
+    pub item_description: Option<usize>,
+    /// Tag columns, each with the name its tag is stored under.
+    pub tags: Vec<(usize, String)>,
+    pub dialect: Dialect,
 }
 
-/// The column layout of one report, taken from its header.
+/// What differs between formats in reading a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Dialect {
+    /// DBR: `RecordType` tells line items from the footer, the charge category is derived
+    /// from the line item's fields, and the invoice ID says `Estimated` until AWS invoices.
+    Dbr {
+        record_type: usize,
+        reserved_instance: Option<usize>,
+    },
+    /// CUR: every row is a line item, `lineItem/LineItemType` gives the charge category, the
+    /// invoice ID is empty until AWS invoices, and the product's region is a column.
+    Cur {
+        line_item_type: usize,
+        billing_entity: Option<usize>,
+        region: Option<usize>,
+    },
+}
+
+/// How a format's header is found and mapped to [`Fields`].
+pub struct Layout {
+    /// The format in messages: "a detailed billing report".
+    pub name: &'static str,
+    /// What [`Layout::is_header`] looks for, in messages: "RecordType and PayerAccountId".
+    pub header_hint: &'static str,
+    /// The header is among the first this many lines (a DBR may begin with a preamble).
+    pub header_within: u64,
+    pub is_header: fn(&Record<'_>) -> bool,
+    /// The header's fields, or the columns it lacks.
+    pub map: fn(&[String]) -> Result<Fields, Vec<&'static str>>,
+}
+
+/// The column layout of one report (or CUR part), taken from its header.
 #[derive(Debug, Clone)]
 pub struct Columns {
     names: Vec<String>,
-    invoice_id: usize,
-    payer: usize,
-    linked_account: usize,
-    record_type: usize,
-    product: usize,
-    usage_type: usize,
-    operation: usize,
-    availability_zone: usize,
-    /// In every real report; optional, as a report without them loses nothing else.
-    item_description: Option<usize>,
-    reserved_instance: Option<usize>,
-    usage_start: usize,
-    usage_quantity: usize,
-    costs: CostColumns,
-    resource_id: Option<usize>,
-    tags: Vec<usize>,
+    fields: Fields,
 }
 
 impl Columns {
-    /// True for the header record of a DBR (or of a look-alike report, refused by `from_header`).
-    fn is_header(record: &Record<'_>) -> bool {
-        let has = |name: &[u8]| record.iter().any(|f| f == name);
-        has(b"RecordType") && has(b"PayerAccountId")
-    }
-
-    fn from_header(record: &Record<'_>, line: u64) -> Result<Columns, ParseError> {
+    fn from_header(record: &Record<'_>, line: u64, layout: &Layout) -> Result<Columns, ParseError> {
         let refused = |message: String| ParseError {
             line,
             column: None,
@@ -198,75 +229,28 @@ impl Columns {
             }
             names.push(name.to_owned());
         }
-        let find = |name: &str| names.iter().position(|n| n == name);
-        let mut missing = Vec::new();
-        let mut need = |name: &'static str| {
-            find(name).unwrap_or_else(|| {
-                missing.push(name);
-                0
-            })
-        };
-        let invoice_id = need("InvoiceID");
-        let payer = need("PayerAccountId");
-        let linked_account = need("LinkedAccountId");
-        let record_type = need("RecordType");
-        let product = need("ProductName");
-        let usage_type = need("UsageType");
-        let operation = need("Operation");
-        let availability_zone = need("AvailabilityZone");
-        let usage_start = need("UsageStartDate");
-        let usage_quantity = need("UsageQuantity");
-        let costs = match (find("BlendedCost"), find("UnBlendedCost"), find("Cost")) {
-            (Some(blended), Some(unblended), _) => CostColumns::Consolidated { blended, unblended },
-            (_, _, Some(cost)) => CostColumns::SingleAccount { cost },
-            _ => CostColumns::SingleAccount {
-                cost: need("BlendedCost and UnBlendedCost, or Cost"),
-            },
-        };
-        if !missing.is_empty() {
-            return Err(ParseError {
-                line,
-                column: None,
-                message: format!(
-                    "not a detailed billing report: the header lacks {}",
-                    missing.join(", ")
-                ),
-            });
-        }
-        let tags = (0..names.len())
-            .filter(|&i| names[i].starts_with("user:") || names[i].starts_with("aws:"))
-            .collect();
-        Ok(Columns {
-            resource_id: find("ResourceId"),
-            item_description: find("ItemDescription"),
-            reserved_instance: find("ReservedInstance"),
-            names,
-            invoice_id,
-            payer,
-            linked_account,
-            record_type,
-            product,
-            usage_type,
-            operation,
-            availability_zone,
-            usage_start,
-            usage_quantity,
-            costs,
-            tags,
-        })
+        let fields = (layout.map)(&names).map_err(|missing| {
+            refused(format!(
+                "not {}: the header lacks {}",
+                layout.name,
+                missing.join(", ")
+            ))
+        })?;
+        Ok(Columns { names, fields })
     }
 
     pub fn consolidated(&self) -> bool {
-        matches!(self.costs, CostColumns::Consolidated { .. })
+        self.fields.blended_cost != self.fields.unblended_cost
     }
 
-    /// The with-resources-and-tags variant has a `ResourceId` column; the plain one does not.
+    /// Whether line items name their resources (DBR's with-resources-and-tags variant; a CUR
+    /// with resource IDs).
     pub fn has_resources(&self) -> bool {
-        self.resource_id.is_some()
+        self.fields.resource_id.is_some()
     }
 }
 
-/// Reads the rows of a DBR CSV from any byte stream, one at a time.
+/// Reads the rows of a report's CSV from any byte stream, one at a time.
 pub struct RowReader<R> {
     records: Records<R>,
     columns: Columns,
@@ -283,17 +267,17 @@ impl From<RecordError> for ParseError {
 }
 
 impl<R: Read> RowReader<R> {
-    /// Skips any preamble, reads the header and maps its columns.
-    pub fn new(input: R) -> Result<RowReader<R>, ParseError> {
+    /// Skips any preamble, reads the header and maps its columns as `layout` says.
+    pub fn new(input: R, layout: &Layout) -> Result<RowReader<R>, ParseError> {
         let mut records = Records::new(input);
         let mut lines = 0;
+        let no_header = format!("not {}: no header with {}", layout.name, layout.header_hint);
         loop {
             let Some(record) = records.next_record()? else {
                 let message = if lines == 0 {
                     "no header: the report is empty".into()
                 } else {
-                    "not a detailed billing report: no header with RecordType and PayerAccountId"
-                        .into()
+                    no_header
                 };
                 return Err(ParseError {
                     line: lines + 1,
@@ -302,17 +286,19 @@ impl<R: Read> RowReader<R> {
                 });
             };
             lines = record.line();
-            if Columns::is_header(&record) {
-                let columns = Columns::from_header(&record, lines)?;
+            if (layout.is_header)(&record) {
+                let columns = Columns::from_header(&record, lines, layout)?;
                 return Ok(RowReader { records, columns });
             }
-            if lines >= MAX_LINES_BEFORE_HEADER {
+            if lines >= layout.header_within {
+                let message = match layout.header_within {
+                    1 => format!("{no_header} in its first line"),
+                    within => format!("{no_header} in the first {within} lines"),
+                };
                 return Err(ParseError {
                     line: lines,
                     column: None,
-                    message: format!(
-                        "not a detailed billing report: no header with RecordType and PayerAccountId in the first {MAX_LINES_BEFORE_HEADER} lines"
-                    ),
+                    message,
                 });
             }
         }
@@ -362,129 +348,172 @@ impl<'a> Row<'a> {
         self.record.line()
     }
 
+    fn fields(&self) -> &'a Fields {
+        &self.columns.fields
+    }
+
+    /// An optional column's field, empty where the report has no such column.
+    fn optional(&self, column: Option<usize>) -> &'a [u8] {
+        column.map_or(&[][..], |i| self.record.get(i))
+    }
+
     pub fn record_type(&self) -> Result<RecordType, ParseError> {
-        let raw = self.record.get(self.columns.record_type);
-        RecordType::from_bytes(raw).ok_or_else(|| {
-            self.error(
-                self.columns.record_type,
-                format!("unknown record type {}", excerpt(raw)),
-            )
-        })
+        let Dialect::Dbr { record_type, .. } = self.fields().dialect else {
+            return Ok(RecordType::LineItem);
+        };
+        let raw = self.record.get(record_type);
+        RecordType::from_bytes(raw)
+            .ok_or_else(|| self.error(record_type, format!("unknown record type {}", excerpt(raw))))
     }
 
     pub fn payer(&self) -> &'a [u8] {
-        self.record.get(self.columns.payer)
+        self.record.get(self.fields().payer)
     }
 
     /// Empty for payer-level rows and for a payer without consolidated billing.
     pub fn linked_account(&self) -> &'a [u8] {
-        self.record.get(self.columns.linked_account)
+        self.record.get(self.fields().account)
     }
 
     pub fn invoice_id(&self) -> &'a [u8] {
-        self.record.get(self.columns.invoice_id)
+        self.record.get(self.fields().invoice_id)
+    }
+
+    /// Whether the row says its month is not invoiced yet.
+    pub fn estimated(&self) -> bool {
+        match self.fields().dialect {
+            Dialect::Dbr { .. } => self.invoice_id() == b"Estimated",
+            Dialect::Cur { .. } => self.invoice_id().is_empty(),
+        }
     }
 
     /// The day usage started (UTC), or `None` where the date is empty (footer, some fees).
     pub fn usage_day(&self) -> Result<Option<NaiveDate>, ParseError> {
-        let column = self.columns.usage_start;
+        let column = self.fields().usage_start;
         let raw = self.record.get(column);
         if raw.is_empty() {
             return Ok(None);
         }
         parse_day(raw).map(Some).ok_or_else(|| {
-            self.error(
-                column,
-                format!("not a date (YYYY-MM-DD HH:MM:SS): {}", excerpt(raw)),
-            )
+            let expected = match self.fields().dialect {
+                Dialect::Dbr { .. } => "YYYY-MM-DD HH:MM:SS",
+                Dialect::Cur { .. } => "YYYY-MM-DDTHH:MM:SSZ, in UTC",
+            };
+            self.error(column, format!("not a date ({expected}): {}", excerpt(raw)))
         })
     }
 
     pub fn usage_quantity(&self) -> Result<Decimal, ParseError> {
-        self.decimal(self.columns.usage_quantity)
+        self.decimal(self.fields().usage_quantity)
     }
 
     pub fn unblended_cost(&self) -> Result<Decimal, ParseError> {
-        match self.columns.costs {
-            CostColumns::Consolidated { unblended, .. } => self.decimal(unblended),
-            CostColumns::SingleAccount { cost } => self.decimal(cost),
-        }
+        self.decimal(self.fields().unblended_cost)
     }
 
     pub fn blended_cost(&self) -> Result<Decimal, ParseError> {
-        match self.columns.costs {
-            CostColumns::Consolidated { blended, .. } => self.decimal(blended),
-            CostColumns::SingleAccount { cost } => self.decimal(cost),
+        self.decimal(self.fields().blended_cost)
+    }
+
+    /// The product's name; a CUR line item without one is named by its product code.
+    fn product(&self) -> &'a [u8] {
+        let name = self.record.get(self.fields().product);
+        if name.is_empty() {
+            self.optional(self.fields().product_code)
+        } else {
+            name
         }
     }
 
-    /// Appends what was used to `key`: the charge category and whether `ReservedInstance` is
-    /// `Y` (a byte each), then invoice, product, usage type, operation, zone, resource and item
-    /// description, then the name and value of each non-empty tag, every field length-prefixed.
-    /// Equal keys, equal usage. No UTF-8 check here: this runs for every line item; see
+    /// Appends what was used to `key`: the charge category and whether it ran on a
+    /// reservation (a byte each), then invoice, product, usage type, operation, zone, resource,
+    /// item description, the format's line item type and region (CUR; empty for a DBR), then
+    /// the name and value of each non-empty tag, every field length-prefixed. Equal keys,
+    /// equal usage. No UTF-8 check here: this runs for every line item; see
     /// [`Row::check_usage`]. `marketplace`: the report is billed by AWS Marketplace.
     pub fn usage_key(&self, key: &mut Vec<u8>, marketplace: bool) {
-        let c = self.columns;
-        let optional = |column: Option<usize>| column.map_or(&[][..], |i| self.record.get(i));
-        let description = optional(c.item_description);
-        let category = ChargeCategory::of_line_item(&LineItemFields {
-            product: self.record.get(c.product),
-            usage_type: self.record.get(c.usage_type),
-            description,
-            negative: self
-                .cost_fields()
-                .iter()
-                .any(|cost| cost.first() == Some(&b'-')),
-            undated: self.record.get(c.usage_start).is_empty(),
-            no_quantity: self.record.get(c.usage_quantity).is_empty(),
-            marketplace,
-        });
+        let f = self.fields();
+        let description = self.optional(f.item_description);
+        let product = self.product();
+        let (category, reserved, line_item_type, region) = match f.dialect {
+            Dialect::Dbr {
+                reserved_instance, ..
+            } => {
+                let category = ChargeCategory::of_line_item(&LineItemFields {
+                    product,
+                    usage_type: self.record.get(f.usage_type),
+                    description,
+                    negative: [f.unblended_cost, f.blended_cost]
+                        .iter()
+                        .any(|&cost| self.record.get(cost).first() == Some(&b'-')),
+                    undated: self.record.get(f.usage_start).is_empty(),
+                    no_quantity: self.record.get(f.usage_quantity).is_empty(),
+                    marketplace,
+                });
+                let reserved = self.optional(reserved_instance) == b"Y";
+                (category, reserved, &[][..], &[][..])
+            }
+            Dialect::Cur {
+                line_item_type,
+                billing_entity,
+                region,
+            } => {
+                let raw = self.record.get(line_item_type);
+                let marketplace = self.optional(billing_entity) == b"AWS Marketplace";
+                let category = ChargeCategory::of_line_item_type(raw, product, marketplace);
+                let reserved = raw == b"DiscountedUsage" || raw == b"RIFee";
+                (category, reserved, raw, self.optional(region))
+            }
+        };
         key.push(category.index() as u8);
-        key.push(u8::from(optional(c.reserved_instance) == b"Y"));
+        key.push(u8::from(reserved));
         let mut push = |field: &[u8]| {
             key.extend_from_slice(&(field.len() as u32).to_le_bytes());
             key.extend_from_slice(field);
         };
-        push(self.record.get(c.invoice_id));
-        for column in [c.product, c.usage_type, c.operation, c.availability_zone] {
+        push(self.record.get(f.invoice_id));
+        push(product);
+        for column in [f.usage_type, f.operation, f.availability_zone] {
             push(self.record.get(column));
         }
-        push(optional(c.resource_id));
+        push(self.optional(f.resource_id));
         push(description);
-        for &column in &c.tags {
-            let value = self.record.get(column);
+        push(line_item_type);
+        push(region);
+        for (column, name) in &f.tags {
+            let value = self.record.get(*column);
             if !value.is_empty() {
-                push(c.names[column].as_bytes());
+                push(name.as_bytes());
                 push(value);
             }
         }
     }
 
-    /// The raw cost fields: unblended and blended, or the single `Cost`.
-    fn cost_fields(&self) -> [&'a [u8]; 2] {
-        match self.columns.costs {
-            CostColumns::Consolidated { blended, unblended } => {
-                [self.record.get(unblended), self.record.get(blended)]
-            }
-            CostColumns::SingleAccount { cost } => [self.record.get(cost); 2],
-        }
-    }
-
     /// Checks that the fields of [`Row::usage_key`] are text, naming the column that is not.
     pub fn check_usage(&self) -> Result<(), ParseError> {
-        let c = self.columns;
+        let f = self.fields();
+        let dialect = match f.dialect {
+            Dialect::Dbr { .. } => [None, None, None],
+            Dialect::Cur {
+                line_item_type,
+                billing_entity,
+                region,
+            } => [Some(line_item_type), billing_entity, region],
+        };
         let columns = [
-            c.invoice_id,
-            c.product,
-            c.usage_type,
-            c.operation,
-            c.availability_zone,
+            f.invoice_id,
+            f.product,
+            f.usage_type,
+            f.operation,
+            f.availability_zone,
         ];
         for column in columns
             .into_iter()
-            .chain(c.resource_id)
-            .chain(c.item_description)
-            .chain(c.tags.iter().copied())
+            .chain(f.product_code)
+            .chain(f.resource_id)
+            .chain(f.item_description)
+            .chain(dialect.into_iter().flatten())
+            .chain(f.tags.iter().map(|(column, _)| *column))
         {
             self.text(column)?;
         }
@@ -507,7 +536,7 @@ impl<'a> Row<'a> {
 
     /// The invoice ID as text (footer rows store it).
     pub fn invoice_id_text(&self) -> Result<&'a str, ParseError> {
-        self.text(self.columns.invoice_id)
+        self.text(self.fields().invoice_id)
     }
 
     /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies.
@@ -530,17 +559,17 @@ impl<'a> Row<'a> {
 
     /// An error about this row's product column.
     pub fn error_at_product(&self, message: String) -> ParseError {
-        self.error(self.columns.product, message)
+        self.error(self.fields().product, message)
     }
 
     /// An error about this row's linked account column.
     pub fn linked_account_error(&self, message: String) -> ParseError {
-        self.error(self.columns.linked_account, message)
+        self.error(self.fields().account, message)
     }
 
     /// An error about this row's payer column.
     pub fn payer_error(&self, message: String) -> ParseError {
-        self.error(self.columns.payer, message)
+        self.error(self.fields().payer, message)
     }
 }
 
@@ -585,7 +614,10 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     Decimal::try_from_i128_with_scale(mantissa, scale.unwrap_or(0)).map_err(|_| TOO_PRECISE)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS`; only the day is kept.
+/// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS` (DBR), or the same in UTC with `T` or a
+/// space, optional fractions of a second and `Z` or `+00:00` (CUR: `2024-05-01T00:00:00Z`,
+/// and `2024-05-01 00:00:00+00:00` as koku-nise writes it). Only the day is kept; another
+/// offset than UTC's is refused, as it would move line items to another day.
 fn parse_day(raw: &[u8]) -> Option<NaiveDate> {
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
         raw.get(range)?.iter().try_fold(0u32, |acc, &b| {
@@ -593,17 +625,29 @@ fn parse_day(raw: &[u8]) -> Option<NaiveDate> {
         })
     };
     let separator = *raw.get(4)?;
-    if raw.len() != 19
+    if raw.len() < 19
         || !matches!(separator, b'-' | b'/')
         || raw[7] != separator
-        || raw[10] != b' '
+        || !matches!(raw[10], b' ' | b'T')
         || raw[13] != b':'
         || raw[16] != b':'
     {
         return None;
     }
+    let zone = match &raw[19..] {
+        [b'.', rest @ ..] => {
+            let fraction = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            (fraction > 0).then_some(&rest[fraction..])?
+        }
+        rest => rest,
+    };
+    let utc = match zone {
+        b"" => raw[10] == b' ',
+        b"Z" | b"+00:00" => true,
+        _ => false,
+    };
     let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if hour > 23 || minute > 59 || second > 59 {
+    if !utc || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     NaiveDate::from_ymd_opt(
@@ -616,12 +660,6 @@ fn parse_day(raw: &[u8]) -> Option<NaiveDate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reader(text: &str) -> RowReader<&[u8]> {
-        RowReader::new(text.as_bytes()).unwrap()
-    }
-
-    const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,RecordId,ProductName,RateId,SubscriptionId,PricingPlanId,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageEndDate,UsageQuantity,BlendedRate,BlendedCost,UnBlendedRate,UnBlendedCost";
 
     #[test]
     fn decimals_are_exact() {
@@ -670,191 +708,20 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2017, 3, 31);
         assert_eq!(parse_day(b"2017-03-31 23:00:00"), day);
         assert_eq!(parse_day(b"2017/03/31 23:59:59"), day);
+        assert_eq!(parse_day(b"2017-03-31T23:00:00Z"), day);
+        assert_eq!(parse_day(b"2017-03-31T23:00:00.000Z"), day);
+        assert_eq!(parse_day(b"2017-03-31 23:00:00+00:00"), day);
         for bad in [
             "2017-03-32 00:00:00",
             "2017-03-31",
             "2017-03/31 00:00:00",
             "2017-03-31T00:00:00",
+            "2017-03-31T00:00:00+02:00",
+            "2017-03-31T00:00:00.Z",
             "2017-03-31 24:00:00",
             "abcd-03-31 00:00:00",
         ] {
             assert_eq!(parse_day(bad.as_bytes()), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn preamble_is_skipped_and_quoted_header_read() {
-        let text = format!(
-            "\"Don't see your tags in the report? Activate them.\"\r\n\"{}\"\r\n\"Estimated\",\"1\",\"2\",\"LineItem\",\"26894758374659283746592837\",\"Amazon S3\",\"\",\"\",\"\",\"Requests\",\"Get\",\"\",\"N\",\"First 1,000,000 requests\",\"2017-01-01 00:00:00\",\"2017-01-01 01:00:00\",\"12.5\",\"\",\"-0.00000001\",\"\",\"0.12345678901234\"\r\n",
-            HEADER.replace(',', "\",\"")
-        );
-        let mut rows = reader(&text);
-        assert!(rows.columns().consolidated());
-        assert!(!rows.columns().has_resources());
-        let row = rows.next_row().unwrap().unwrap();
-        assert_eq!(row.line(), 3);
-        assert_eq!(row.record_type().unwrap(), RecordType::LineItem);
-        assert_eq!(row.linked_account(), b"2");
-        assert_eq!(
-            row.unblended_cost().unwrap().to_string(),
-            "0.12345678901234"
-        );
-        assert_eq!(row.blended_cost().unwrap().to_string(), "-0.00000001");
-        assert_eq!(row.usage_quantity().unwrap().to_string(), "12.5");
-        assert_eq!(
-            row.usage_day().unwrap(),
-            NaiveDate::from_ymd_opt(2017, 1, 1)
-        );
-        assert!(rows.next_row().unwrap().is_none());
-    }
-
-    #[test]
-    fn a_usage_key_reads_back_as_its_usage() {
-        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageQuantity,Cost,ResourceId,user:Name,user:team/app.tier,aws:createdBy";
-        let text = format!(
-            "{header}\n1,9,,LineItem,Amazon S3,Requests,Get,us-east-1a,Y,\"$0.01 per 1,000 requests\",,1,-1,bucket-é,web,,\"batch, nightly\"\n"
-        );
-        let mut rows = reader(&text);
-        let row = rows.next_row().unwrap().unwrap();
-        row.check_usage().unwrap();
-        let mut key = Vec::new();
-        row.usage_key(&mut key, false);
-        let usage = Usage::decode(&key);
-        assert_eq!(
-            usage,
-            Usage {
-                charge_category: ChargeCategory::Credit,
-                reserved_instance: true,
-                invoice_id: "1",
-                product: "Amazon S3",
-                usage_type: "Requests",
-                operation: "Get",
-                availability_zone: "us-east-1a",
-                resource_id: "bucket-é",
-                item_description: "$0.01 per 1,000 requests",
-                tags: vec![("user:Name", "web"), ("aws:createdBy", "batch, nightly")],
-            }
-        );
-        assert_eq!(Usage::category_of(&key), ChargeCategory::Credit);
-    }
-
-    #[test]
-    fn single_account_cost_is_both_costs() {
-        let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageEndDate,UsageQuantity,Rate,Cost";
-        let text = format!("{header}\n1,9,,LineItem,EC2,Box,Run,,,,1,0.5,0.5\n");
-        let mut rows = reader(&text);
-        assert!(!rows.columns().consolidated());
-        let row = rows.next_row().unwrap().unwrap();
-        assert_eq!(row.blended_cost().unwrap(), row.unblended_cost().unwrap());
-        assert_eq!(row.usage_day().unwrap(), None);
-    }
-
-    #[test]
-    fn errors_name_line_and_column() {
-        let good = "1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,1";
-        let cases = [
-            (
-                format!(
-                    "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,x1\n"
-                ),
-                "line 3, column UnBlendedCost: not a decimal number: \"x1\"",
-            ),
-            (
-                format!(
-                    "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-13-01 00:00:00,,1,,1,,1\n"
-                ),
-                "line 3, column UsageStartDate: not a date (YYYY-MM-DD HH:MM:SS): \"2017-13-01 00:00:00\"",
-            ),
-            (
-                format!("{HEADER}\n{good}\n1,9,9,LineItem,,EC2\n"),
-                "line 3: 6 fields where the header has 21",
-            ),
-            (
-                format!("{HEADER}\n1,9,9,Total,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n"),
-                "line 2, column RecordType: unknown record type \"Total\"",
-            ),
-        ];
-        let both_line_endings = cases.into_iter().flat_map(|(text, expected)| {
-            let crlf = text.replace('\n', "\r\n");
-            [(text, expected), (crlf, expected)]
-        });
-        for (text, expected) in both_line_endings {
-            let mut rows = reader(&text);
-            let error = loop {
-                let row = match rows.next_row() {
-                    Ok(Some(row)) => row,
-                    Ok(None) => panic!("no error for {expected}"),
-                    Err(e) => break e,
-                };
-                if let Err(e) = row
-                    .record_type()
-                    .and(row.usage_day())
-                    .and(row.unblended_cost())
-                {
-                    break e;
-                }
-            };
-            assert_eq!(error.to_string(), expected);
-        }
-    }
-
-    #[test]
-    fn monthly_report_is_not_a_dbr() {
-        let text = "\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"RecordID\",\"BillingPeriodStartDate\"\n";
-        let error = RowReader::new(text.as_bytes()).err().unwrap();
-        assert!(
-            error
-                .message
-                .starts_with("not a detailed billing report: the header lacks ProductName"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn no_header_at_all() {
-        let error = RowReader::new("a,b\n1,2\n3,4\n5,6\n7,8\n9,10\n".as_bytes())
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("no header"), "{error}");
-        let error = RowReader::new("".as_bytes()).err().unwrap();
-        assert!(error.to_string().contains("empty"), "{error}");
-    }
-
-    #[test]
-    fn a_file_without_line_ends_is_not_called_empty() {
-        let error = RowReader::new("x".repeat(5000).as_bytes()).err().unwrap();
-        assert_eq!(
-            error.to_string(),
-            "line 2: not a detailed billing report: no header with RecordType and PayerAccountId"
-        );
-    }
-
-    #[test]
-    fn a_header_naming_a_column_twice_is_refused() {
-        let text = format!("{HEADER},UnBlendedCost\n");
-        let error = RowReader::new(text.as_bytes()).err().unwrap();
-        assert_eq!(
-            error.to_string(),
-            "line 1: the header names column \"UnBlendedCost\" twice"
-        );
-    }
-
-    #[test]
-    fn a_byte_order_mark_before_a_quoted_header_is_skipped() {
-        let quoted = format!("\"{}\"", HEADER.replace(',', "\",\""));
-        let text = format!("\u{feff}{quoted}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
-        let mut rows = reader(&text);
-        assert_eq!(rows.next_row().unwrap().unwrap().invoice_id(), b"1");
-    }
-
-    #[test]
-    fn a_nul_byte_in_stored_text_names_line_and_column() {
-        let text = format!("{HEADER}\n1,9,9,LineItem,,Amazon\0EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
-        let mut rows = reader(&text);
-        let row = rows.next_row().unwrap().unwrap();
-        assert_eq!(
-            row.check_usage().unwrap_err().to_string(),
-            "line 2, column ProductName: a NUL byte at byte 7 of \"Amazon\\0EC2\""
-        );
     }
 }

@@ -100,6 +100,14 @@ impl Source {
         }
     }
 
+    /// The prefix every key of this source begins with (none for a directory).
+    pub fn prefix(&self) -> &str {
+        match self {
+            Source::S3(s3) => s3.prefix(),
+            Source::Dir(_) => "",
+        }
+    }
+
     /// Every object under the configured prefix, page after page.
     pub async fn list(&self) -> Result<Listing, SourceError> {
         self.list_within(None).await

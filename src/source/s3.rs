@@ -123,6 +123,10 @@ impl S3Source {
         self.requests.load(Ordering::Relaxed)
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }

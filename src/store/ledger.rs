@@ -1,6 +1,6 @@
 //! The `reports` ledger: per object, the version last seen and its outcome.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -9,6 +9,7 @@ use sqlx::PgExecutor;
 use super::{Claim, ReportVersion, Store, StoreError, bigint};
 use crate::domain::{AccountId, IntegrationName, InvoiceStatus};
 use crate::failure::FailureKind;
+use crate::formats::Format;
 use crate::report::aggregate::RowCounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,23 @@ impl Status {
     }
 }
 
-/// What the ledger remembers of one object.
+/// A report an integration read before, to list where its next versions appear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownReport {
+    pub format: Format,
+    pub payer: AccountId,
+    /// A CUR's folder (`prefix/report/`); empty for a DBR.
+    pub folder: String,
+}
+
+fn parse_format(format: &str) -> Result<Format, StoreError> {
+    Format::parse(format).ok_or_else(|| StoreError::UnknownValue {
+        table: "reports",
+        value: format.to_owned(),
+    })
+}
+
+/// What the ledger remembers of one report version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub etag: String,
@@ -90,24 +107,32 @@ impl Store {
         rows.into_iter().map(entry).collect()
     }
 
-    /// The payers whose reports these integrations have read from `location`.
-    pub async fn known_payers(
+    /// The reports these integrations have read from `location`: each DBR payer, and each
+    /// CUR's folder (its report's, above the billing periods').
+    pub async fn known_reports(
         &self,
         integrations: &[&IntegrationName],
         location: &str,
-    ) -> Result<BTreeSet<AccountId>, StoreError> {
-        let payers: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT payer_account_id FROM reports
-             WHERE integration = ANY($1) AND location = $2",
+    ) -> Result<Vec<KnownReport>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT DISTINCT format, payer_account_id,
+                    CASE WHEN format = 'cur' THEN regexp_replace(key, '[^/]*/[^/]*$', '') ELSE '' END
+             FROM reports
+             WHERE integration = ANY($1) AND location = $2 AND payer_account_id IS NOT NULL",
         )
         .bind(names(integrations))
         .bind(location)
         .fetch_all(&self.pool)
         .await?;
-        Ok(payers
-            .iter()
-            .map(|payer| payer.parse())
-            .collect::<Result<_, _>>()?)
+        rows.into_iter()
+            .map(|(format, payer, folder)| {
+                Ok(KnownReport {
+                    format: parse_format(&format)?,
+                    payer: payer.parse()?,
+                    folder,
+                })
+            })
+            .collect()
     }
 
     /// When `location` was last listed whole for every one of these integrations (`None` when
@@ -171,9 +196,11 @@ pub(super) enum Outcome<'a> {
         error: &'a str,
         kind: FailureKind,
     },
+    /// Read, but its statement's month comes from another format now.
+    Superseded,
 }
 
-/// Writes the ledger row of `report`'s object: its version and what became of it.
+/// Writes the ledger row of `report`: its version, its objects and what became of it.
 pub(super) async fn write_entry(
     executor: impl PgExecutor<'_>,
     report: &ReportVersion<'_>,
@@ -200,34 +227,41 @@ pub(super) async fn write_entry(
             None,
             Some(*error),
         ),
+        Outcome::Superseded => ("superseded", None, None, None, None, None),
     };
-    let report_key = &report.listed.report;
-    let statement = report_key.statement();
+    let version = report.version;
+    let statement = &version.statement;
+    let objects: Vec<serde_json::Value> = version
+        .objects()
+        .map(|object| serde_json::json!({"key": object.key, "etag": object.etag, "size": object.size}))
+        .collect();
     sqlx::query(
         "INSERT INTO reports (location, key, etag, size, last_modified, payer_account_id, billing_period,
                               entity, variant, status, failure_kind, rows_read, rows_kept, rows_dropped,
                               rows_outside_period, invoice_status, monitored_fingerprint, error,
-                              started_at, integration, finished_at)
+                              started_at, integration, finished_at, format, objects)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, now())
+                 $19, $20, now(), $21, $22)
          ON CONFLICT (integration, location, key) DO UPDATE SET
              etag = EXCLUDED.etag, size = EXCLUDED.size, last_modified = EXCLUDED.last_modified,
+             payer_account_id = EXCLUDED.payer_account_id, variant = EXCLUDED.variant,
              status = EXCLUDED.status, failure_kind = EXCLUDED.failure_kind,
              rows_read = EXCLUDED.rows_read, rows_kept = EXCLUDED.rows_kept,
              rows_dropped = EXCLUDED.rows_dropped,
              rows_outside_period = EXCLUDED.rows_outside_period, invoice_status = EXCLUDED.invoice_status,
              monitored_fingerprint = EXCLUDED.monitored_fingerprint, error = EXCLUDED.error,
-             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
+             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+             format = EXCLUDED.format, objects = EXCLUDED.objects",
     )
     .bind(report.location)
-    .bind(&report.listed.object.key)
-    .bind(&report.listed.object.etag)
-    .bind(bigint(report.listed.object.size))
-    .bind(report.listed.object.last_modified)
+    .bind(&version.key)
+    .bind(&version.identity)
+    .bind(bigint(version.size()))
+    .bind(version.last_modified())
     .bind(statement.payer.as_str())
     .bind(statement.period.first_day())
     .bind(statement.entity_str())
-    .bind(report_key.variant.as_str())
+    .bind(&version.variant)
     .bind(status)
     .bind(kind)
     .bind(rows.map(|r| bigint(r.line_items + r.footer)))
@@ -239,6 +273,8 @@ pub(super) async fn write_entry(
     .bind(error)
     .bind(report.started_at)
     .bind(report.integration.as_str())
+    .bind(version.format.as_str())
+    .bind(serde_json::Value::Array(objects))
     .execute(executor)
     .await?;
     Ok(())

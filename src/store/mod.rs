@@ -22,9 +22,9 @@ use crate::report::aggregate::DailyCostsError;
 
 pub use accounts::{Added, MonitoredAccount};
 pub use integrations::{Contents, Removed};
-pub use ledger::{LedgerEntry, Status};
+pub use ledger::{KnownReport, LedgerEntry, Status};
 pub use readers::{CONTRACT_VIEWS, contract_view_names};
-pub use statement::ReportVersion;
+pub use statement::{Replaced, ReportVersion};
 pub use status::{
     AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,
 };

@@ -165,6 +165,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "failure_kind",
             "rows_outside_period",
             "integration",
+            "format",
         ],
     ),
     (

@@ -12,21 +12,30 @@ use sqlx::{Acquire, AssertSqlSafe, Encode, PgConnection, Postgres, Transaction};
 use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
 use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
+use crate::formats::{Format, Version};
 use crate::report::aggregate::{AccountMonth, Amounts, GroupBy, GroupRow, ReportSums, Sums};
 use crate::report::dimensions::ChargeCategory;
-use crate::report::key::ListedReport;
 
 /// COPY data is sent in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// One version of one report object being ingested for one integration: where it was listed,
-/// and what it is.
+/// One report version being ingested for one integration: where it was listed, and what it
+/// is.
 pub struct ReportVersion<'a> {
     pub integration: &'a IntegrationName,
     /// The source's location: `s3://bucket/prefix` or `dir:PATH`.
     pub location: &'a str,
-    pub listed: &'a ListedReport,
+    pub version: &'a Version,
     pub started_at: DateTime<Utc>,
+}
+
+/// What replacing a statement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The version is what the views show for its statement.
+    Statement,
+    /// A DBR whose month a CUR delivers now: nothing written, the DBR is recorded superseded.
+    ByCur,
 }
 
 impl Store {
@@ -45,11 +54,14 @@ impl Store {
         sums: &ReportSums,
         only: Option<&Monitored>,
         monitored_fingerprint: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Replaced, StoreError> {
         let mut tx = claim.connection.begin().await?;
         let written = write_statement(&mut tx, report, sums, only, monitored_fingerprint).await;
         match written {
-            Ok(()) => Ok(tx.commit().await?),
+            Ok(replaced) => {
+                tx.commit().await?;
+                Ok(replaced)
+            }
             // Rolled back here, not when the transaction is dropped: sqlx sends that rollback
             // only with the connection's next query, and until then the rows written (the
             // ledger's among them) stay locked, so recording the failure would wait forever.
@@ -68,14 +80,15 @@ async fn write_statement(
     sums: &ReportSums,
     only: Option<&Monitored>,
     monitored_fingerprint: &str,
-) -> Result<(), StoreError> {
-    let id = report.listed.report.statement();
+) -> Result<Replaced, StoreError> {
+    let version = report.version;
+    let id = &version.statement;
     let statement = id.columns(report.integration);
-    let object = &report.listed.object;
     let invoice_status = sums.invoice_status();
-    // Writers of one statement queue here rather than interleave, claimed or not.
+    // Writers of one month of a payer queue here rather than interleave, claimed or not, DBR
+    // entities and CUR alike: which of them the month shows is decided in here.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_name("write", report.integration, &id))
+        .bind(lock_name("write", report.integration, &id.month()))
         .execute(&mut **tx)
         .await?;
     // An integration removed while its report was read stores nothing: its row is held
@@ -90,11 +103,20 @@ async fn write_statement(
             return Err(StoreError::IntegrationRemoved(report.integration.clone()));
         }
     }
-    let version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
+    match version.format {
+        Format::Dbr if month_from_cur(tx, &statement).await? => {
+            tracing::info!("its month comes from a Cost and Usage Report now; nothing written");
+            write_entry(&mut **tx, report, &Outcome::Superseded).await?;
+            return Ok(Replaced::ByCur);
+        }
+        Format::Dbr => {}
+        Format::Cur => remove_dbr_entities(tx, &statement).await?,
+    }
+    let new_version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
         .fetch_one(&mut **tx)
         .await?;
-    copy_daily_costs(tx, version, sums, only).await?;
-    copy_usages(tx, version, sums, only).await?;
+    copy_daily_costs(tx, new_version, sums, only).await?;
+    copy_usages(tx, new_version, sums, only).await?;
     let old_version: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM statements
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
@@ -107,43 +129,26 @@ async fn write_statement(
         .fetch_optional(&mut **tx)
         .await?;
     sqlx::query(
-            "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at, version, integration)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
+            "INSERT INTO statements (payer_account_id, entity, billing_period, location, key, etag, invoice_status, ingested_at, version, integration, format)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10)
              ON CONFLICT (integration, payer_account_id, entity, billing_period) DO UPDATE SET
                  location = excluded.location, key = excluded.key, etag = excluded.etag,
                  invoice_status = excluded.invoice_status, ingested_at = excluded.ingested_at,
-                 version = excluded.version",
+                 version = excluded.version, format = excluded.format",
         )
         .bind(statement.payer)
         .bind(statement.entity)
         .bind(statement.period)
         .bind(report.location)
-        .bind(&object.key)
-        .bind(&object.etag)
+        .bind(&version.key)
+        .bind(&version.identity)
         .bind(invoice_status.as_str())
-        .bind(version)
+        .bind(new_version)
         .bind(statement.integration)
+        .bind(version.format.as_str())
         .execute(&mut **tx)
         .await?;
-    // One row per account, a few footer rows and the rollups: deleted and written again.
-    for table in [
-        "account_months",
-        "report_totals",
-        "service_daily_costs",
-        "resource_costs",
-        "tag_costs",
-    ] {
-        sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table}
-                 WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
-            )))
-            .bind(statement.integration)
-            .bind(statement.payer)
-            .bind(statement.entity)
-            .bind(statement.period)
-            .execute(&mut **tx)
-            .await?;
-    }
+    delete_statement_rows(tx, &statement).await?;
     insert_account_months(tx, &statement, sums, only).await?;
     insert_report_totals(tx, &statement, sums).await?;
     copy_rollups(tx, &statement, sums, only).await?;
@@ -157,7 +162,7 @@ async fn write_statement(
         .bind(statement.entity)
         .bind(statement.period)
         .bind(report.location)
-        .bind(&object.key)
+        .bind(&version.key)
         .execute(&mut **tx)
         .await?;
     let outcome = Outcome::Ingested {
@@ -167,7 +172,93 @@ async fn write_statement(
     };
     write_entry(&mut **tx, report, &outcome).await?;
     // Last: the swap's lock on daily_costs is held until the commit right after it.
-    swap_partition(tx, version, old_version).await
+    swap_partition(tx, new_version, old_version).await?;
+    Ok(Replaced::Statement)
+}
+
+/// Deletes a statement's rows beside its partitions: one row per account, a few footer rows and
+/// the rollups (written again when it is replaced).
+async fn delete_statement_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
+) -> Result<(), StoreError> {
+    for table in [
+        "account_months",
+        "report_totals",
+        "service_daily_costs",
+        "resource_costs",
+        "tag_costs",
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table}
+             WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
+        )))
+        .bind(statement.integration)
+        .bind(statement.payer)
+        .bind(statement.entity)
+        .bind(statement.period)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether a CUR delivers the statement's month (of its payer, in its integration).
+async fn month_from_cur(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
+) -> Result<bool, StoreError> {
+    let cur: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM statements
+         WHERE integration = $1 AND payer_account_id = $2 AND billing_period = $3 AND format = 'cur'",
+    )
+    .bind(statement.integration)
+    .bind(statement.payer)
+    .bind(statement.period)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(cur.is_some())
+}
+
+/// A CUR holds every billing entity's line items: the month's DBR statements of other
+/// entities than AWS's leave the views with it (AWS's own is replaced by the CUR's statement),
+/// and their reports are recorded superseded.
+async fn remove_dbr_entities(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
+) -> Result<(), StoreError> {
+    let versions: Vec<(String, i64)> = sqlx::query_as(
+        "DELETE FROM statements
+         WHERE integration = $1 AND payer_account_id = $2 AND billing_period = $3 AND entity <> ''
+         RETURNING entity, version",
+    )
+    .bind(statement.integration)
+    .bind(statement.payer)
+    .bind(statement.period)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (entity, version) in versions {
+        let other = Statement {
+            entity: &entity,
+            ..*statement
+        };
+        delete_statement_rows(tx, &other).await?;
+        sqlx::query("SELECT drop_daily_partitions($1)")
+            .bind(version)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE reports SET status = 'superseded'
+         WHERE integration = $1 AND payer_account_id = $2 AND billing_period = $3
+           AND format = 'dbr' AND status = 'ingested'",
+    )
+    .bind(statement.integration)
+    .bind(statement.payer)
+    .bind(statement.period)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// How long one try of the swap waits for queries running on daily_costs, and how many tries
@@ -225,6 +316,7 @@ async fn swap_partition(
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// An integration's statement's key columns, as bound in every statement's query.
+#[derive(Clone, Copy)]
 struct Statement<'a> {
     integration: &'a str,
     payer: &'a str,
@@ -259,7 +351,7 @@ async fn copy_usages(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
                                       availability_zone, resource_id, tags, invoice_id,
                                       item_description, charge_category, region,
-                                      purchase_option)
+                                      purchase_option, line_item_type)
          FROM STDIN WITH (FREEZE)"
     );
     let mut copy = CopyRows::start(tx, &statement, CopyFormat::Text).await?;
@@ -287,6 +379,7 @@ async fn copy_usages(
             usage.charge_category.as_str(),
             &region,
             purchase_option.as_str(),
+            usage.line_item_type,
         ] {
             buffer.push(b'\t');
             escape_copy_text(buffer, field);

@@ -141,7 +141,7 @@ LEFT JOIN monitored_accounts a
 CREATE OR REPLACE VIEW report_status AS
 SELECT location AS bucket, key, etag, payer_account_id, billing_period, status,
        rows_read, rows_kept, rows_dropped, error, finished_at AS ingested_at,
-       location, failure_kind, rows_outside_period, integration
+       location, failure_kind, rows_outside_period, integration, format
 FROM reports;
 
 CREATE OR REPLACE VIEW account_reconciliation AS

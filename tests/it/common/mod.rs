@@ -331,3 +331,10 @@ pub fn server_url() -> String {
     std::env::var("TEST_DATABASE_SERVER")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
+
+/// The number of the latest migration this version knows (the files in `migrations/`).
+pub fn latest_migration() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count()
+}

@@ -1,6 +1,7 @@
-//! Legacy DBR object keys: what a key says (payer, variant, billing entity, period), and which keys
-//! of one listing to ingest. Keys are parsed once, here; the rest of the code works with
-//! [`ReportKey`]. Deciding *when* a report changed is not done here (that needs object metadata).
+//! The legacy Detailed Billing Report (DBR): what an object key says (payer, variant, billing
+//! entity, period), which keys of one listing to ingest (one per statement), and how its header
+//! maps to the line-item fields. A DBR version is one object, identified by its ETag. Its footer
+//! (`AccountTotal` and the other totals) is what its line items are reconciled with.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +11,8 @@ use chrono::Datelike;
 use crate::domain::{
     AccountId, NotAPeriod, NotAnAccountId, ObjectMeta, Period, StatementId, excerpt,
 };
+use crate::report::records::Record;
+use crate::report::rows::{Dialect, Fields, Layout};
 
 const DETAILED: &str = "aws-billing-detailed-line-items";
 const WITH_RESOURCES: &str = "-with-resources-and-tags";
@@ -217,6 +220,84 @@ pub fn choose(reports: impl IntoIterator<Item = ListedReport>) -> Selection {
         selection.ingest.push(chosen);
     }
     selection
+}
+
+/// How a DBR's header is found (after a preamble line, "Don't see your tags in the report?
+/// …"; a few more are tolerated) and mapped.
+pub const LAYOUT: Layout = Layout {
+    name: "a detailed billing report",
+    header_hint: "RecordType and PayerAccountId",
+    header_within: 5,
+    is_header,
+    map: fields,
+};
+
+/// True for the header record of a DBR (or of a look-alike report, refused by [`fields`]).
+fn is_header(record: &Record<'_>) -> bool {
+    let has = |name: &[u8]| record.iter().any(|f| f == name);
+    has(b"RecordType") && has(b"PayerAccountId")
+}
+
+/// A DBR header's line-item fields. Consolidated billing has blended and unblended costs; a
+/// payer without it has a single `Cost`, which is both. Tags are the `user:` and `aws:`
+/// columns, stored under their column names.
+fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
+    let find = |name: &str| names.iter().position(|n| n == name);
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str| {
+        find(name).unwrap_or_else(|| {
+            missing.push(name);
+            0
+        })
+    };
+    let invoice_id = need("InvoiceID");
+    let payer = need("PayerAccountId");
+    let account = need("LinkedAccountId");
+    let record_type = need("RecordType");
+    let product = need("ProductName");
+    let usage_type = need("UsageType");
+    let operation = need("Operation");
+    let availability_zone = need("AvailabilityZone");
+    let usage_start = need("UsageStartDate");
+    let usage_quantity = need("UsageQuantity");
+    let (unblended_cost, blended_cost) =
+        match (find("BlendedCost"), find("UnBlendedCost"), find("Cost")) {
+            (Some(blended), Some(unblended), _) => (unblended, blended),
+            (_, _, Some(cost)) => (cost, cost),
+            _ => {
+                let cost = need("BlendedCost and UnBlendedCost, or Cost");
+                (cost, cost)
+            }
+        };
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    let tags = (0..names.len())
+        .filter(|&i| names[i].starts_with("user:") || names[i].starts_with("aws:"))
+        .map(|i| (i, names[i].clone()))
+        .collect();
+    Ok(Fields {
+        payer,
+        account,
+        invoice_id,
+        product,
+        product_code: None,
+        usage_type,
+        operation,
+        availability_zone,
+        usage_start,
+        usage_quantity,
+        unblended_cost,
+        blended_cost,
+        resource_id: find("ResourceId"),
+        // In every real report; optional, as a report without them loses nothing else.
+        item_description: find("ItemDescription"),
+        tags,
+        dialect: Dialect::Dbr {
+            record_type,
+            reserved_instance: find("ReservedInstance"),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -450,5 +531,201 @@ mod tests {
             "b/111111111111-aws-billing-detailed-line-items-2017-01.csv.zip"
         );
         assert_eq!(selection.passed_over.len(), 1);
+    }
+
+    mod rows {
+        //! A DBR's header and rows, read through [`LAYOUT`].
+
+        use chrono::NaiveDate;
+
+        use super::super::LAYOUT;
+        use crate::report::dimensions::ChargeCategory;
+        use crate::report::rows::{RecordType, RowReader, Usage};
+
+        fn reader(text: &str) -> RowReader<&[u8]> {
+            RowReader::new(text.as_bytes(), &LAYOUT).unwrap()
+        }
+
+        const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,RecordId,ProductName,RateId,SubscriptionId,PricingPlanId,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageEndDate,UsageQuantity,BlendedRate,BlendedCost,UnBlendedRate,UnBlendedCost";
+
+        #[test]
+        fn preamble_is_skipped_and_quoted_header_read() {
+            let text = format!(
+                "\"Don't see your tags in the report? Activate them.\"\r\n\"{}\"\r\n\"Estimated\",\"1\",\"2\",\"LineItem\",\"26894758374659283746592837\",\"Amazon S3\",\"\",\"\",\"\",\"Requests\",\"Get\",\"\",\"N\",\"First 1,000,000 requests\",\"2017-01-01 00:00:00\",\"2017-01-01 01:00:00\",\"12.5\",\"\",\"-0.00000001\",\"\",\"0.12345678901234\"\r\n",
+                HEADER.replace(',', "\",\"")
+            );
+            let mut rows = reader(&text);
+            assert!(rows.columns().consolidated());
+            assert!(!rows.columns().has_resources());
+            let row = rows.next_row().unwrap().unwrap();
+            assert_eq!(row.line(), 3);
+            assert_eq!(row.record_type().unwrap(), RecordType::LineItem);
+            assert_eq!(row.linked_account(), b"2");
+            assert_eq!(
+                row.unblended_cost().unwrap().to_string(),
+                "0.12345678901234"
+            );
+            assert_eq!(row.blended_cost().unwrap().to_string(), "-0.00000001");
+            assert_eq!(row.usage_quantity().unwrap().to_string(), "12.5");
+            assert_eq!(
+                row.usage_day().unwrap(),
+                NaiveDate::from_ymd_opt(2017, 1, 1)
+            );
+            assert!(rows.next_row().unwrap().is_none());
+        }
+
+        #[test]
+        fn a_usage_key_reads_back_as_its_usage() {
+            let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,ReservedInstance,ItemDescription,UsageStartDate,UsageQuantity,Cost,ResourceId,user:Name,user:team/app.tier,aws:createdBy";
+            let text = format!(
+                "{header}\n1,9,,LineItem,Amazon S3,Requests,Get,us-east-1a,Y,\"$0.01 per 1,000 requests\",,1,-1,bucket-é,web,,\"batch, nightly\"\n"
+            );
+            let mut rows = reader(&text);
+            let row = rows.next_row().unwrap().unwrap();
+            row.check_usage().unwrap();
+            let mut key = Vec::new();
+            row.usage_key(&mut key, false);
+            let usage = Usage::decode(&key);
+            assert_eq!(
+                usage,
+                Usage {
+                    charge_category: ChargeCategory::Credit,
+                    reserved_instance: true,
+                    invoice_id: "1",
+                    product: "Amazon S3",
+                    usage_type: "Requests",
+                    operation: "Get",
+                    availability_zone: "us-east-1a",
+                    resource_id: "bucket-é",
+                    item_description: "$0.01 per 1,000 requests",
+                    line_item_type: "",
+                    region: "",
+                    tags: vec![("user:Name", "web"), ("aws:createdBy", "batch, nightly")],
+                }
+            );
+            assert_eq!(Usage::category_of(&key), ChargeCategory::Credit);
+        }
+
+        #[test]
+        fn single_account_cost_is_both_costs() {
+            let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageEndDate,UsageQuantity,Rate,Cost";
+            let text = format!("{header}\n1,9,,LineItem,EC2,Box,Run,,,,1,0.5,0.5\n");
+            let mut rows = reader(&text);
+            assert!(!rows.columns().consolidated());
+            let row = rows.next_row().unwrap().unwrap();
+            assert_eq!(row.blended_cost().unwrap(), row.unblended_cost().unwrap());
+            assert_eq!(row.usage_day().unwrap(), None);
+        }
+
+        #[test]
+        fn errors_name_line_and_column() {
+            let good = "1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,1";
+            let cases = [
+                (
+                    format!(
+                        "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-01-01 00:00:00,,1,,1,,x1\n"
+                    ),
+                    "line 3, column UnBlendedCost: not a decimal number: \"x1\"",
+                ),
+                (
+                    format!(
+                        "{HEADER}\n{good}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,2017-13-01 00:00:00,,1,,1,,1\n"
+                    ),
+                    "line 3, column UsageStartDate: not a date (YYYY-MM-DD HH:MM:SS): \"2017-13-01 00:00:00\"",
+                ),
+                (
+                    format!("{HEADER}\n{good}\n1,9,9,LineItem,,EC2\n"),
+                    "line 3: 6 fields where the header has 21",
+                ),
+                (
+                    format!("{HEADER}\n1,9,9,Total,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n"),
+                    "line 2, column RecordType: unknown record type \"Total\"",
+                ),
+            ];
+            let both_line_endings = cases.into_iter().flat_map(|(text, expected)| {
+                let crlf = text.replace('\n', "\r\n");
+                [(text, expected), (crlf, expected)]
+            });
+            for (text, expected) in both_line_endings {
+                let mut rows = reader(&text);
+                let error = loop {
+                    let row = match rows.next_row() {
+                        Ok(Some(row)) => row,
+                        Ok(None) => panic!("no error for {expected}"),
+                        Err(e) => break e,
+                    };
+                    if let Err(e) = row
+                        .record_type()
+                        .and(row.usage_day())
+                        .and(row.unblended_cost())
+                    {
+                        break e;
+                    }
+                };
+                assert_eq!(error.to_string(), expected);
+            }
+        }
+
+        #[test]
+        fn monthly_report_is_not_a_dbr() {
+            let text = "\"InvoiceID\",\"PayerAccountId\",\"LinkedAccountId\",\"RecordType\",\"RecordID\",\"BillingPeriodStartDate\"\n";
+            let error = RowReader::new(text.as_bytes(), &LAYOUT).err().unwrap();
+            assert!(
+                error
+                    .message
+                    .starts_with("not a detailed billing report: the header lacks ProductName"),
+                "{error}"
+            );
+        }
+
+        #[test]
+        fn no_header_at_all() {
+            let error = RowReader::new("a,b\n1,2\n3,4\n5,6\n7,8\n9,10\n".as_bytes(), &LAYOUT)
+                .err()
+                .unwrap();
+            assert!(error.to_string().contains("no header"), "{error}");
+            let error = RowReader::new("".as_bytes(), &LAYOUT).err().unwrap();
+            assert!(error.to_string().contains("empty"), "{error}");
+        }
+
+        #[test]
+        fn a_file_without_line_ends_is_not_called_empty() {
+            let error = RowReader::new("x".repeat(5000).as_bytes(), &LAYOUT)
+                .err()
+                .unwrap();
+            assert_eq!(
+                error.to_string(),
+                "line 2: not a detailed billing report: no header with RecordType and PayerAccountId"
+            );
+        }
+
+        #[test]
+        fn a_header_naming_a_column_twice_is_refused() {
+            let text = format!("{HEADER},UnBlendedCost\n");
+            let error = RowReader::new(text.as_bytes(), &LAYOUT).err().unwrap();
+            assert_eq!(
+                error.to_string(),
+                "line 1: the header names column \"UnBlendedCost\" twice"
+            );
+        }
+
+        #[test]
+        fn a_byte_order_mark_before_a_quoted_header_is_skipped() {
+            let quoted = format!("\"{}\"", HEADER.replace(',', "\",\""));
+            let text = format!("\u{feff}{quoted}\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
+            let mut rows = reader(&text);
+            assert_eq!(rows.next_row().unwrap().unwrap().invoice_id(), b"1");
+        }
+
+        #[test]
+        fn a_nul_byte_in_stored_text_names_line_and_column() {
+            let text = format!("{HEADER}\n1,9,9,LineItem,,Amazon\0EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
+            let mut rows = reader(&text);
+            let row = rows.next_row().unwrap().unwrap();
+            assert_eq!(
+                row.check_usage().unwrap_err().to_string(),
+                "line 2, column ProductName: a NUL byte at byte 7 of \"Amazon\\0EC2\""
+            );
+        }
     }
 }

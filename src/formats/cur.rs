@@ -1,0 +1,438 @@
+//! The Cost and Usage Report (CUR 1.0, CSV): a billing period's version is named by the manifest
+//! AWS rewrites at `<prefix>/<report>/<YYYYMMDD-YYYYMMDD>/<report>-Manifest.json` (its
+//! `assemblyId`) and made of the parts it lists (`reportKeys`), each a gzip- or zip-packed CSV
+//! with a header of its own. Both of AWS's versioning modes write that manifest: with "create new
+//! report version" the parts sit in an assembly folder beside it, with "overwrite" they sit
+//! beside it; older assembly folders are never read. A CUR has no footer to reconcile with.
+
+use chrono::{Datelike, NaiveDate};
+use serde::Deserialize;
+
+use super::{Format, Part, Version};
+use crate::domain::{AccountId, ObjectMeta, Period, StatementId, excerpt};
+use crate::report::read::Compression;
+use crate::report::records::Record;
+use crate::report::rows::{Dialect, Fields, Layout};
+
+const MANIFEST_SUFFIX: &str = "-Manifest.json";
+/// A manifest lists a month's columns and parts: tens of kilobytes. More is not a manifest.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// What the key of a billing period's manifest says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestKey {
+    /// The report's name (its folder, and the manifest's name before `-Manifest.json`).
+    pub report: String,
+    pub period: Period,
+}
+
+impl ManifestKey {
+    /// `…/<report>/<YYYYMMDD-YYYYMMDD>/<report>-Manifest.json`, the range beginning on the first
+    /// of a month; `None` for any other key (an assembly folder's copy of the manifest among
+    /// them).
+    pub fn parse(key: &str) -> Option<ManifestKey> {
+        let mut segments = key.rsplit('/');
+        let file = segments.next()?;
+        let range = segments.next()?;
+        let folder = segments.next()?;
+        let report = file.strip_suffix(MANIFEST_SUFFIX)?;
+        if report.is_empty() || report != folder {
+            return None;
+        }
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (range_day(start)?, range_day(end)?);
+        if start.day() != 1 || end <= start {
+            return None;
+        }
+        Some(ManifestKey {
+            report: report.to_owned(),
+            period: Period::of_day(start),
+        })
+    }
+
+    /// Whether `key` lies within this report's folders (a part, an assembly folder's manifest):
+    /// such objects are read through the manifest, never alone.
+    pub fn is_report_object(key: &str) -> bool {
+        key.split('/').any(|segment| {
+            segment
+                .split_once('-')
+                .is_some_and(|(a, b)| range_day(a).is_some() && range_day(b).is_some())
+        })
+    }
+}
+
+/// A day of a range folder's name: `YYYYMMDD`.
+fn range_day(text: &str) -> Option<NaiveDate> {
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    NaiveDate::parse_from_str(text, "%Y%m%d").ok()
+}
+
+/// The fields of a manifest this service reads; AWS's others (`columns`, `reportId`,
+/// `additionalArtifactKeys`, …) are not needed: parts are read by their own headers.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestJson {
+    assembly_id: String,
+    account: String,
+    report_keys: Vec<String>,
+    billing_period: Option<BillingPeriod>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BillingPeriod {
+    start: String,
+}
+
+/// Why a manifest cannot be read: its version fails as content, until AWS writes another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {key} is not a CUR manifest: {reason}")]
+    NotAManifest { key: String, reason: String },
+    #[error("manifest {key} lists no parts (reportKeys is empty)")]
+    NoParts { key: String },
+    #[error("manifest {key} is for {manifest}, its folder for {folder}")]
+    OtherPeriod {
+        key: String,
+        manifest: String,
+        folder: Period,
+    },
+    #[error(
+        "manifest {key} names part {} outside this integration's prefix {prefix:?}: it is not read",
+        excerpt(.part.as_bytes())
+    )]
+    OutsidePrefix {
+        key: String,
+        part: String,
+        prefix: String,
+    },
+    #[error(
+        "manifest {key} names part {}, which is not a .csv.gz, .csv.zip or .csv file",
+        excerpt(.part.as_bytes())
+    )]
+    UnknownPacking { key: String, part: String },
+}
+
+/// A billing period's current version, as its manifest describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub assembly_id: String,
+    pub payer: AccountId,
+    /// The parts' keys, in the manifest's order, with a leading `/` dropped.
+    pub parts: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads the manifest at `key` (already named by [`ManifestKey::parse`]): its parts must lie
+    /// under `prefix`, the integration's.
+    pub fn parse(
+        key: &str,
+        named: &ManifestKey,
+        bytes: &[u8],
+        prefix: &str,
+    ) -> Result<Manifest, ManifestError> {
+        let not_a_manifest = |reason: String| ManifestError::NotAManifest {
+            key: key.to_owned(),
+            reason,
+        };
+        let json: ManifestJson =
+            serde_json::from_slice(bytes).map_err(|e| not_a_manifest(e.to_string()))?;
+        if json.assembly_id.is_empty() {
+            return Err(not_a_manifest("its assemblyId is empty".into()));
+        }
+        let payer: AccountId = json
+            .account
+            .parse()
+            .map_err(|e: crate::domain::NotAnAccountId| not_a_manifest(format!("account: {e}")))?;
+        if let Some(period) = &json.billing_period {
+            // `20161101T000000.000Z`
+            let month = period.start.get(..6).unwrap_or_default();
+            if month != named.period.first_day().format("%Y%m").to_string() {
+                return Err(ManifestError::OtherPeriod {
+                    key: key.to_owned(),
+                    manifest: period.start.clone(),
+                    folder: named.period,
+                });
+            }
+        }
+        if json.report_keys.is_empty() {
+            return Err(ManifestError::NoParts {
+                key: key.to_owned(),
+            });
+        }
+        let mut parts = Vec::with_capacity(json.report_keys.len());
+        for part in json.report_keys {
+            let part = part.strip_prefix('/').unwrap_or(&part).to_owned();
+            if !part.starts_with(prefix) {
+                return Err(ManifestError::OutsidePrefix {
+                    key: key.to_owned(),
+                    part,
+                    prefix: prefix.to_owned(),
+                });
+            }
+            if compression(&part).is_none() {
+                return Err(ManifestError::UnknownPacking {
+                    key: key.to_owned(),
+                    part,
+                });
+            }
+            parts.push(part);
+        }
+        Ok(Manifest {
+            assembly_id: json.assembly_id,
+            payer,
+            parts,
+        })
+    }
+
+    /// The version this manifest describes, with each part found in the listing (`listed`);
+    /// the parts it lacks are named in [`Version::missing`].
+    pub fn version(
+        &self,
+        named: &ManifestKey,
+        manifest: &ObjectMeta,
+        listed: impl Fn(&str) -> Option<ObjectMeta>,
+    ) -> Version {
+        let mut parts = Vec::new();
+        let mut missing = Vec::new();
+        for key in &self.parts {
+            match listed(key) {
+                Some(object) => parts.push(Part {
+                    compression: compression(key).expect("checked when parsed"),
+                    object,
+                }),
+                None => missing.push(key.clone()),
+            }
+        }
+        Version {
+            format: Format::Cur,
+            statement: StatementId {
+                payer: self.payer.clone(),
+                entity: None,
+                period: named.period,
+            },
+            key: manifest.key.clone(),
+            identity: self.assembly_id.clone(),
+            variant: named.report.clone(),
+            parts,
+            missing,
+            manifest: Some(manifest.clone()),
+            marketplace: false,
+        }
+    }
+}
+
+/// How a part is packed, by its name.
+fn compression(key: &str) -> Option<Compression> {
+    if key.ends_with(".csv.gz") {
+        Some(Compression::Gzip)
+    } else if key.ends_with(".csv.zip") {
+        Some(Compression::Zip)
+    } else if key.ends_with(".csv") {
+        Some(Compression::Sniff)
+    } else {
+        None
+    }
+}
+
+/// How a CUR part's header is found (its first line) and mapped.
+pub const LAYOUT: Layout = Layout {
+    name: "a Cost and Usage Report",
+    header_hint: "lineItem/UsageAccountId",
+    header_within: 1,
+    is_header,
+    map: fields,
+};
+
+fn is_header(record: &Record<'_>) -> bool {
+    record.iter().any(|f| f.starts_with(b"lineItem/"))
+}
+
+/// A CUR header's line-item fields, by name (the column set differs from month to month and
+/// part to part; positions mean nothing). Tags are the `resourceTags/` columns, stored under
+/// the name after that (`user:Name`, as a DBR names them); cost categories are kept as tags
+/// named by their columns (`costCategory/Team`).
+fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
+    let find = |name: &str| names.iter().position(|n| n == name);
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str| {
+        find(name).unwrap_or_else(|| {
+            missing.push(name);
+            0
+        })
+    };
+    let payer = need("bill/PayerAccountId");
+    let account = need("lineItem/UsageAccountId");
+    let line_item_type = need("lineItem/LineItemType");
+    let invoice_id = need("bill/InvoiceId");
+    let product_code = need("lineItem/ProductCode");
+    let usage_type = need("lineItem/UsageType");
+    let operation = need("lineItem/Operation");
+    let availability_zone = need("lineItem/AvailabilityZone");
+    let usage_start = need("lineItem/UsageStartDate");
+    let usage_quantity = need("lineItem/UsageAmount");
+    let unblended_cost = need("lineItem/UnblendedCost");
+    let blended_cost = need("lineItem/BlendedCost");
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    let tags = names
+        .iter()
+        .enumerate()
+        .filter_map(|(column, name)| {
+            let tag = name
+                .strip_prefix("resourceTags/")
+                .map(str::to_owned)
+                .or_else(|| name.starts_with("costCategory/").then(|| name.clone()))?;
+            Some((column, tag))
+        })
+        .collect();
+    let (product, product_code) = match find("product/ProductName") {
+        Some(name) => (name, Some(product_code)),
+        None => (product_code, None),
+    };
+    Ok(Fields {
+        payer,
+        account,
+        invoice_id,
+        product,
+        product_code,
+        usage_type,
+        operation,
+        availability_zone,
+        usage_start,
+        usage_quantity,
+        unblended_cost,
+        blended_cost,
+        resource_id: find("lineItem/ResourceId"),
+        item_description: find("lineItem/LineItemDescription"),
+        tags,
+        dialect: Dialect::Cur {
+            line_item_type,
+            billing_entity: find("bill/BillingEntity"),
+            region: find("product/region"),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_keys_of_both_versioning_modes() {
+        let named = ManifestKey::parse("billing/cur/hourly/20240501-20240601/hourly-Manifest.json");
+        assert_eq!(
+            named,
+            Some(ManifestKey {
+                report: "hourly".into(),
+                period: Period::new(2024, 5).unwrap(),
+            })
+        );
+        // AWS's documentation shows ranges ending on the month's last day.
+        assert!(ManifestKey::parse("cur/20160101-20160131/cur-Manifest.json").is_some());
+        for not_top_level in [
+            // An assembly folder's copy.
+            "cur/20240501-20240601/97ed2b49-373d-4804-9b7a-47d6cf94a286/cur-Manifest.json",
+            "cur/20240502-20240601/cur-Manifest.json",
+            "cur/20240501-20240401/cur-Manifest.json",
+            "other/20240501-20240601/cur-Manifest.json",
+            "cur/20240501-20240601/cur-1.csv.gz",
+            "20240501-20240601/cur-Manifest.json",
+            "cur/cur/year=2024/month=5/cur-Manifest.json",
+        ] {
+            assert_eq!(ManifestKey::parse(not_top_level), None, "{not_top_level}");
+        }
+        assert!(ManifestKey::is_report_object(
+            "p/cur/20240501-20240601/abc/cur-1.csv.gz"
+        ));
+        assert!(!ManifestKey::is_report_object("p/cur/2024-05/cur-1.csv.gz"));
+    }
+
+    fn named() -> ManifestKey {
+        ManifestKey::parse("p/cur/20240501-20240601/cur-Manifest.json").unwrap()
+    }
+
+    fn parse(json: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(
+            "p/cur/20240501-20240601/cur-Manifest.json",
+            &named(),
+            json.as_bytes(),
+            "p/",
+        )
+    }
+
+    #[test]
+    fn a_manifest_names_its_version_and_parts() {
+        let manifest = parse(
+            r#"{"assemblyId":"a1","account":"123456789012","columns":[{"category":"identity","name":"LineItemId"}],
+                "billingPeriod":{"start":"20240501T000000.000Z","end":"20240601T000000.000Z"},
+                "reportKeys":["/p/cur/20240501-20240601/a1/cur-1.csv.gz","p/cur/20240501-20240601/a1/cur-2.csv.zip"]}"#,
+        )
+        .unwrap();
+        assert_eq!(manifest.assembly_id, "a1");
+        assert_eq!(manifest.payer.as_str(), "123456789012");
+        assert_eq!(
+            manifest.parts,
+            [
+                "p/cur/20240501-20240601/a1/cur-1.csv.gz",
+                "p/cur/20240501-20240601/a1/cur-2.csv.zip"
+            ]
+        );
+        let object = |key: &str, size| ObjectMeta {
+            key: key.into(),
+            etag: "e".into(),
+            size,
+            last_modified: None,
+        };
+        let version = manifest.version(
+            &named(),
+            &object("p/cur/20240501-20240601/cur-Manifest.json", 1),
+            |key| key.ends_with("-1.csv.gz").then(|| object(key, 10)),
+        );
+        assert_eq!(version.identity, "a1");
+        assert_eq!(version.parts.len(), 1);
+        assert_eq!(version.parts[0].compression, Compression::Gzip);
+        assert_eq!(
+            version.missing,
+            ["p/cur/20240501-20240601/a1/cur-2.csv.zip"]
+        );
+    }
+
+    #[test]
+    fn bad_manifests_say_why() {
+        let cases = [
+            ("not json", "is not a CUR manifest: expected ident"),
+            (
+                r#"{"assemblyId":"a","account":"1","reportKeys":[]}"#,
+                "lists no parts",
+            ),
+            (
+                r#"{"assemblyId":"","account":"1","reportKeys":["p/x.csv.gz"]}"#,
+                "assemblyId is empty",
+            ),
+            (
+                r#"{"assemblyId":"a","account":"x1","reportKeys":["p/x.csv.gz"]}"#,
+                "account: \"x1\" is not an AWS account ID",
+            ),
+            (
+                r#"{"assemblyId":"a","account":"1","reportKeys":["q/x.csv.gz"]}"#,
+                "outside this integration's prefix \"p/\"",
+            ),
+            (
+                r#"{"assemblyId":"a","account":"1","reportKeys":["p/x.parquet"]}"#,
+                "not a .csv.gz, .csv.zip or .csv file",
+            ),
+            (
+                r#"{"assemblyId":"a","account":"1","billingPeriod":{"start":"20240601T000000.000Z"},"reportKeys":["p/x.csv.gz"]}"#,
+                "is for 20240601T000000.000Z, its folder for 2024-05",
+            ),
+        ];
+        for (json, expected) in cases {
+            let error = parse(json).unwrap_err().to_string();
+            assert!(error.contains(expected), "{json}: {error}");
+            assert!(error.starts_with("manifest p/cur/20240501-20240601/cur-Manifest.json "));
+        }
+    }
+}
