@@ -3,11 +3,9 @@
 //! and for each report the integrations whose ledger says it must be read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
-
-use tokio::io::AsyncReadExt;
 
 use super::job::{Job, Reader};
 use super::{Failed, IngestError, Member, PollError, PollOutcome, SourceGroup, why_ingest};
@@ -16,7 +14,6 @@ use crate::failure::Classify;
 use crate::formats::cur::{MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestKey};
 use crate::formats::dbr::payer_key_start;
 use crate::formats::{self, Format, Version};
-use crate::report::read::ReadError;
 use crate::source::{Listing, Source};
 use crate::store::{KnownReport, LedgerEntry, Store};
 use crate::telemetry;
@@ -258,48 +255,24 @@ pub async fn sort_listing(source: &Source, listing: Listing) -> SortedListing {
     sorted
 }
 
-/// Manifests read before, by location, key and ETag: a poll reads only the manifests AWS
-/// rewrote since. Dropped whole when it reaches [`MANIFESTS_KEPT`] (far more than a bucket's
-/// reports and months).
-static MANIFESTS: Mutex<Option<HashMap<String, Result<Manifest, ManifestError>>>> =
-    Mutex::new(None);
-const MANIFESTS_KEPT: usize = 10_000;
-
-/// The manifest `object`, read (at most [`MAX_MANIFEST_BYTES`]) and parsed, or known from an
-/// earlier poll.
+/// The manifest `object`, read (at most [`MAX_MANIFEST_BYTES`]) and parsed.
 async fn manifest(
     source: &Source,
     named: &ManifestKey,
     object: &ObjectMeta,
 ) -> Result<Manifest, IngestError> {
-    let cache_key = format!("{}\n{}\n{}", source.location(), object.key, object.etag);
-    let known = MANIFESTS
-        .lock()
-        .expect("not poisoned")
-        .as_ref()
-        .and_then(|known| known.get(&cache_key).cloned());
-    if let Some(known) = known {
-        return Ok(known?);
-    }
-    let mut bytes = Vec::new();
-    let body = source.open(object).await?;
-    body.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|error| IngestError::Read(ReadError::Io(error)))?;
-    let parsed = if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        Err(ManifestError::NotAManifest {
+    let bytes = source.read_small(object, MAX_MANIFEST_BYTES).await?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::NotAManifest {
             key: object.key.clone(),
             reason: format!("larger than {} MiB", MAX_MANIFEST_BYTES >> 20),
-        })
-    } else {
-        Manifest::parse(&object.key, named, &bytes, source.prefix())
-    };
-    let mut cache = MANIFESTS.lock().expect("not poisoned");
-    let known = cache.get_or_insert_with(HashMap::new);
-    if known.len() >= MANIFESTS_KEPT {
-        known.clear();
+        }
+        .into());
     }
-    known.insert(cache_key, parsed.clone());
-    Ok(parsed?)
+    Ok(Manifest::parse(
+        &object.key,
+        named,
+        &bytes,
+        source.prefix(),
+    )?)
 }

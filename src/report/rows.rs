@@ -539,14 +539,19 @@ impl<'a> Row<'a> {
         self.text(self.fields().invoice_id)
     }
 
-    /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies.
+    /// An exact decimal. Empty means zero: AWS leaves amounts empty where none applies. A CUR
+    /// may write an exponent (`7.25e-05`, as Python and Java print small doubles); a DBR never
+    /// does.
     fn decimal(&self, column: usize) -> Result<Decimal, ParseError> {
         let raw = self.record.get(column);
         if raw.is_empty() {
             return Ok(Decimal::ZERO);
         }
-        parse_decimal(raw)
-            .map_err(|problem| self.error(column, format!("{problem}: {}", excerpt(raw))))
+        let parsed = match self.fields().dialect {
+            Dialect::Dbr { .. } => parse_decimal(raw),
+            Dialect::Cur { .. } => parse_scientific(raw),
+        };
+        parsed.map_err(|problem| self.error(column, format!("{problem}: {}", excerpt(raw))))
     }
 
     pub fn error(&self, column: usize, message: String) -> ParseError {
@@ -612,6 +617,41 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     }
     let mantissa = if negative { -mantissa } else { mantissa };
     Decimal::try_from_i128_with_scale(mantissa, scale.unwrap_or(0)).map_err(|_| TOO_PRECISE)
+}
+
+/// A decimal as [`parse_decimal`] takes it, optionally followed by `e` or `E` and an exponent
+/// of at most two digits, converted exactly (`7.25e-05` is 0.0000725); what cannot be held
+/// exactly is refused.
+fn parse_scientific(raw: &[u8]) -> Result<Decimal, &'static str> {
+    const NOT_A_NUMBER: &str = "not a decimal number";
+    const TOO_PRECISE: &str =
+        "more than 28 significant digits or decimal places, which cannot be kept exactly";
+    let Some(at) = raw.iter().position(|&b| b == b'e' || b == b'E') else {
+        return parse_decimal(raw);
+    };
+    let mantissa = parse_decimal(&raw[..at])?;
+    let exponent = match &raw[at + 1..] {
+        [b'-', digits @ ..] => -parse_exponent(digits).ok_or(NOT_A_NUMBER)?,
+        [b'+', digits @ ..] | digits => parse_exponent(digits).ok_or(NOT_A_NUMBER)?,
+    };
+    let scale = i64::from(mantissa.scale()) - exponent;
+    let (digits, scale) = if scale >= 0 {
+        (mantissa.mantissa(), scale)
+    } else {
+        let factor = 10i128.checked_pow(u32::try_from(-scale).map_err(|_| TOO_PRECISE)?);
+        let digits = factor.and_then(|factor| mantissa.mantissa().checked_mul(factor));
+        (digits.ok_or(TOO_PRECISE)?, 0)
+    };
+    let scale = u32::try_from(scale).map_err(|_| TOO_PRECISE)?;
+    Decimal::try_from_i128_with_scale(digits, scale).map_err(|_| TOO_PRECISE)
+}
+
+/// One or two digits.
+fn parse_exponent(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || digits.len() > 2 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` or `YYYY/MM/DD HH:MM:SS` (DBR), or the same in UTC with `T` or a
@@ -701,6 +741,28 @@ mod tests {
             let refused = parse_decimal(too_precise.as_bytes()).unwrap_err();
             assert!(refused.starts_with("more than 28"), "{too_precise}");
         }
+    }
+
+    #[test]
+    fn exponents_are_converted_exactly() {
+        for (text, expected) in [
+            ("7.257606382422945e-05", "0.00007257606382422945"),
+            ("1E+3", "1000"),
+            ("-2.5e1", "-25"),
+            ("0.125e0", "0.125"),
+            ("12", "12"),
+        ] {
+            assert_eq!(
+                parse_scientific(text.as_bytes()).map(|d| d.to_string()),
+                Ok(expected.into()),
+                "{text}"
+            );
+        }
+        for bad in ["1e", "e5", "1e+", "1e123", "1.5e5.5", "1ee5"] {
+            assert!(parse_scientific(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(parse_scientific(b"1e-29").is_err());
+        assert!(parse_scientific(b"1e29").is_err());
     }
 
     #[test]

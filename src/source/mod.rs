@@ -5,7 +5,10 @@
 mod dir;
 mod s3;
 
-use tokio::io::AsyncRead;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use s3::{S3Context, S3Source};
 
@@ -59,6 +62,34 @@ impl Classify for SourceError {
             SourceError::List { kind, .. } | SourceError::Open { kind, .. } => *kind,
             SourceError::Changed { .. } => FailureKind::Transient,
         }
+    }
+}
+
+/// Small objects read before, by key and ETag (objects listed without an ETag are not kept).
+/// Dropped whole at [`SmallObjects::KEPT`] entries, far more than a bucket's manifests.
+#[derive(Default)]
+pub struct SmallObjects(Mutex<HashMap<KeyAndEtag, Arc<[u8]>>>);
+
+type KeyAndEtag = (String, String);
+
+impl SmallObjects {
+    const KEPT: usize = 10_000;
+
+    fn get(&self, object: &ObjectMeta) -> Option<Arc<[u8]>> {
+        let kept = self.0.lock().expect("not poisoned");
+        kept.get(&(object.key.clone(), object.etag.clone()))
+            .cloned()
+    }
+
+    fn insert(&self, object: &ObjectMeta, bytes: Arc<[u8]>) {
+        if object.etag.is_empty() {
+            return;
+        }
+        let mut kept = self.0.lock().expect("not poisoned");
+        if kept.len() >= SmallObjects::KEPT {
+            kept.clear();
+        }
+        kept.insert((object.key.clone(), object.etag.clone()), bytes);
     }
 }
 
@@ -120,6 +151,40 @@ impl Source {
             Source::S3(s3) => s3.list(within).await,
             Source::Dir(dir) => dir.list().await,
         }
+    }
+
+    /// The first `limit` + 1 bytes of a small object (a manifest): the caller refuses one that
+    /// is longer than `limit`. An S3 object is read once per ETag; a directory's file every time,
+    /// which costs no request.
+    pub async fn read_small(
+        &self,
+        object: &ObjectMeta,
+        limit: u64,
+    ) -> Result<Arc<[u8]>, SourceError> {
+        let kept = match self {
+            Source::S3(s3) => Some(s3.small_objects()),
+            Source::Dir(_) => None,
+        };
+        if let Some(bytes) = kept.and_then(|kept| kept.get(object)) {
+            return Ok(bytes);
+        }
+        let mut bytes = Vec::new();
+        self.open(object)
+            .await?
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|error| SourceError::Open {
+                key: object.key.clone(),
+                explanation: error.to_string(),
+                kind: FailureKind::Transient,
+                cause: error.into(),
+            })?;
+        let bytes: Arc<[u8]> = bytes.into();
+        if let Some(kept) = kept {
+            kept.insert(object, bytes.clone());
+        }
+        Ok(bytes)
     }
 
     /// The bytes of exactly the listed version of `object`.

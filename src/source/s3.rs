@@ -31,6 +31,9 @@ pub struct S3Source {
     read_timeout: std::time::Duration,
     /// Requests sent (list pages, object reads), for the integration's metric.
     requests: AtomicU64,
+    /// Small objects read before (CUR manifests), by key and ETag: a poll reads again only
+    /// those that AWS rewrote.
+    small: super::SmallObjects,
 }
 
 /// What the S3 clients of one process share: the default chain's credentials, region and
@@ -115,7 +118,13 @@ impl S3Source {
             prefix: settings.prefix.clone(),
             read_timeout: settings.read_timeout,
             requests: AtomicU64::new(0),
+            small: super::SmallObjects::default(),
         }
+    }
+
+    /// The small objects read before, kept by key and ETag.
+    pub(super) fn small_objects(&self) -> &super::SmallObjects {
+        &self.small
     }
 
     /// Requests sent so far.

@@ -145,6 +145,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "x_ChargeCategory",
             "x_BlendedCost",
             "integration",
+            "x_LineItemType",
         ],
     ),
     (

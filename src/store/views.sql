@@ -131,7 +131,8 @@ SELECT d.unblended_cost::numeric                                   AS "BilledCos
        u.operation                                                 AS "x_Operation",
        u.charge_category                                           AS "x_ChargeCategory",
        d.blended_cost::numeric                                     AS "x_BlendedCost",
-       s.integration                                               AS integration
+       s.integration                                               AS integration,
+       nullif(u.line_item_type, '')                                AS "x_LineItemType"
 FROM daily_costs d
 JOIN daily_usages u USING (statement_version, usage_id)
 JOIN statements s ON s.version = d.statement_version

@@ -4,6 +4,8 @@
 
 /// Helpers: the report generator, ZIP writers, test databases, the S3 server, a TCP proxy.
 mod common;
+/// Cost and Usage Reports: exact in every view, versions, bad input, one source per month.
+mod cur;
 /// What dashboards get: the Grafana board's queries on a seeded database, compose.yaml.
 mod dashboards;
 /// The dimensions derived at ingest and the views on them, FOCUS included, on known line items.

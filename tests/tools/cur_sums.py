@@ -5,7 +5,10 @@ a manifest names, in Python's `decimal`, read with Python's own gzip, zipfile an
 
     cur_sums.py BUCKET MANIFEST_KEY [ACCOUNT,ACCOUNT]
 
-Prints {"<account>": {"unblended_cost": "…", "blended_cost": "…", "line_items": n}, …}.
+Prints {"accounts": {"<account>": {"unblended_cost": "…", "blended_cost": "…", "line_items": n}},
+"days": {"<account> <YYYY-MM-DD>": "<unblended>"}, "resources": {"<account> <resource>": "…"},
+"tags": {"<account> <tag key> <tag value>": "…"}}: tags are the `resourceTags/` columns (named
+after that prefix) and the `costCategory/` columns (named by their column), non-empty values.
 """
 
 import csv
@@ -34,17 +37,34 @@ def main():
     only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
     with open(os.path.join(bucket, manifest_key)) as handle:
         manifest = json.load(handle)
-    sums = {}
+    sums, days, resources, tags = {}, {}, {}, {}
+
+    def add(table, key, value):
+        table[key] = table.get(key, Decimal(0)) + value
+
     for key in manifest["reportKeys"]:
         for row in csv.DictReader(io.StringIO(part_text(os.path.join(bucket, key.lstrip("/"))))):
             account = row["lineItem/UsageAccountId"]
             if only is not None and account not in only:
                 continue
+            cost = Decimal(row["lineItem/UnblendedCost"] or "0")
             entry = sums.setdefault(account, {"unblended_cost": Decimal(0), "blended_cost": Decimal(0), "line_items": 0})
-            entry["unblended_cost"] += Decimal(row["lineItem/UnblendedCost"] or "0")
+            entry["unblended_cost"] += cost
             entry["blended_cost"] += Decimal(row["lineItem/BlendedCost"] or "0")
             entry["line_items"] += 1
-    print(json.dumps({a: {k: str(v) if isinstance(v, Decimal) else v for k, v in e.items()} for a, e in sorted(sums.items())}))
+            add(days, f"{account} {row['lineItem/UsageStartDate'][:10]}", cost)
+            if row.get("lineItem/ResourceId"):
+                add(resources, f"{account} {row['lineItem/ResourceId']}", cost)
+            for column, value in row.items():
+                if not value:
+                    continue
+                if column.startswith("resourceTags/"):
+                    add(tags, f"{account} {column[len('resourceTags/'):]} {value}", cost)
+                elif column.startswith("costCategory/"):
+                    add(tags, f"{account} {column} {value}", cost)
+    text = lambda table: {k: str(v) for k, v in sorted(table.items())}
+    accounts = {a: {k: str(v) if isinstance(v, Decimal) else v for k, v in e.items()} for a, e in sorted(sums.items())}
+    print(json.dumps({"accounts": accounts, "days": text(days), "resources": text(resources), "tags": text(tags)}))
 
 
 if __name__ == "__main__":
