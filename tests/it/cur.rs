@@ -213,9 +213,8 @@ async fn assert_views_hold(pool: &PgPool, payer: &str, period: &str, expected: &
         ),
         (
             "focus_costs",
-            format!(
-                r#"SELECT "SubAccountId", sum("BilledCost") FROM focus_costs WHERE "BillingAccountId" = $1 AND "BillingPeriodStart" = $2::date GROUP BY 1"#
-            ),
+            r#"SELECT "SubAccountId", sum("BilledCost") FROM focus_costs WHERE "BillingAccountId" = $1 AND "BillingPeriodStart" = $2::date GROUP BY 1"#
+                .to_owned(),
         ),
     ] {
         assert_eq!(
