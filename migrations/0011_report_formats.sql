@@ -17,6 +17,17 @@ ALTER TABLE statements
 -- adds later): the charge category is derived from it, and the full grain keeps it. '' for DBR.
 ALTER TABLE daily_usages ADD COLUMN line_item_type text NOT NULL DEFAULT '';
 
+-- The amortized cost (FOCUS's EffectiveCost: commitments spread over the usage they cover;
+-- README, "Amortized cost") beside the unblended and blended costs, in the full grain, the
+-- accounts' months and the rollups. Rows stored before have none: every ingested report is read
+-- again at the next poll (below), and until then the views show their unblended cost.
+ALTER TABLE daily_costs ADD COLUMN amortized_cost numeric;
+ALTER TABLE account_months ADD COLUMN amortized_cost numeric;
+ALTER TABLE service_daily_costs ADD COLUMN amortized_cost numeric;
+ALTER TABLE resource_costs ADD COLUMN amortized_cost numeric;
+ALTER TABLE tag_costs ADD COLUMN amortized_cost numeric;
+UPDATE reports SET monitored_fingerprint = NULL WHERE status = 'ingested';
+
 CREATE OR REPLACE FUNCTION new_daily_partitions() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -52,7 +63,8 @@ BEGIN
              unblended_cost    numeric NOT NULL,
              blended_cost      numeric NOT NULL,
              usage_quantity    numeric NOT NULL,
-             line_items        bigint  NOT NULL)',
+             line_items        bigint  NOT NULL,
+             amortized_cost    numeric NOT NULL)',
         'daily_costs_' || version, version, version);
     EXECUTE format('GRANT INSERT ON %I, %I TO %I',
                    'daily_usages_' || version, 'daily_costs_' || version, session_user);

@@ -12,7 +12,7 @@ use super::{Format, Part, Version};
 use crate::domain::{AccountId, ObjectMeta, Period, StatementId, excerpt};
 use crate::report::read::Compression;
 use crate::report::records::Record;
-use crate::report::rows::{Dialect, Fields, Layout};
+use crate::report::rows::{Amortization, Dialect, Fields, Layout};
 
 const MANIFEST_SUFFIX: &str = "-Manifest.json";
 /// A manifest lists a month's columns and parts: tens of kilobytes. More is not a manifest.
@@ -312,6 +312,17 @@ fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
             line_item_type,
             billing_entity: find("bill/BillingEntity"),
             region: find("product/region"),
+            amortization: Amortization {
+                savings_plan_effective_cost: find("savingsPlan/SavingsPlanEffectiveCost"),
+                total_commitment_to_date: find("savingsPlan/TotalCommitmentToDate"),
+                used_commitment: find("savingsPlan/UsedCommitment"),
+                reservation_effective_cost: find("reservation/EffectiveCost"),
+                unused_amortized_upfront_fee: find(
+                    "reservation/UnusedAmortizedUpfrontFeeForBillingPeriod",
+                ),
+                unused_recurring_fee: find("reservation/UnusedRecurringFee"),
+                reservation_arn: find("reservation/ReservationARN"),
+            },
         },
     })
 }
@@ -433,6 +444,130 @@ mod tests {
             let error = parse(json).unwrap_err().to_string();
             assert!(error.contains(expected), "{json}: {error}");
             assert!(error.starts_with("manifest p/cur/20240501-20240601/cur-Manifest.json "));
+        }
+    }
+
+    mod rows {
+        //! A CUR part's header and rows, read through [`LAYOUT`].
+
+        use rust_decimal::Decimal;
+
+        use super::super::LAYOUT;
+        use crate::report::dimensions::ChargeCategory;
+        use crate::report::rows::{RecordType, RowReader, Usage};
+
+        const HEADER: &str = "lineItem/LineItemType,bill/PayerAccountId,lineItem/UsageAccountId,bill/InvoiceId,bill/BillingEntity,lineItem/ProductCode,product/ProductName,product/region,lineItem/UsageType,lineItem/Operation,lineItem/AvailabilityZone,lineItem/ResourceId,lineItem/UsageStartDate,lineItem/UsageAmount,lineItem/UnblendedCost,lineItem/BlendedCost,savingsPlan/SavingsPlanEffectiveCost,savingsPlan/TotalCommitmentToDate,savingsPlan/UsedCommitment,reservation/EffectiveCost,reservation/UnusedAmortizedUpfrontFeeForBillingPeriod,reservation/UnusedRecurringFee,reservation/ReservationARN,resourceTags/user:Name,costCategory/Team";
+
+        /// One row of `type` costing 10 (unblended), with the amortization columns given.
+        fn amortized(line_item_type: &str, columns: [&str; 7]) -> (Decimal, bool) {
+            let [sp, total, used, ri, unused_upfront, unused_recurring, arn] = columns;
+            let text = format!(
+                "{HEADER}\n{line_item_type},111122223333,444455556666,,AWS,AmazonEC2,Amazon Elastic Compute Cloud,us-east-1,BoxUsage,Run,,,2024-05-01T00:00:00Z,1,10,9,{sp},{total},{used},{ri},{unused_upfront},{unused_recurring},{arn},,\n"
+            );
+            let mut rows = RowReader::new(text.as_bytes(), &LAYOUT).unwrap();
+            let row = rows.next_row().unwrap().unwrap();
+            let amortized = row.amortized_cost(row.unblended_cost().unwrap());
+            (amortized.cost, amortized.as_billed)
+        }
+
+        #[test]
+        fn the_amortized_cost_follows_the_line_item_type() {
+            let d = |text: &str| text.parse::<Decimal>().unwrap();
+            let none = [""; 7];
+            let cases = [
+                ("Usage", none, (d("10"), false)),
+                (
+                    "SavingsPlanCoveredUsage",
+                    ["7.5", "", "", "", "", "", ""],
+                    (d("7.5"), false),
+                ),
+                (
+                    "SavingsPlanRecurringFee",
+                    ["", "100", "60.25", "", "", "", ""],
+                    (d("39.75"), false),
+                ),
+                ("SavingsPlanNegation", none, (d("0"), false)),
+                ("SavingsPlanUpfrontFee", none, (d("0"), false)),
+                (
+                    "DiscountedUsage",
+                    ["", "", "", "3.25", "", "", ""],
+                    (d("3.25"), false),
+                ),
+                ("RIFee", ["", "", "", "", "1.5", "2", ""], (d("3.5"), false)),
+                (
+                    "Fee",
+                    ["", "", "", "", "", "", "arn:aws:ec2:reserved"],
+                    (d("0"), false),
+                ),
+                ("Fee", none, (d("10"), false)),
+                ("Tax", none, (d("10"), false)),
+                // Where the column is absent or not a number (koku-nise writes `None`), the
+                // line item counts at its unblended cost, and is counted.
+                (
+                    "SavingsPlanCoveredUsage",
+                    ["None", "", "", "", "", "", ""],
+                    (d("10"), true),
+                ),
+                ("DiscountedUsage", none, (d("10"), true)),
+                ("RIFee", ["", "", "", "", "1.5", "", ""], (d("10"), true)),
+            ];
+            for (line_item_type, columns, expected) in cases {
+                assert_eq!(
+                    amortized(line_item_type, columns),
+                    expected,
+                    "{line_item_type} {columns:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn a_row_reads_as_a_line_item_with_its_type_region_and_tags() {
+            let text = format!(
+                "{HEADER}\nDiscountedUsage,111122223333,444455556666,123,AWS,AmazonEC2,,eu-west-1,BoxUsage:m5.large,RunInstances,eu-west-1a,i-1,2024-05-01 03:00:00+00:00,1.5e0,0.25,0.25,,,,,,,,web,Platform\n"
+            );
+            let mut rows = RowReader::new(text.as_bytes(), &LAYOUT).unwrap();
+            assert!(rows.columns().has_resources());
+            let row = rows.next_row().unwrap().unwrap();
+            assert_eq!(row.record_type().unwrap(), RecordType::LineItem);
+            assert!(!row.estimated());
+            assert_eq!(row.usage_quantity().unwrap(), Decimal::new(15, 1));
+            row.check_usage().unwrap();
+            let mut key = Vec::new();
+            row.usage_key(&mut key, false);
+            let usage = Usage::decode(&key);
+            assert_eq!(usage.charge_category, ChargeCategory::Usage);
+            assert!(usage.reserved_instance);
+            // No product name: the product code names it.
+            assert_eq!(usage.product, "AmazonEC2");
+            assert_eq!(usage.line_item_type, "DiscountedUsage");
+            assert_eq!(usage.region(), "eu-west-1");
+            assert_eq!(
+                usage.tags,
+                [("user:Name", "web"), ("costCategory/Team", "Platform")]
+            );
+        }
+
+        #[test]
+        fn a_part_without_the_columns_sums_need_is_refused() {
+            let error = RowReader::new(
+                "lineItem/UsageAccountId,lineItem/UnblendedCost\n1,2\n".as_bytes(),
+                &LAYOUT,
+            )
+            .err()
+            .unwrap();
+            assert!(
+                error.to_string().starts_with(
+                    "line 1: not a Cost and Usage Report: the header lacks bill/PayerAccountId, lineItem/LineItemType"
+                ),
+                "{error}"
+            );
+            let error = RowReader::new("identity/LineItemId\n1\n".as_bytes(), &LAYOUT)
+                .err()
+                .unwrap();
+            assert_eq!(
+                error.to_string(),
+                "line 1: not a Cost and Usage Report: no header with lineItem/UsageAccountId in its first line"
+            );
         }
     }
 }

@@ -607,6 +607,22 @@ mod tests {
         }
 
         #[test]
+        fn only_an_upfront_reservation_fee_amortizes_to_zero() {
+            let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,Cost";
+            let text = format!(
+                "{header}\n1,9,,LineItem,EC2,HeavyUsage:m4.large,RunInstances,,,1,1200\n1,9,,LineItem,EC2,HeavyUsage:m4.large,RunInstances,,2017-01-01 00:00:00,744,37.2\n1,9,,LineItem,EC2,BoxUsage,RunInstances,,,1,5\n"
+            );
+            let mut rows = reader(&text);
+            let mut amortized = Vec::new();
+            while let Some(row) = rows.next_row().unwrap() {
+                let cost = row.amortized_cost(row.unblended_cost().unwrap());
+                assert!(!cost.as_billed);
+                amortized.push(cost.cost.to_string());
+            }
+            assert_eq!(amortized, ["0", "37.2", "5"]);
+        }
+
+        #[test]
         fn single_account_cost_is_both_costs() {
             let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageEndDate,UsageQuantity,Rate,Cost";
             let text = format!("{header}\n1,9,,LineItem,EC2,Box,Run,,,,1,0.5,0.5\n");

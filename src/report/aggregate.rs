@@ -33,6 +33,9 @@ pub use groups::{GroupBy, GroupRow, Groups};
 pub struct Sums {
     pub unblended_cost: Decimal,
     pub blended_cost: Decimal,
+    /// What the line items cost with commitments spread over the usage they cover (FOCUS's
+    /// `EffectiveCost`); see `Row::amortized_cost`.
+    pub amortized_cost: Decimal,
     pub usage_quantity: Decimal,
     pub line_items: u64,
 }
@@ -43,6 +46,7 @@ impl Sums {
     pub fn add(&mut self, other: &Sums) -> Option<()> {
         self.unblended_cost = exact_sum(self.unblended_cost, other.unblended_cost)?;
         self.blended_cost = exact_sum(self.blended_cost, other.blended_cost)?;
+        self.amortized_cost = exact_sum(self.amortized_cost, other.amortized_cost)?;
         self.usage_quantity = exact_sum(self.usage_quantity, other.usage_quantity)?;
         self.line_items += other.line_items;
         Some(())
@@ -113,6 +117,9 @@ pub struct RowCounts {
     /// Kept line items whose usage day lies outside the report's billing period. They are kept
     /// (AWS's own totals include them) and counted, so someone can look.
     pub outside_period: u64,
+    /// Kept line items whose amortized cost is their unblended cost because the column it is
+    /// read from was absent or not a number (CUR only).
+    pub amortized_as_billed: u64,
 }
 
 /// How a report's line items compare with its `AccountTotal` rows, account by account.
@@ -478,9 +485,15 @@ impl ReportSums {
                 None => *self.items_by_period.entry(Period::of_day(day)).or_default() += 1,
             }
         }
+        let unblended_cost = row.unblended_cost()?;
+        let amortized = row.amortized_cost(unblended_cost);
+        if amortized.as_billed {
+            self.rows.amortized_as_billed += 1;
+        }
         let sums = Sums {
-            unblended_cost: row.unblended_cost()?,
+            unblended_cost,
             blended_cost: row.blended_cost()?,
+            amortized_cost: amortized.cost,
             usage_quantity: row.usage_quantity()?,
             line_items: 1,
         };
@@ -1393,6 +1406,7 @@ mod tests {
                 dropped_unmonitored: 1,
                 footer: 6,
                 outside_period: 0,
+                amortized_as_billed: 0,
             }
         );
         assert_eq!(month.footer().invoice_totals.len(), 1);

@@ -153,7 +153,7 @@ pub struct LineItemFields<'a> {
 
 /// `HeavyUsage`, `MediumUsage` or `LightUsage` in the usage type. A plain scan: usage types
 /// are a few dozen bytes, and building a `memmem` searcher for each line item cost more.
-fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
+pub(crate) fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
     (0..usage_type.len()).any(|at| {
         let (before, rest) = usage_type.split_at(at);
         rest.starts_with(b"Usage")

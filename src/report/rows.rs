@@ -9,7 +9,7 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::dimensions::{ChargeCategory, LineItemFields};
+use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee};
 use super::records::{Record, RecordError, Records};
 use crate::domain::excerpt;
 
@@ -178,7 +178,29 @@ pub enum Dialect {
         line_item_type: usize,
         billing_entity: Option<usize>,
         region: Option<usize>,
+        amortization: Amortization,
     },
+}
+
+/// The CUR columns some line item types' amortized cost is read from (README, "Amortized
+/// cost"); each is optional, as AWS writes them only for accounts with such commitments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Amortization {
+    pub savings_plan_effective_cost: Option<usize>,
+    pub total_commitment_to_date: Option<usize>,
+    pub used_commitment: Option<usize>,
+    pub reservation_effective_cost: Option<usize>,
+    pub unused_amortized_upfront_fee: Option<usize>,
+    pub unused_recurring_fee: Option<usize>,
+    pub reservation_arn: Option<usize>,
+}
+
+/// A line item's amortized cost, and whether a column it is read from was absent or not a
+/// number (it is then the unblended cost, and the line item is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amortized {
+    pub cost: Decimal,
+    pub as_billed: bool,
 }
 
 /// How a format's header is found and mapped to [`Fields`].
@@ -415,6 +437,70 @@ impl<'a> Row<'a> {
         self.decimal(self.fields().blended_cost)
     }
 
+    /// What the line item costs amortized (FOCUS's `EffectiveCost`), given its `unblended` cost.
+    /// A DBR carries no amortization: its amortized cost is the unblended one, but for an
+    /// upfront reservation fee (an undated RI fee), which is 0 as FOCUS asks of purchases. A
+    /// CUR's follows its line item type: the reservation's or savings plan's effective cost for
+    /// covered usage, the unused part of a commitment for its recurring fee, 0 for upfront fees,
+    /// savings plan negations and reservation fees, the unblended cost for everything else.
+    pub fn amortized_cost(&self, unblended: Decimal) -> Amortized {
+        let billed = Amortized {
+            cost: unblended,
+            as_billed: false,
+        };
+        let zero = Amortized {
+            cost: Decimal::ZERO,
+            as_billed: false,
+        };
+        let f = self.fields();
+        let (line_item_type, a) = match f.dialect {
+            Dialect::Dbr { .. } => {
+                let upfront = self.record.get(f.usage_start).is_empty()
+                    && is_reserved_instance_fee(self.record.get(f.usage_type));
+                return if upfront { zero } else { billed };
+            }
+            Dialect::Cur {
+                line_item_type,
+                amortization,
+                ..
+            } => (self.record.get(line_item_type), amortization),
+        };
+        let value = |column: Option<usize>| -> Option<Decimal> {
+            let raw = self.optional(column);
+            if raw.is_empty() {
+                return None;
+            }
+            parse_scientific(raw).ok()
+        };
+        let read = |cost: Option<Decimal>| match cost {
+            Some(cost) => Amortized {
+                cost,
+                as_billed: false,
+            },
+            None => Amortized {
+                as_billed: true,
+                ..billed
+            },
+        };
+        match line_item_type {
+            b"SavingsPlanCoveredUsage" => read(value(a.savings_plan_effective_cost)),
+            b"SavingsPlanRecurringFee" => read(
+                value(a.total_commitment_to_date)
+                    .zip(value(a.used_commitment))
+                    .and_then(|(total, used)| total.checked_sub(used)),
+            ),
+            b"SavingsPlanNegation" | b"SavingsPlanUpfrontFee" => zero,
+            b"DiscountedUsage" => read(value(a.reservation_effective_cost)),
+            b"RIFee" => read(
+                value(a.unused_amortized_upfront_fee)
+                    .zip(value(a.unused_recurring_fee))
+                    .and_then(|(upfront, recurring)| upfront.checked_add(recurring)),
+            ),
+            b"Fee" if !self.optional(a.reservation_arn).is_empty() => zero,
+            _ => billed,
+        }
+    }
+
     /// The product's name; a CUR line item without one is named by its product code.
     fn product(&self) -> &'a [u8] {
         let name = self.record.get(self.fields().product);
@@ -457,6 +543,7 @@ impl<'a> Row<'a> {
                 line_item_type,
                 billing_entity,
                 region,
+                ..
             } => {
                 let raw = self.record.get(line_item_type);
                 let marketplace = self.optional(billing_entity) == b"AWS Marketplace";
@@ -498,6 +585,7 @@ impl<'a> Row<'a> {
                 line_item_type,
                 billing_entity,
                 region,
+                ..
             } => [Some(line_item_type), billing_entity, region],
         };
         let columns = [

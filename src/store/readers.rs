@@ -30,6 +30,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "ri_fee_cost",
             "support_cost",
             "marketplace_cost",
+            "amortized_cost",
         ],
     ),
     (
@@ -44,6 +45,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "blended_cost",
             "usage_quantity",
             "integration",
+            "amortized_cost",
         ],
     ),
     (
@@ -62,6 +64,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "usage_quantity",
             "line_items",
             "integration",
+            "amortized_cost",
         ],
     ),
     (
@@ -76,6 +79,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "blended_cost",
             "line_items",
             "integration",
+            "amortized_cost",
         ],
     ),
     (
@@ -91,6 +95,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "usage_quantity",
             "line_items",
             "integration",
+            "amortized_cost",
         ],
     ),
     (

@@ -404,7 +404,7 @@ async fn copy_daily_costs(
 ) -> Result<(), StoreError> {
     let statement = format!(
         "COPY daily_costs_{version} (linked_account_id, usage_date, usage_id, unblended_cost,
-                                     blended_cost, usage_quantity, line_items)
+                                     blended_cost, usage_quantity, line_items, amortized_cost)
          FROM STDIN WITH (FORMAT binary, FREEZE)"
     );
     let mut copy = CopyRows::start(tx, &statement, CopyFormat::Binary).await?;
@@ -414,7 +414,7 @@ async fn copy_daily_costs(
             continue;
         }
         let sums = &cost.sums;
-        copy.binary_row(7);
+        copy.binary_row(8);
         copy.binary_field(&cost.account.as_str())?;
         copy.binary_field(&cost.day)?;
         copy.binary_field(&i64::try_from(cost.usage).expect("usage ids are below 2^63"))?;
@@ -422,6 +422,7 @@ async fn copy_daily_costs(
         copy.binary_field(&sums.blended_cost)?;
         copy.binary_field(&sums.usage_quantity)?;
         copy.binary_field(&bigint(sums.line_items))?;
+        copy.binary_field(&sums.amortized_cost)?;
         copy.row_written().await?;
     }
     copy.finish().await
@@ -495,14 +496,16 @@ impl<'c> CopyRows<'c> {
         self.binary_field(&account.as_str())
     }
 
-    /// Binary format: the costs, the usage quantity (when `quantity`) and the line items.
+    /// Binary format: the costs, the usage quantity (when `quantity`), the line items and
+    /// the amortized cost.
     fn sums_fields(&mut self, sums: &Sums, quantity: bool) -> Result<(), StoreError> {
         self.binary_field(&sums.unblended_cost)?;
         self.binary_field(&sums.blended_cost)?;
         if quantity {
             self.binary_field(&sums.usage_quantity)?;
         }
-        self.binary_field(&bigint(sums.line_items))
+        self.binary_field(&bigint(sums.line_items))?;
+        self.binary_field(&sums.amortized_cost)
     }
 
     /// A resource or tag rollup row: the statement, the account, the group's two columns, its
@@ -514,7 +517,7 @@ impl<'c> CopyRows<'c> {
         quantity: bool,
     ) -> Result<(), StoreError> {
         let [first, second] = &group.key;
-        self.binary_row(if quantity { 11 } else { 10 });
+        self.binary_row(if quantity { 12 } else { 11 });
         self.statement_fields(statement, &group.account)?;
         self.binary_field(&first.as_str())?;
         self.binary_field(&second.as_str())?;
@@ -602,12 +605,13 @@ async fn insert_account_months(
                                      usage_quantity, line_items, account_total_unblended,
                                      account_total_blended, usage_cost, fee_cost, tax_cost,
                                      credit_cost, refund_cost, ri_fee_cost, support_cost,
-                                     marketplace_cost)
+                                     marketplace_cost, amortized_cost)
          SELECT $1, $2, $3, $4, * FROM UNNEST($5::text[], $6::numeric[], $7::numeric[],
                                               $8::numeric[], $9::bigint[], $10::numeric[],
                                               $11::numeric[], $12::numeric[], $13::numeric[],
                                               $14::numeric[], $15::numeric[], $16::numeric[],
-                                              $17::numeric[], $18::numeric[], $19::numeric[])",
+                                              $17::numeric[], $18::numeric[], $19::numeric[],
+                                              $20::numeric[])",
     )
     .bind(statement.integration)
     .bind(statement.payer)
@@ -624,6 +628,7 @@ async fn insert_account_months(
     for each in ChargeCategory::ALL {
         query = query.bind(category(each));
     }
+    query = query.bind(column(|a| a.sums.amortized_cost));
     query.execute(&mut **tx).await?;
     Ok(())
 }
@@ -645,7 +650,7 @@ async fn copy_rollups(
     let copy = format!(
         "COPY service_daily_costs ({STATEMENT}, usage_date, product_name, region,
                                    charge_category, purchase_option, unblended_cost,
-                                   blended_cost, usage_quantity, line_items)
+                                   blended_cost, usage_quantity, line_items, amortized_cost)
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
@@ -655,7 +660,7 @@ async fn copy_rollups(
             continue;
         }
         let service = sums.service(day.usage);
-        rows.binary_row(14);
+        rows.binary_row(15);
         rows.statement_fields(statement, day.account)?;
         rows.binary_field(&day.day.unwrap_or(statement.period))?;
         rows.binary_field(&service.product.as_str())?;
@@ -669,7 +674,7 @@ async fn copy_rollups(
 
     let copy = format!(
         "COPY resource_costs ({STATEMENT}, resource_id, product_name, unblended_cost,
-                              blended_cost, usage_quantity, line_items)
+                              blended_cost, usage_quantity, line_items, amortized_cost)
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
@@ -680,7 +685,7 @@ async fn copy_rollups(
 
     let copy = format!(
         "COPY tag_costs ({STATEMENT}, tag_key, tag_value, unblended_cost, blended_cost,
-                         line_items)
+                         line_items, amortized_cost)
          FROM STDIN WITH (FORMAT binary)"
     );
     let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;

@@ -23,7 +23,8 @@ SELECT m.payer_account_id,
        sum(m.refund_cost)         AS refund_cost,
        sum(m.ri_fee_cost)         AS ri_fee_cost,
        sum(m.support_cost)        AS support_cost,
-       sum(m.marketplace_cost)    AS marketplace_cost
+       sum(m.marketplace_cost)    AS marketplace_cost,
+       sum(coalesce(m.amortized_cost, m.unblended_cost)) AS amortized_cost
 FROM account_months m
 JOIN statements s USING (integration, payer_account_id, entity, billing_period)
 GROUP BY m.integration, m.payer_account_id, m.linked_account_id, m.billing_period;
@@ -38,27 +39,30 @@ SELECT payer_account_id,
        sum(unblended_cost) AS unblended_cost,
        sum(blended_cost)   AS blended_cost,
        sum(usage_quantity) AS usage_quantity,
-       integration
+       integration,
+       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost
 FROM service_daily_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, usage_date, product_name;
 
 CREATE OR REPLACE VIEW daily_costs_by_service AS
 SELECT payer_account_id, linked_account_id, billing_period, usage_date, product_name, region,
        charge_category, purchase_option, unblended_cost, blended_cost, usage_quantity,
-       line_items, integration
+       line_items, integration, coalesce(amortized_cost, unblended_cost) AS amortized_cost
 FROM service_daily_costs;
 
 CREATE OR REPLACE VIEW cost_by_tag AS
 SELECT payer_account_id, linked_account_id, billing_period, tag_key, tag_value,
        sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
-       sum(line_items)::bigint AS line_items, integration
+       sum(line_items)::bigint AS line_items, integration,
+       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost
 FROM tag_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, tag_key, tag_value;
 
 CREATE OR REPLACE VIEW top_resources AS
 SELECT payer_account_id, linked_account_id, billing_period, resource_id, product_name,
        sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
-       sum(usage_quantity) AS usage_quantity, sum(line_items)::bigint AS line_items, integration
+       sum(usage_quantity) AS usage_quantity, sum(line_items)::bigint AS line_items, integration,
+       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost
 FROM resource_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, resource_id,
          product_name;
@@ -68,7 +72,7 @@ GROUP BY integration, payer_account_id, linked_account_id, billing_period, resou
 -- "FOCUS". Filter on "BillingPeriodStart" (or "SubAccountId") to read one month.
 CREATE OR REPLACE VIEW focus_costs AS
 SELECT d.unblended_cost::numeric                                   AS "BilledCost",
-       d.unblended_cost::numeric                                   AS "EffectiveCost",
+       coalesce(d.amortized_cost, d.unblended_cost)::numeric       AS "EffectiveCost",
        NULL::numeric                                               AS "ListCost",
        NULL::numeric                                               AS "ListUnitPrice",
        d.unblended_cost::numeric                                   AS "ContractedCost",

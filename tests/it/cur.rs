@@ -158,10 +158,10 @@ async fn query_sums(
 /// Every contract view's sums for one payer's month equal the independent computation's.
 async fn assert_views_hold(pool: &PgPool, payer: &str, period: &str, expected: &Value) {
     let month = "payer_account_id = $1 AND billing_period = $2::date";
-    let accounts: Vec<(String, Decimal, Decimal, i64)> =
+    let accounts: Vec<(String, Decimal, Decimal, Decimal, i64)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT linked_account_id, unblended_cost, blended_cost, line_items
-         FROM account_monthly_costs WHERE {month} ORDER BY 1"
+            "SELECT linked_account_id, unblended_cost, blended_cost, amortized_cost, line_items
+             FROM account_monthly_costs WHERE {month} ORDER BY 1"
         )))
         .bind(payer)
         .bind(format!("{period}-01"))
@@ -177,8 +177,13 @@ async fn assert_views_hold(pool: &PgPool, payer: &str, period: &str, expected: &
             .collect::<Vec<_>>(),
         "{payer} {period}: accounts"
     );
-    for (account, unblended, blended, line_items) in &accounts {
+    for (account, unblended, blended, amortized, line_items) in &accounts {
         let e = &expected_accounts[account];
+        assert_eq!(
+            Some(*amortized),
+            decimal(&e["amortized_cost"]),
+            "{account} amortized"
+        );
         assert_eq!(
             Some(*unblended),
             decimal(&e["unblended_cost"]),
@@ -204,6 +209,27 @@ async fn assert_views_hold(pool: &PgPool, payer: &str, period: &str, expected: &
             )
         })
         .collect();
+    let amortized: BTreeMap<String, Decimal> = expected_accounts
+        .iter()
+        .map(|(account, e)| {
+            (
+                account.clone(),
+                decimal(&e["amortized_cost"]).unwrap().normalize(),
+            )
+        })
+        .collect();
+    for (view, sql) in [
+        (
+            "focus_costs' EffectiveCost",
+            r#"SELECT "SubAccountId", sum("EffectiveCost") FROM focus_costs WHERE "BillingAccountId" = $1 AND "BillingPeriodStart" = $2::date GROUP BY 1"#.to_owned(),
+        ),
+        (
+            "daily_costs_by_service's amortized_cost",
+            format!("SELECT linked_account_id, sum(amortized_cost) FROM daily_costs_by_service WHERE {month} GROUP BY 1"),
+        ),
+    ] {
+        assert_eq!(query_sums(pool, &sql, payer, period).await, amortized, "{view}");
+    }
     for (view, sql) in [
         (
             "daily_costs_by_service",

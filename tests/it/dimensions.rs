@@ -265,7 +265,7 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     // The month, split by charge category, with the account's name.
     let month = sqlx::query(
         "SELECT account_name, unblended_cost, usage_cost, fee_cost, tax_cost, credit_cost,
-                refund_cost, ri_fee_cost, support_cost, marketplace_cost
+                refund_cost, ri_fee_cost, support_cost, marketplace_cost, amortized_cost
          FROM account_monthly_costs",
     )
     .fetch_one(&pool)
@@ -285,6 +285,8 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     assert_eq!(category("support_cost"), dec("100.00"));
     assert_eq!(category("fee_cost"), dec("12.00"));
     assert_eq!(category("marketplace_cost"), Decimal::ZERO);
+    // A DBR carries no amortization, and this month bought no reservation upfront.
+    assert_eq!(category("amortized_cost"), dec("146.0032"));
 
     // Per day and service: each usage's region, category and purchase option.
     let rows = sqlx::query(

@@ -5,7 +5,8 @@ a manifest names, in Python's `decimal`, read with Python's own gzip, zipfile an
 
     cur_sums.py BUCKET MANIFEST_KEY [ACCOUNT,ACCOUNT]
 
-Prints {"accounts": {"<account>": {"unblended_cost": "…", "blended_cost": "…", "line_items": n}},
+Prints {"accounts": {"<account>": {"unblended_cost": "…", "blended_cost": "…", "amortized_cost":
+"…", "line_items": n}},
 "days": {"<account> <YYYY-MM-DD>": "<unblended>"}, "resources": {"<account> <resource>": "…"},
 "tags": {"<account> <tag key> <tag value>": "…"}}: tags are the `resourceTags/` columns (named
 after that prefix) and the `costCategory/` columns (named by their column), non-empty values.
@@ -32,6 +33,38 @@ def part_text(path):
     return data.decode("utf-8")
 
 
+def number(row, column):
+    """The column's value, or None where it is absent, empty or not a number."""
+    try:
+        return Decimal(row[column]) if row.get(column) else None
+    except ArithmeticError:
+        return None
+
+
+def amortized(row, unblended):
+    """The amortized cost by AWS's formula (cur-format.md), the unblended cost where a column
+    it needs is absent or not a number."""
+    kind = row["lineItem/LineItemType"]
+    if kind in ("SavingsPlanNegation", "SavingsPlanUpfrontFee"):
+        return Decimal(0)
+    if kind == "Fee" and row.get("reservation/ReservationARN"):
+        return Decimal(0)
+    if kind == "SavingsPlanCoveredUsage":
+        value = number(row, "savingsPlan/SavingsPlanEffectiveCost")
+    elif kind == "SavingsPlanRecurringFee":
+        total, used = number(row, "savingsPlan/TotalCommitmentToDate"), number(row, "savingsPlan/UsedCommitment")
+        value = None if total is None or used is None else total - used
+    elif kind == "DiscountedUsage":
+        value = number(row, "reservation/EffectiveCost")
+    elif kind == "RIFee":
+        upfront = number(row, "reservation/UnusedAmortizedUpfrontFeeForBillingPeriod")
+        recurring = number(row, "reservation/UnusedRecurringFee")
+        value = None if upfront is None or recurring is None else upfront + recurring
+    else:
+        return unblended
+    return unblended if value is None else value
+
+
 def main():
     bucket, manifest_key = sys.argv[1], sys.argv[2]
     only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
@@ -48,8 +81,9 @@ def main():
             if only is not None and account not in only:
                 continue
             cost = Decimal(row["lineItem/UnblendedCost"] or "0")
-            entry = sums.setdefault(account, {"unblended_cost": Decimal(0), "blended_cost": Decimal(0), "line_items": 0})
+            entry = sums.setdefault(account, {"unblended_cost": Decimal(0), "blended_cost": Decimal(0), "amortized_cost": Decimal(0), "line_items": 0})
             entry["unblended_cost"] += cost
+            entry["amortized_cost"] += amortized(row, cost)
             entry["blended_cost"] += Decimal(row["lineItem/BlendedCost"] or "0")
             entry["line_items"] += 1
             add(days, f"{account} {row['lineItem/UsageStartDate'][:10]}", cost)

@@ -227,8 +227,8 @@ fn finish(writer: BufWriter<File>) -> io::Result<File> {
     writer.into_inner().map_err(|e| e.into_error())
 }
 
-/// A record: account, day (`i32::MIN` for none), usage id, three amounts, the line items.
-const RECORD: usize = 4 + 4 + 8 + 3 * 16 + 8;
+/// A record: account, day (`i32::MIN` for none), usage id, four amounts, the line items.
+const RECORD: usize = 4 + 4 + 8 + 4 * 16 + 8;
 
 fn write_record(writer: &mut impl Write, key: DailyKey, sums: &Sums) -> io::Result<()> {
     let mut record = [0u8; RECORD];
@@ -238,8 +238,9 @@ fn write_record(writer: &mut impl Write, key: DailyKey, sums: &Sums) -> io::Resu
     record[8..16].copy_from_slice(&key.usage.to_le_bytes());
     record[16..32].copy_from_slice(&sums.unblended_cost.serialize());
     record[32..48].copy_from_slice(&sums.blended_cost.serialize());
-    record[48..64].copy_from_slice(&sums.usage_quantity.serialize());
-    record[64..72].copy_from_slice(&sums.line_items.to_le_bytes());
+    record[48..64].copy_from_slice(&sums.amortized_cost.serialize());
+    record[64..80].copy_from_slice(&sums.usage_quantity.serialize());
+    record[80..88].copy_from_slice(&sums.line_items.to_le_bytes());
     writer.write_all(&record)
 }
 
@@ -263,8 +264,9 @@ fn read_record(record: &[u8; RECORD]) -> io::Result<(DailyKey, Sums)> {
     let sums = Sums {
         unblended_cost: amount(16),
         blended_cost: amount(32),
-        usage_quantity: amount(48),
-        line_items: u64::from_le_bytes(long(64)),
+        amortized_cost: amount(48),
+        usage_quantity: amount(64),
+        line_items: u64::from_le_bytes(long(80)),
     };
     Ok((key, sums))
 }
@@ -364,6 +366,7 @@ mod tests {
         Sums {
             unblended_cost: Decimal::new(cost, 2),
             blended_cost: Decimal::new(cost, 3),
+            amortized_cost: Decimal::new(cost, 4),
             usage_quantity: Decimal::ONE,
             line_items: 1,
         }
