@@ -9,6 +9,10 @@ ALTER TABLE reports
 UPDATE reports SET objects = jsonb_build_array(jsonb_build_object('key', key, 'etag', etag, 'size', size));
 ALTER TABLE reports ALTER COLUMN objects SET NOT NULL;
 
+-- The Cost and Usage Report an integration reads when its bucket has several for one payer
+-- (an hourly and a daily one): NULL reads every one, and a payer with two has neither read.
+ALTER TABLE integrations ADD COLUMN report_name text;
+
 -- Which format a statement shows: a CUR's month replaces every DBR statement of its payer.
 ALTER TABLE statements
     ADD COLUMN format text NOT NULL DEFAULT 'dbr' CHECK (format IN ('dbr', 'cur'));

@@ -150,7 +150,7 @@ async fn check_integration(
         source.location(),
         listed.objects.len() + listed.passed_over.len()
     );
-    let listing = sort_listing(source, listed).await;
+    let listing = sort_listing(source, listed, integration.report_name.as_deref()).await;
     let mut statements: BTreeMap<StatementId, Vec<String>> = BTreeMap::new();
     for version in &listing.chosen {
         let what = match version.format {

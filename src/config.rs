@@ -89,6 +89,8 @@ pub struct Settings {
     pub status_addr: SocketAddr,
     /// JSON lines instead of human-readable logs.
     pub json_logs: bool,
+    /// The Cost and Usage Report to read, when the bucket has several for one payer.
+    pub report_name: Option<String>,
 }
 
 /// The file's layout; every key is optional.
@@ -106,6 +108,7 @@ struct File {
     http_addr: Option<String>,
     status_addr: Option<String>,
     log_format: Option<String>,
+    report_name: Option<String>,
     #[serde(default)]
     s3: S3File,
 }
@@ -272,7 +275,12 @@ impl Settings {
                 )));
             }
         };
+        let report_name = pick("DBR_REPORT_NAME", file.report_name)
+            .filter(|name| !name.is_empty())
+            .map(|name| crate::integration::report_name(&name).map_err(ConfigError))
+            .transpose()?;
         Ok(Settings {
+            report_name,
             database_url: SecretString::from(database_url),
             source,
             s3,
@@ -446,6 +454,25 @@ mod tests {
             .collect();
         let file = toml::from_str(toml).map_err(|e| e.to_string())?;
         Settings::from_layers(file, |name| vars.get(name).cloned()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_report_name_is_checked_and_the_environment_wins() {
+        let settings = load("report_name = \"daily\"\n", &[]).unwrap();
+        assert_eq!(settings.report_name.as_deref(), Some("daily"));
+        let settings = load(
+            "report_name = \"daily\"\n",
+            &[("DBR_REPORT_NAME", "hourly-2")],
+        );
+        assert_eq!(settings.unwrap().report_name.as_deref(), Some("hourly-2"));
+        assert_eq!(load("", &[]).unwrap().report_name, None);
+        let refused = load("", &[("DBR_REPORT_NAME", "cur/hourly")])
+            .err()
+            .unwrap();
+        assert!(
+            refused.contains("is not a Cost and Usage Report name"),
+            "{refused}"
+        );
     }
 
     #[test]

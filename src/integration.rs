@@ -19,6 +19,21 @@ pub struct Integration {
     pub monitored: Option<Monitored>,
     /// A disabled integration is not polled; its data stays in the views.
     pub enabled: bool,
+    /// Read only the Cost and Usage Report of this name; `None`: every one (a payer with two
+    /// then has neither read, until one is named).
+    pub report_name: Option<String>,
+}
+
+/// Checks a CUR report name as an operator types it: what AWS allows (letters, digits and
+/// `!-_.*'()`, at most 256 characters).
+pub fn report_name(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+    if text.is_empty() || text.len() > 256 || !text.chars().all(allowed) {
+        return Err(format!(
+            "{text:?} is not a Cost and Usage Report name (1 to 256 letters, digits and !-_.*'())"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// Where an integration's reports are, and the credentials that read them.
@@ -41,6 +56,7 @@ impl Integration {
             source,
             monitored: settings.monitored.clone(),
             enabled: true,
+            report_name: settings.report_name.clone(),
         })
     }
 }
@@ -74,15 +90,15 @@ impl fmt::Display for IntegrationSource {
     }
 }
 
-/// Integrations whose sources are equal (the same bucket, prefix, endpoint and credentials):
-/// a report version listed for several of them is read once.
+/// Integrations whose sources are equal (the same bucket, prefix, endpoint and credentials)
+/// and that read the same reports (`report_name`): a report version listed for several of them
+/// is read once.
 pub fn by_source(integrations: Vec<Integration>) -> Vec<Vec<Integration>> {
     let mut groups: Vec<Vec<Integration>> = Vec::new();
     for integration in integrations {
-        match groups
-            .iter_mut()
-            .find(|group| group[0].source == integration.source)
-        {
+        match groups.iter_mut().find(|group| {
+            group[0].source == integration.source && group[0].report_name == integration.report_name
+        }) {
             Some(group) => group.push(integration),
             None => groups.push(vec![integration]),
         }
@@ -115,6 +131,7 @@ mod tests {
             }),
             monitored: None,
             enabled: true,
+            report_name: None,
         }
     }
 

@@ -104,8 +104,9 @@ enum Command {
     Integrations {
         #[command(flatten)]
         config: Config,
+        // Boxed: its definition flags make it the largest command by far.
         #[command(subcommand)]
-        action: integrations::Action,
+        action: Box<integrations::Action>,
     },
     /// Read local report files (.csv.zip or .csv) and print per-account totals and their
     /// reconciliation with the report's AccountTotal rows. No database involved.
@@ -245,7 +246,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
         }
         Command::Integrations { config, action } => {
             let settings = load(&config, Bars::Off)?;
-            integrations::run(&connect(&settings).await?, &settings, action).await
+            integrations::run(&connect(&settings).await?, &settings, *action).await
         }
         Command::Once { config, source } => {
             let only = source.integration.clone();

@@ -80,9 +80,22 @@ pub struct Definition {
     /// The role session's name, shown in the customer's CloudTrail (default dbr-ingest).
     #[arg(long, requires = "role_arn")]
     role_session_name: Option<String>,
+    /// Read only the Cost and Usage Report of this name (when a payer has several); '' for
+    /// every one.
+    #[arg(long)]
+    report_name: Option<String>,
 }
 
 impl Definition {
+    /// The report name after the flag given: `before` without one, none for ''.
+    fn report_name(&self, before: Option<String>) -> Result<Option<String>, Failure> {
+        match self.report_name.as_deref() {
+            None => Ok(before),
+            Some("") => Ok(None),
+            Some(name) => Ok(Some(dbr_ingest::integration::report_name(name)?)),
+        }
+    }
+
     /// Applies the flags given to `source` (the stored one, or none for a new integration).
     fn apply(
         self,
@@ -184,6 +197,7 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
         } => {
             refuse_default(&name)?;
             let integration = Integration {
+                report_name: definition.report_name(None)?,
                 source: definition.apply(None, false, settings)?,
                 name,
                 monitored: None,
@@ -264,6 +278,9 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
                     None => println!("credentials the default chain"),
                 }
             }
+            if let Some(report) = &integration.report_name {
+                println!("reads CUR   {report} only");
+            }
             println!("monitored   {}", describe(&monitored));
             if let Monitored::Only(ids) = &monitored {
                 for id in ids {
@@ -287,10 +304,12 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
             let Some(mut integration) = stored.into_iter().find(|i| i.name == name) else {
                 return Err(no_such(&name));
             };
-            let (source_before, monitored_before) = (
+            let (source_before, monitored_before, report_before) = (
                 integration.source.clone(),
                 monitored_of(store, &integration).await?,
+                integration.report_name.clone(),
             );
+            integration.report_name = definition.report_name(integration.report_name)?;
             integration.source = definition.apply(Some(integration.source), no_role, settings)?;
             store
                 .update_integration(&integration, monitored.as_ref())
@@ -299,6 +318,14 @@ pub async fn run(store: &Store, settings: &Settings, action: Action) -> Result<b
             let mut changes = Vec::new();
             if integration.source != source_before {
                 changes.push(format!("source {source_before} -> {}", integration.source));
+            }
+            if integration.report_name != report_before {
+                let name = |n: &Option<String>| n.clone().unwrap_or_else(|| "every one".into());
+                changes.push(format!(
+                    "Cost and Usage Report {} -> {}",
+                    name(&report_before),
+                    name(&integration.report_name)
+                ));
             }
             if monitored_after != monitored_before {
                 changes.push(format!(
@@ -442,6 +469,7 @@ fn to_json(integration: &Integration, origin: &str, monitored: &Monitored) -> se
         "source": source,
         "role": role,
         "monitored": monitored,
+        "report_name": integration.report_name,
     })
 }
 
@@ -471,6 +499,25 @@ mod tests {
             IntegrationSource::S3(s3) => s3,
             IntegrationSource::Dir(_) => panic!("not S3"),
         }
+    }
+
+    #[test]
+    fn a_report_name_is_kept_changed_or_cleared() {
+        let before = Some("hourly".to_owned());
+        assert_eq!(definition(&[]).report_name(before.clone()).unwrap(), before);
+        let daily = definition(&["--report-name", "daily"]);
+        assert_eq!(
+            daily.report_name(before.clone()).unwrap().as_deref(),
+            Some("daily")
+        );
+        assert_eq!(
+            definition(&["--report-name", ""])
+                .report_name(before.clone())
+                .unwrap(),
+            None
+        );
+        let refused = definition(&["--report-name", "a/b"]).report_name(None);
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct Member {
 /// Integrations read through one source.
 pub struct SourceGroup<'a> {
     pub source: &'a Source,
+    /// The Cost and Usage Report they read, when they name one.
+    pub report_name: Option<String>,
     pub members: Vec<Member>,
 }
 
@@ -208,6 +210,13 @@ pub fn check_before_creating(
     }
 }
 
+/// Integrations that share a source and read the same reports.
+pub struct Grouped {
+    pub source: Arc<Source>,
+    pub report_name: Option<String>,
+    pub members: Vec<Member>,
+}
+
 /// The sources of the integrations polled, kept from one poll to the next: an S3 client keeps
 /// its connections, and its role's credentials until they are due for a refresh.
 pub struct Sources {
@@ -226,14 +235,12 @@ impl Sources {
     /// The integrations grouped by source, each group with its source: the one of an earlier
     /// poll when the definition is the same, else a new one. Sources no integration uses any
     /// more are dropped.
-    pub async fn group(
-        &mut self,
-        integrations: Vec<Integration>,
-    ) -> Vec<(Arc<Source>, Vec<Member>)> {
+    pub async fn group(&mut self, integrations: Vec<Integration>) -> Vec<Grouped> {
         let mut known = Vec::new();
         let mut groups = Vec::new();
         for group in by_source(integrations) {
             let definition = group[0].source.clone();
+            let report_name = group[0].report_name.clone();
             let source = match self.known.iter().find(|(d, _)| *d == definition) {
                 Some((_, source)) => source.clone(),
                 None => Arc::new(Source::for_integration(&definition, &self.context).await),
@@ -246,7 +253,11 @@ impl Sources {
                     configured: i.monitored,
                 })
                 .collect();
-            groups.push((source, members));
+            groups.push(Grouped {
+                source,
+                report_name,
+                members,
+            });
         }
         self.known = known;
         groups
@@ -265,9 +276,10 @@ pub async fn poll_integrations(
     let grouped = sources.group(integrations).await;
     let groups: Vec<SourceGroup> = grouped
         .iter()
-        .map(|(source, members)| SourceGroup {
-            source,
-            members: members.clone(),
+        .map(|grouped| SourceGroup {
+            source: &grouped.source,
+            report_name: grouped.report_name.clone(),
+            members: grouped.members.clone(),
         })
         .collect();
     Ok(poll_groups(
@@ -290,6 +302,7 @@ pub async fn poll(
 ) -> Result<PollOutcome, PollError> {
     let group = SourceGroup {
         source,
+        report_name: None,
         members: vec![Member {
             integration: IntegrationName::default_name(),
             configured: configured.cloned(),

@@ -85,7 +85,7 @@ pub(super) async fn plan<'a>(
             return planned;
         }
     };
-    let listing = sort_listing(source, listing).await;
+    let listing = sort_listing(source, listing, sources.report_name.as_deref()).await;
     for (key, reason) in &listing.ignored {
         tracing::debug!(key, reason, "ignored");
     }
@@ -195,10 +195,14 @@ pub struct SortedListing {
 }
 
 /// Sorts a listing of `source` out (reading the CUR manifests in it): one version per
-/// statement. A month of a payer that a CUR delivers comes from that CUR alone; its DBR are
-/// ignored. Two CUR reports for the same payer and month are both ignored, so that neither
-/// doubles the other.
-pub async fn sort_listing(source: &Source, listing: Listing) -> SortedListing {
+/// statement. With `report_name`, the CUR reports of other names are ignored. A month of a
+/// payer that a CUR delivers comes from that CUR alone; its DBR are ignored. Two CUR reports
+/// for the same payer and month are both ignored, so that neither doubles the other.
+pub async fn sort_listing(
+    source: &Source,
+    listing: Listing,
+    report_name: Option<&str>,
+) -> SortedListing {
     let recognised = formats::recognise(listing);
     let mut sorted = SortedListing {
         chosen: Vec::new(),
@@ -207,6 +211,14 @@ pub async fn sort_listing(source: &Source, listing: Listing) -> SortedListing {
     };
     let mut cur = Vec::new();
     for (named, object) in &recognised.manifests {
+        if let Some(wanted) = report_name.filter(|&wanted| wanted != named.report) {
+            let reason = format!(
+                "the Cost and Usage Report {}, not the integration's {wanted} (report_name)",
+                named.report
+            );
+            sorted.ignored.push((object.key.clone(), reason));
+            continue;
+        }
         match manifest(source, named, object).await {
             Ok(manifest) => cur
                 .push(manifest.version(named, object, |key| recognised.objects.get(key).cloned())),

@@ -26,6 +26,7 @@ struct Row {
     role_session_name: Option<String>,
     monitor_all: bool,
     enabled: bool,
+    report_name: Option<String>,
 }
 
 /// What an integration has stored.
@@ -45,7 +46,8 @@ pub struct Removed {
 }
 
 const COLUMNS: &str = "name, source, bucket, prefix, region, endpoint_url, force_path_style, \
-                       dir_path, role_arn, external_id, role_session_name, monitor_all, enabled";
+                       dir_path, role_arn, external_id, role_session_name, monitor_all, enabled, \
+                       report_name";
 
 impl Row {
     /// `read_timeout` is the deployment's, for every integration.
@@ -82,6 +84,7 @@ impl Row {
             source,
             monitored: self.monitor_all.then_some(Monitored::All),
             enabled: self.enabled,
+            report_name: self.report_name,
         })
     }
 }
@@ -265,15 +268,15 @@ async fn write(
         Write::Insert => {
             "INSERT INTO integrations (name, source, bucket, prefix, region, endpoint_url,
                                        force_path_style, dir_path, role_arn, external_id,
-                                       role_session_name, monitor_all, enabled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                       role_session_name, monitor_all, enabled, report_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (name) DO NOTHING"
         }
         Write::Update => {
             "UPDATE integrations SET source = $2, bucket = $3, prefix = $4, region = $5,
                  endpoint_url = $6, force_path_style = $7, dir_path = $8, role_arn = $9,
                  external_id = $10, role_session_name = $11, monitor_all = $12, enabled = $13,
-                 updated_at = now()
+                 report_name = $14, updated_at = now()
              WHERE name = $1"
         }
     };
@@ -291,6 +294,7 @@ async fn write(
         .bind(role.map(|role| &role.session_name))
         .bind(*monitored == Monitored::All)
         .bind(integration.enabled)
+        .bind(integration.report_name.as_ref())
         .execute(&mut *connection)
         .await?;
     Ok(written.rows_affected() > 0)

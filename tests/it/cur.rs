@@ -15,8 +15,8 @@ use sqlx::PgPool;
 
 use crate::common::s3::S3Server;
 use crate::common::*;
-use dbr_ingest::domain::Monitored;
-use dbr_ingest::ingest::{IngestReason, PollOutcome, poll};
+use dbr_ingest::domain::{IntegrationName, Monitored};
+use dbr_ingest::ingest::{IngestReason, Member, PollOutcome, SourceGroup, poll, poll_groups};
 use dbr_ingest::source::Source;
 use dbr_ingest::store::Store;
 
@@ -687,6 +687,34 @@ async fn a_payers_month_comes_from_its_cur_alone_once_there_is_one() {
         "{outcome:?}"
     );
     assert_views_hold(s.pool(), PAYER_A, "2024-05", &shown).await;
+
+    // Once the integration names one, that one is read; the other stays ignored.
+    let group = SourceGroup {
+        source: &s.source,
+        report_name: Some("hourly".into()),
+        members: vec![Member {
+            integration: IntegrationName::default_name(),
+            configured: Some(Monitored::parse(monitored).unwrap()),
+        }],
+    };
+    let polled = poll_groups(&[group], &s.store, 2, &memory_budget(DEFAULT_BUDGET)).await;
+    let outcome = polled[0].outcome.as_ref().unwrap();
+    assert_eq!(
+        outcome
+            .ingested
+            .iter()
+            .map(|i| i.object_key.as_str())
+            .collect::<Vec<_>>(),
+        [manifest.as_str()],
+        "{outcome:?}"
+    );
+    assert_views_hold(
+        s.pool(),
+        PAYER_A,
+        "2024-05",
+        &independent(bucket, &manifest, monitored),
+    )
+    .await;
     s.finish().await;
 }
 

@@ -460,6 +460,7 @@ async fn register(
         }),
         monitored: None,
         enabled: true,
+        report_name: None,
     };
     let monitored = dbr_ingest::domain::Monitored::parse(monitored).unwrap();
     store
@@ -476,6 +477,7 @@ async fn poll_one_source(
     store: &dbr_ingest::store::Store,
 ) -> BTreeMap<String, PollOutcome> {
     let group = SourceGroup {
+        report_name: None,
         source,
         members: members.to_vec(),
     };
@@ -554,10 +556,12 @@ async fn a_missing_bucket_fails_its_integration_alone() {
     };
     let groups = [
         SourceGroup {
+            report_name: None,
             source: &gone,
             members: vec![member("gone")],
         },
         SourceGroup {
+            report_name: None,
             source: &fine,
             members: vec![member("good")],
         },
