@@ -1,19 +1,24 @@
-//! `dbr-ingest summarize`: reads local report files through the same stages as the daemon and
-//! prints per-account totals and their reconciliation, as text or one JSON document per file.
+//! `dbr-ingest summarize`: reads local report files (a DBR, a CUR part, or a CUR manifest with
+//! the parts it names) through the same stages as the daemon and prints per-account totals and
+//! their reconciliation, as text or one JSON document per file.
 //! It keeps only what it prints (per-account sums), so its memory does not grow with the
 //! report's key count; the text of usage fields, which it does not keep, is not checked.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::domain::{AccountId, Monitored, Period};
+use crate::formats;
+use crate::formats::cur::{self, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestKey};
 use crate::formats::dbr::{self, NotDbr, ReportKey, Variant};
 use crate::report::aggregate::{AccountMonth, Grain, ReportIdentity, ReportSums};
-use crate::report::read::{Compression, Expected, Progress, ReadError, read_report};
+use crate::report::read::{Compression, Expected, Progress, ReadError, Reading, read_report};
 
 /// Why a file could not be summarized.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +33,26 @@ pub enum SummarizeError {
     NoPayer,
     #[error("the report has no dated line items to take the billing period from")]
     NoPeriod,
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("manifest larger than {} MiB", MAX_MANIFEST_BYTES >> 20)]
+    LargeManifest,
+    #[error("part {part} of the manifest is not at {}", .path.display())]
+    NoPart { part: String, path: PathBuf },
 }
 
 /// What the report is, from its file name when that is a DBR name, else from its content.
 #[derive(Debug, Serialize)]
 pub struct ReportJson {
+    /// `dbr` or `cur`.
+    pub format: &'static str,
     pub payer_account_id: String,
     pub billing_period: String,
-    pub variant: &'static str,
+    /// A DBR's `plain` or `with-resources-and-tags`; a CUR's report name (`cur` for a part).
+    pub variant: String,
     pub entity: Option<String>,
     pub invoice_status: &'static str,
-    /// `name` or `content`: where payer and period were taken from.
+    /// `name`, `content` or `manifest`: where payer and period were taken from.
     pub identified_by: &'static str,
 }
 
@@ -59,6 +73,8 @@ pub struct AccountJson {
     pub unblended_cost: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub blended_cost: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amortized_cost: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub usage_quantity: Decimal,
     pub line_items: u64,
@@ -109,12 +125,17 @@ pub async fn run(files: &[impl AsRef<Path>], monitored: &Monitored, json: bool) 
     all_ok
 }
 
-/// Reads one local report file (`.csv.zip` or `.csv`) and summarizes it.
+/// Reads one local report file and summarizes it: a CUR manifest (`…-Manifest.json`) with its
+/// parts, a DBR (`.csv.zip` or `.csv`), or a CUR part (`.csv.gz`, `.csv.zip` or `.csv`, told
+/// from a DBR by its header).
 pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summary, SummarizeError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if name.ends_with("-Manifest.json") {
+        return summarize_manifest(path, monitored).await;
+    }
     let named = identify_by_name(&name)?;
     let object = tokio::fs::File::open(path)
         .await
@@ -124,7 +145,11 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     }
     let size = object.metadata().await.ok().map(|m| m.len());
     let expected = Expected {
-        layout: &dbr::LAYOUT,
+        layout: if named.is_some() {
+            &dbr::LAYOUT
+        } else {
+            &formats::EITHER
+        },
         identity: ReportIdentity {
             payer: named.as_ref().map(|key| key.payer.clone()),
             period: named.as_ref().map(|key| key.period),
@@ -136,6 +161,8 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     };
     let compression = if name.ends_with(".zip") {
         Compression::Zip
+    } else if name.ends_with(".gz") {
+        Compression::Gzip
     } else {
         Compression::Sniff
     };
@@ -151,7 +178,85 @@ pub async fn summarize_file(path: &Path, monitored: &Monitored) -> Result<Summar
     )
     .await;
     drop(watch);
-    summarize(path, named.as_ref(), &sums?)
+    summarize(path, named.as_ref().map(Named::Dbr), &sums?)
+}
+
+/// Reads a CUR manifest and the parts it names, found beside it as AWS lays them out (under
+/// the billing period's folder), and summarizes them as one report.
+async fn summarize_manifest(path: &Path, monitored: &Monitored) -> Result<Summary, SummarizeError> {
+    let mut bytes = Vec::new();
+    tokio::fs::File::open(path)
+        .await
+        .map_err(SummarizeError::Open)?
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(SummarizeError::Open)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(SummarizeError::LargeManifest);
+    }
+    let key = path.to_string_lossy();
+    let from_path = ManifestKey::parse(&key);
+    let manifest = Manifest::parse(&key, from_path.as_ref(), &bytes, "")?;
+    let named = from_path
+        .or(manifest.named.clone())
+        .ok_or(SummarizeError::NoPeriod)?;
+    let expected = Expected {
+        layout: &cur::LAYOUT,
+        identity: ReportIdentity {
+            payer: Some(manifest.payer.clone()),
+            period: Some(named.period),
+            marketplace: false,
+        },
+        grain: Grain::Accounts,
+        name_objects: true,
+    };
+    let progress = Arc::new(Progress::default());
+    let watch = crate::progress::watch(&named.report, None, progress.clone());
+    let mut reading = Reading::start(expected, monitored.clone(), progress);
+    let mut sent = Ok(());
+    for part in &manifest.parts {
+        let local = local_part(path, part);
+        let file = tokio::fs::File::open(&local)
+            .await
+            .map_err(|_| SummarizeError::NoPart {
+                part: part.clone(),
+                path: local.clone(),
+            })?;
+        let compression = cur::part_compression(part).expect("checked when parsed");
+        sent = reading.object(part, compression, file).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let sums = reading.finish().await;
+    drop(watch);
+    sent?;
+    let sums = sums?;
+    summarize(path, Some(Named::Manifest(&manifest, &named)), &sums)
+}
+
+/// Where a part's key lies beside a local copy of its manifest: under the folder of the
+/// billing period (`YYYYMMDD-YYYYMMDD`) the manifest is in, else beside the manifest.
+fn local_part(manifest: &Path, part: &str) -> PathBuf {
+    let segments: Vec<&str> = part.split('/').collect();
+    let range = segments
+        .iter()
+        .position(|segment| cur::is_period_folder(segment));
+    if let Some(range) = range {
+        for folder in manifest.ancestors().skip(1) {
+            if folder
+                .file_name()
+                .is_some_and(|name| name == segments[range])
+            {
+                return segments[range + 1..]
+                    .iter()
+                    .fold(folder.to_path_buf(), |path, segment| path.join(segment));
+            }
+        }
+    }
+    let file = segments.last().copied().unwrap_or_default();
+    manifest.with_file_name(file)
 }
 
 /// The report's identity from a file name: `Ok(None)` when the name says nothing (the content
@@ -171,32 +276,48 @@ fn identify_by_name(name: &str) -> Result<Option<ReportKey>, SummarizeError> {
     }
 }
 
+/// Where a summary's payer and period come from: the file's name, its manifest, or (`None`)
+/// its content.
+enum Named<'a> {
+    Dbr(&'a ReportKey),
+    Manifest(&'a Manifest, &'a ManifestKey),
+}
+
 fn summarize(
     path: &Path,
-    named: Option<&ReportKey>,
+    named: Option<Named<'_>>,
     sums: &ReportSums,
 ) -> Result<Summary, SummarizeError> {
     let (payer, period, variant, entity, identified_by): (
         AccountId,
         Period,
-        Variant,
+        &str,
         Option<String>,
         _,
     ) = match named {
-        Some(key) => (
+        Some(Named::Dbr(key)) => (
             key.payer.clone(),
             key.period,
-            key.variant,
+            key.variant.as_str(),
             key.entity.clone(),
             "name",
+        ),
+        Some(Named::Manifest(manifest, key)) => (
+            manifest.payer.clone(),
+            key.period,
+            key.report.as_str(),
+            None,
+            "manifest",
         ),
         None => {
             let payer = sums.payer().cloned().ok_or(SummarizeError::NoPayer)?;
             let period = sums.busiest_period().ok_or(SummarizeError::NoPeriod)?;
-            let variant = if sums.has_resources() {
-                Variant::WithResourcesAndTags
+            let variant = if sums.is_cur() {
+                "cur"
+            } else if sums.has_resources() {
+                Variant::WithResourcesAndTags.as_str()
             } else {
-                Variant::Plain
+                Variant::Plain.as_str()
             };
             (payer, period, variant, None, "content")
         }
@@ -210,6 +331,7 @@ fn summarize(
             linked_account_id: account.account.to_string(),
             unblended_cost: account.sums.unblended_cost,
             blended_cost: account.sums.blended_cost,
+            amortized_cost: account.sums.amortized_cost,
             usage_quantity: account.sums.usage_quantity,
             line_items: account.sums.line_items,
             account_total_unblended: account.account_total.map(|t| t.unblended_cost),
@@ -219,9 +341,10 @@ fn summarize(
     Ok(Summary {
         file: path.display().to_string(),
         report: ReportJson {
+            format: if sums.is_cur() { "cur" } else { "dbr" },
             payer_account_id: payer.to_string(),
             billing_period: period.to_string(),
-            variant: variant.as_str(),
+            variant: variant.to_owned(),
             entity,
             invoice_status: sums.invoice_status().as_str(),
             identified_by,

@@ -53,12 +53,15 @@ impl ManifestKey {
     /// Whether `key` lies within this report's folders (a part, an assembly folder's manifest):
     /// such objects are read through the manifest, never alone.
     pub fn is_report_object(key: &str) -> bool {
-        key.split('/').any(|segment| {
-            segment
-                .split_once('-')
-                .is_some_and(|(a, b)| range_day(a).is_some() && range_day(b).is_some())
-        })
+        key.split('/').any(is_period_folder)
     }
+}
+
+/// Whether a key's segment names a billing period's folder: `YYYYMMDD-YYYYMMDD`.
+pub fn is_period_folder(segment: &str) -> bool {
+    segment
+        .split_once('-')
+        .is_some_and(|(a, b)| range_day(a).is_some() && range_day(b).is_some())
 }
 
 /// A day of a range folder's name: `YYYYMMDD`.
@@ -78,6 +81,7 @@ struct ManifestJson {
     account: String,
     report_keys: Vec<String>,
     billing_period: Option<BillingPeriod>,
+    report_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,14 +125,17 @@ pub struct Manifest {
     pub payer: AccountId,
     /// The parts' keys, in the manifest's order, with a leading `/` dropped.
     pub parts: Vec<String>,
+    /// What the manifest says of itself (`reportName`, `billingPeriod`): a manifest read
+    /// outside its folders (`summarize`) is named by them.
+    pub named: Option<ManifestKey>,
 }
 
 impl Manifest {
-    /// Reads the manifest at `key` (already named by [`ManifestKey::parse`]): its parts must lie
-    /// under `prefix`, the integration's.
+    /// Reads the manifest at `key` (named by [`ManifestKey::parse`], when its key says): its
+    /// parts must lie under `prefix`, the integration's.
     pub fn parse(
         key: &str,
-        named: &ManifestKey,
+        named: Option<&ManifestKey>,
         bytes: &[u8],
         prefix: &str,
     ) -> Result<Manifest, ManifestError> {
@@ -145,16 +152,19 @@ impl Manifest {
             .account
             .parse()
             .map_err(|e: crate::domain::NotAnAccountId| not_a_manifest(format!("account: {e}")))?;
-        if let Some(period) = &json.billing_period {
-            // `20161101T000000.000Z`
-            let month = period.start.get(..6).unwrap_or_default();
-            if month != named.period.first_day().format("%Y%m").to_string() {
-                return Err(ManifestError::OtherPeriod {
-                    key: key.to_owned(),
-                    manifest: period.start.clone(),
-                    folder: named.period,
-                });
-            }
+        // `20161101T000000.000Z`
+        let period = json.billing_period.as_ref().map(|period| {
+            let day = period.start.get(..8).and_then(range_day);
+            (period.start.clone(), day.map(Period::of_day))
+        });
+        if let (Some((start, month)), Some(named)) = (&period, named)
+            && *month != Some(named.period)
+        {
+            return Err(ManifestError::OtherPeriod {
+                key: key.to_owned(),
+                manifest: start.clone(),
+                folder: named.period,
+            });
         }
         if json.report_keys.is_empty() {
             return Err(ManifestError::NoParts {
@@ -171,7 +181,7 @@ impl Manifest {
                     prefix: prefix.to_owned(),
                 });
             }
-            if compression(&part).is_none() {
+            if part_compression(&part).is_none() {
                 return Err(ManifestError::UnknownPacking {
                     key: key.to_owned(),
                     part,
@@ -179,10 +189,15 @@ impl Manifest {
             }
             parts.push(part);
         }
+        let named = json
+            .report_name
+            .zip(period.and_then(|(_, month)| month))
+            .map(|(report, period)| ManifestKey { report, period });
         Ok(Manifest {
             assembly_id: json.assembly_id,
             payer,
             parts,
+            named,
         })
     }
 
@@ -199,7 +214,7 @@ impl Manifest {
         for key in &self.parts {
             match listed(key) {
                 Some(object) => parts.push(Part {
-                    compression: compression(key).expect("checked when parsed"),
+                    compression: part_compression(key).expect("checked when parsed"),
                     object,
                 }),
                 None => missing.push(key.clone()),
@@ -224,7 +239,7 @@ impl Manifest {
 }
 
 /// How a part is packed, by its name.
-fn compression(key: &str) -> Option<Compression> {
+pub fn part_compression(key: &str) -> Option<Compression> {
     if key.ends_with(".csv.gz") {
         Some(Compression::Gzip)
     } else if key.ends_with(".csv.zip") {
@@ -368,7 +383,7 @@ mod tests {
     fn parse(json: &str) -> Result<Manifest, ManifestError> {
         Manifest::parse(
             "p/cur/20240501-20240601/cur-Manifest.json",
-            &named(),
+            Some(&named()),
             json.as_bytes(),
             "p/",
         )
@@ -379,10 +394,12 @@ mod tests {
         let manifest = parse(
             r#"{"assemblyId":"a1","account":"123456789012","columns":[{"category":"identity","name":"LineItemId"}],
                 "billingPeriod":{"start":"20240501T000000.000Z","end":"20240601T000000.000Z"},
-                "reportKeys":["/p/cur/20240501-20240601/a1/cur-1.csv.gz","p/cur/20240501-20240601/a1/cur-2.csv.zip"]}"#,
+                "reportKeys":["/p/cur/20240501-20240601/a1/cur-1.csv.gz","p/cur/20240501-20240601/a1/cur-2.csv.zip"],
+                "reportName":"cur"}"#,
         )
         .unwrap();
         assert_eq!(manifest.assembly_id, "a1");
+        assert_eq!(manifest.named, Some(named()));
         assert_eq!(manifest.payer.as_str(), "123456789012");
         assert_eq!(
             manifest.parts,

@@ -54,6 +54,21 @@ impl Format {
     }
 }
 
+/// A DBR or a CUR part, as its header says: for a file whose name does not tell (`summarize`).
+pub const EITHER: Layout = Layout {
+    name: "a detailed billing report, nor a Cost and Usage Report",
+    header_hint: "RecordType and PayerAccountId, or lineItem/UsageAccountId",
+    header_within: dbr::LAYOUT.header_within,
+    is_header: |record| (dbr::LAYOUT.is_header)(record) || (cur::LAYOUT.is_header)(record),
+    map: |names| {
+        if names.iter().any(|name| name.starts_with("lineItem/")) {
+            (cur::LAYOUT.map)(names)
+        } else {
+            (dbr::LAYOUT.map)(names)
+        }
+    },
+};
+
 /// One object of a version, and how its bytes are packed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {

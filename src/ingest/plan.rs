@@ -283,7 +283,7 @@ async fn manifest(
     }
     Ok(Manifest::parse(
         &object.key,
-        named,
+        Some(named),
         &bytes,
         source.prefix(),
     )?)

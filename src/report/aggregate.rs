@@ -323,6 +323,8 @@ pub struct ReportSums {
     marketplace: bool,
     /// The last line of the part read last, for errors found after reading it.
     last_line: u64,
+    /// A part was a CUR's.
+    cur: bool,
 }
 
 impl ReportSums {
@@ -355,6 +357,7 @@ impl ReportSums {
         const PROGRESS_EVERY: u64 = 1 << 14;
         let mut rows = RowReader::new(input, layout)?;
         self.has_resources |= rows.columns().has_resources();
+        self.cur |= rows.columns().is_cur();
         let mut read = 0u64;
         while let Some(row) = rows.next_row()? {
             if self.spill_due() {
@@ -412,6 +415,7 @@ impl ReportSums {
             has_resources: false,
             marketplace: identity.marketplace,
             last_line: 0,
+            cur: false,
         }
     }
 
@@ -728,6 +732,11 @@ impl ReportSums {
     }
 
     /// Whether the header had a `ResourceId` column (the with-resources-and-tags variant).
+    /// Whether it was read as a Cost and Usage Report.
+    pub fn is_cur(&self) -> bool {
+        self.cur
+    }
+
     pub fn has_resources(&self) -> bool {
         self.has_resources
     }

@@ -265,6 +265,11 @@ impl Columns {
         self.fields.blended_cost != self.fields.unblended_cost
     }
 
+    /// Whether the header is a CUR's.
+    pub fn is_cur(&self) -> bool {
+        matches!(self.fields.dialect, Dialect::Cur { .. })
+    }
+
     /// Whether line items name their resources (DBR's with-resources-and-tags variant; a CUR
     /// with resource IDs).
     pub fn has_resources(&self) -> bool {

@@ -812,3 +812,82 @@ fn nise_command() -> std::path::PathBuf {
     }
     nise
 }
+
+#[test]
+fn summarize_reads_a_manifest_with_its_parts_or_a_part_alone() {
+    let bucket = tempfile::tempdir().unwrap();
+    let manifest = gen_cur(
+        bucket.path(),
+        &[
+            "--report",
+            "hourly",
+            "--period",
+            "2024-05",
+            "--payer",
+            PAYER_A,
+            "--accounts",
+            ACCOUNTS_A,
+            "--parts",
+            "3",
+            "--packing",
+            "zip",
+            "--mode",
+            "create",
+            "--seed",
+            "11",
+        ],
+    );
+    let expected = independent(bucket.path(), &manifest, "*");
+    let summary = summarize_json(&bucket.path().join(&manifest), &[]);
+    assert_eq!(summary["report"]["format"], "cur");
+    assert_eq!(summary["report"]["variant"], "hourly");
+    assert_eq!(summary["report"]["identified_by"], "manifest");
+    assert_eq!(summary["report"]["payer_account_id"], PAYER_A);
+    assert_eq!(summary["report"]["billing_period"], "2024-05");
+    let accounts = summary["accounts"].as_array().unwrap();
+    assert_eq!(
+        accounts.len(),
+        expected["accounts"].as_object().unwrap().len()
+    );
+    for account in accounts {
+        let e = &expected["accounts"][account["linked_account_id"].as_str().unwrap()];
+        for field in ["unblended_cost", "blended_cost", "amortized_cost"] {
+            assert_eq!(decimal(&account[field]), decimal(&e[field]), "{field}");
+        }
+        assert_eq!(account["line_items"], e["line_items"]);
+        assert_eq!(account["reconciled"], Value::Null);
+    }
+
+    // One part alone, gzip, told from a DBR by its header.
+    let parts = gen_cur(
+        bucket.path(),
+        &[
+            "--report",
+            "daily",
+            "--period",
+            "2024-06",
+            "--payer",
+            PAYER_B,
+            "--accounts",
+            PAYER_B,
+            "--parts",
+            "1",
+            "--mode",
+            "overwrite",
+            "--seed",
+            "12",
+        ],
+    );
+    let part = bucket
+        .path()
+        .join(Path::new(&parts).with_file_name("daily-1.csv.gz"));
+    let summary = summarize_json(&part, &[]);
+    assert_eq!(summary["report"]["format"], "cur");
+    assert_eq!(summary["report"]["identified_by"], "content");
+    assert_eq!(summary["report"]["payer_account_id"], PAYER_B);
+    let expected = independent(bucket.path(), &parts, PAYER_B);
+    assert_eq!(
+        decimal(&summary["accounts"][0]["unblended_cost"]),
+        decimal(&expected["accounts"][PAYER_B]["unblended_cost"])
+    );
+}

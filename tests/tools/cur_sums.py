@@ -67,7 +67,7 @@ def amortized(row, unblended):
 
 def main():
     bucket, manifest_key = sys.argv[1], sys.argv[2]
-    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] not in ("", "*") else None
     with open(os.path.join(bucket, manifest_key)) as handle:
         manifest = json.load(handle)
     sums, days, resources, tags = {}, {}, {}, {}
