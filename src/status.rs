@@ -209,7 +209,7 @@ pub fn page(status: &StatusData, times: Times, now: DateTime<Utc>) -> String {
 
 /// Vertical bars of the months' costs, estimated months in another colour.
 fn month_bars(w: &mut String, months: &[crate::store::Month]) {
-    let (bar, gap, height) = (44.0, 10.0, 160.0);
+    let (bar, gap, height) = (52.0, 10.0, 160.0);
     let top = months
         .iter()
         .map(|m| m.unblended_cost)
@@ -221,8 +221,8 @@ fn month_bars(w: &mut String, months: &[crate::store::Month]) {
         w,
         "<svg role=\"img\" aria-label=\"cost per month\" width=\"{width}\" height=\"{}\" \
          viewBox=\"0 0 {width} {}\">",
-        height + 50.0,
-        height + 50.0
+        height + 65.0,
+        height + 65.0
     );
     for (i, month) in months.iter().enumerate() {
         let share = ratio(month.unblended_cost, top);
@@ -237,12 +237,14 @@ fn month_bars(w: &mut String, months: &[crate::store::Month]) {
         let _ = write!(
             w,
             "<rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h}\" fill=\"{fill}\">\
-             <title>{} {}: {}</title></rect>\
+             <title>{} {}, from {}: {}</title></rect>\
              <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"source\">{}</text>",
             height + 10.0 - h,
             escape(&label),
             state,
+            escape(&month.sources),
             money(month.unblended_cost),
             x + bar / 2.0,
             height + 25.0,
@@ -250,6 +252,9 @@ fn month_bars(w: &mut String, months: &[crate::store::Month]) {
             x + bar / 2.0,
             height + 40.0,
             escape(&compact(month.unblended_cost)),
+            x + bar / 2.0,
+            height + 55.0,
+            escape(&month.sources),
         );
     }
     let _ = write!(w, "</svg>");
@@ -380,6 +385,7 @@ mod tests {
                 unblended_cost: "100.5".parse().unwrap(),
                 estimated_accounts: 1,
                 accounts: 2,
+                sources: markup.into(),
             }],
             reconciliation: Reconciliation::default(),
             latest: Some((
@@ -416,6 +422,7 @@ mod tests {
                 unblended_cost: "20".parse().unwrap(),
                 estimated_accounts: 1,
                 accounts: 2,
+                sources: "CUR".into(),
             }],
             latest: Some((
                 day("2017-02-01"),

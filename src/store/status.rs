@@ -35,6 +35,8 @@ pub struct Month {
     /// Accounts whose month is still estimated.
     pub estimated_accounts: i64,
     pub accounts: i64,
+    /// The formats its statements come from: `DBR`, `CUR`, or both (for different payers).
+    pub sources: String,
 }
 
 /// One account's cost in the latest month.
@@ -147,10 +149,22 @@ impl Store {
                 unblended_cost,
                 estimated_accounts,
                 accounts,
+                sources: String::new(),
             },
         )
         .collect();
         months.reverse();
+        let sources: Vec<(NaiveDate, String)> = sqlx::query_as(
+            "SELECT billing_period, string_agg(DISTINCT upper(format), ' and ')
+             FROM statements GROUP BY billing_period",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for month in &mut months {
+            if let Some((_, formats)) = sources.iter().find(|(period, _)| *period == month.period) {
+                month.sources.clone_from(formats);
+            }
+        }
         let (reconciled, mismatched, without_total): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE reconciled), count(*) FILTER (WHERE NOT reconciled),
                     count(*) FILTER (WHERE reconciled IS NULL)
