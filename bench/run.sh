@@ -12,7 +12,11 @@
 # `once` through S3 (s3s-fs on 127.0.0.1, installed once into BENCH_DIR/tools with cargo),
 # judged by the process's own CPU time against the directory source's (the server shares the
 # two cores, so wall time is shown beside it), and at 4x the size (memory must stay flat).
-# Totals are checked against the generator's own, to the last decimal, in every case.
+# A CUR month of BENCH_BYTES (gzip parts of 250 MB with the ~195 columns koku-nise writes, billed
+# hour by hour; rows of a part koku-nise wrote serve as templates) is read through its manifest,
+# against the time one core needs to gunzip its parts.
+# Totals are checked against the generator's own (for CUR, tests/tools/cur_sums.py's), to the
+# last decimal, in every case.
 # Medians of BENCH_RUNS runs (default 3). Generated reports are kept in BENCH_DIR
 # (default /tmp/dbr-bench) for the next run.
 set -euo pipefail
@@ -47,10 +51,10 @@ median() { # NUMBERS... -> their median
   python3 -c 'import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"
 }
 
-inflate() { # ZIP -> median seconds to inflate its member on one core
+inflate() { # ZIP, or gzip PARTS -> median seconds to inflate them on one core
   local times=()
   for _ in $(seq "$runs"); do
-    times+=("$(cargo bench --quiet --bench inflate -- "$1" | sed -E 's/.* in ([0-9.]+) s .*/\1/')")
+    times+=("$(cargo bench --quiet --bench inflate -- "$@" | sed -E 's/.* in ([0-9.]+) s .*/\1/')")
   done
   median "${times[@]}"
 }
@@ -96,14 +100,15 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
   # database, then of the same month rewritten (REWRITE=0 skips it)
   local zip=$1 from=$2 url run seconds kb user system
   local fresh=() fresh_cpu=() fresh_rss=0 rewrite=() rewrite_rss=0 dead=0 rows=0
-  local source=(--source "dir:$(dirname "$zip")")
+  local source=(--source "dir:${SOURCE_DIR:-$(dirname "$zip")}")
   [ "$from" = s3 ] && source=(--source s3)
   for run in $(seq "$runs"); do
     url="$server/dbr_bench_$$_$run"
     for pass in fresh rewrite; do
       [ "$pass" = rewrite ] && [ "${REWRITE:-1}" = 0 ] && break
-      # A rewrite: the same report with a new version (the directory source's ETag is the mtime).
-      [ "$pass" = rewrite ] && touch "$zip"
+      # A rewrite: the same report with a new version (the directory source's ETag is the
+      # mtime; a CUR's version is its manifest's assemblyId).
+      [ "$pass" = rewrite ] && "${REWRITE_WITH:-touch}" "$zip"
       /usr/bin/time -f "%e %M %U %S" -o "$dir/time.txt" env DATABASE_URL="$url" DBR_CONFIG=/dev/null \
         DBR_MONITORED_ACCOUNTS='*' RUST_LOG=warn "${s3_env[@]}" "$binary" once "${source[@]}" > /dev/null
       read -r seconds kb user system < "$dir/time.txt"
@@ -146,6 +151,52 @@ shape high-cardinality "$(report "$bytes" $((bytes / 20000)) random)"
 shape hostile "$(report "$bytes" $((bytes / 100)) random)"
 # Memory must not grow with the report: the realistic shape at four times the size, once each.
 runs=1 REWRITE=0 shape realistic-4x "$(report $((bytes * 4)) 3400 hourly)"
+
+# A CUR month, generated once: a template part from koku-nise (2 days, 12-digit accounts), then
+# BENCH_BYTES of hour-by-hour line items from its rows; the expected totals by cur_sums.py.
+cur_month() { # -> the manifest's path
+  local case="$dir/cur-$bytes" key=cur/hourly/20240501-20240601/hourly-Manifest.json
+  if [ ! -f "$case/bucket/$(dirname "$key")/expected.json" ]; then
+    echo "generating a $bytes-byte CUR month in $case (once)" >&2
+    [ -x target/nise/bin/nise ] || tests/tools/install-nise.sh target/nise
+    rm -rf "$case" && mkdir -p "$case/nise" "$case/work"
+    printf 'generators:\n' > "$case/static.yml"
+    for generator in EC2Generator EBSGenerator S3Generator RDSGenerator DataTransferGenerator; do
+      printf '  - %s:\n      start_date: 2024-05-01\n      end_date: 2024-05-03\n' "$generator" >> "$case/static.yml"
+    done
+    printf 'accounts:\n  payer: 111122223333\n  user:\n    - 111122223333\n    - 444455556666\n' >> "$case/static.yml"
+    (cd "$case/work" && "$OLDPWD/target/nise/bin/nise" report aws --static-report-file ../static.yml \
+      --aws-s3-bucket-name "$case/nise" --aws-s3-report-name cur --aws-s3-report-prefix nise > /dev/null)
+    python3 tests/tools/gen_cur.py "$case/bucket" --prefix cur/ --report hourly --period 2024-05 \
+      --payer 111122223333 --accounts 111122223333,444455556666,077788889999 --seed 7 \
+      --template "$(find "$case/nise" -name '*.csv.gz' | sort | head -n 1)" \
+      --bytes "$bytes" --streams $((bytes / 670000)) > /dev/null
+    python3 tests/tools/cur_sums.py "$case/bucket" "$key" '*' --as-generator > "$case/expected.part"
+    mv "$case/expected.part" "$case/bucket/$(dirname "$key")/expected.json"
+  fi
+  echo "$case/bucket/$key"
+}
+
+new_assembly() { # MANIFEST: AWS delivers the month again (same parts, a new assemblyId)
+  python3 - "$1" <<'PY'
+import json, sys, uuid
+manifest = json.load(open(sys.argv[1]))
+manifest["assemblyId"] = str(uuid.uuid4())
+json.dump(manifest, open(sys.argv[1], "w"))
+PY
+}
+
+cur_shape() { # LABEL MANIFEST: every measure of a CUR month, appended to the results
+  local label=$1 manifest=$2 bucket parts inflated inflate_s
+  bucket=${manifest%/cur/hourly/*}
+  mapfile -t parts < <(python3 -c 'import json, sys; [print(sys.argv[2] + "/" + k) for k in json.load(open(sys.argv[1]))["reportKeys"]]' "$manifest" "$bucket")
+  inflated=$(cat "${parts[@]}" | gzip -dc | wc -c)
+  inflate_s=$(inflate "${parts[@]}")
+  read -r sum_s sum_rss < <(summarize "$manifest")
+  read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows < <(SOURCE_DIR=$bucket REWRITE_WITH=new_assembly once "$manifest" dir)
+  echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows" >> "$results"
+}
+cur_shape cur-hourly "$(cur_month)"
 
 # The realistic report through S3: s3s-fs serving a directory on 127.0.0.1 (bucket = subdirectory).
 s3s_fs="$dir/tools/bin/s3s-fs"

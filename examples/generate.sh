@@ -26,3 +26,10 @@ gen 999999999999-aws-billing-detailed-line-items-2017-02.csv --variant plain --b
 printf 'InvoiceID,PayerAccountId,LinkedAccountId,RecordType\n"Estimated","111111111111","","PayerLineItem"\n' \
   > bucket/111111111111-aws-billing-csv-2017-01.csv
 : > bucket/aws-programmatic-access-test-object
+
+# A Cost and Usage Report month for `summarize` (README): a copied bucket with one billing
+# period's manifest and two gzip parts in an assembly folder, every line item type. Apart from
+# bucket/, so that the example bucket's polls stay as the README tells them.
+rm -rf cur && mkdir -p cur/billing
+python3 ../tests/tools/gen_cur.py cur/billing --prefix cur/ --report hourly --period 2024-05 \
+  --payer 111111111111 --accounts 111111111111,222233334444 --parts 2 --rows 120 --seed 5 > /dev/null

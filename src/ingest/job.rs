@@ -241,6 +241,12 @@ impl Job<'_> {
                 "line items do not add up to AccountTotal"
             );
         }
+        if rows.amortized_as_billed > 0 {
+            tracing::warn!(
+                line_items = rows.amortized_as_billed,
+                "line items whose amortized cost column is absent or not a number; counted at their unblended cost"
+            );
+        }
         if rows.outside_period > 0
             && let Some(first_line) = sums.first_outside_period()
         {

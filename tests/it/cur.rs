@@ -890,4 +890,16 @@ fn summarize_reads_a_manifest_with_its_parts_or_a_part_alone() {
         decimal(&summary["accounts"][0]["unblended_cost"]),
         decimal(&expected["accounts"][PAYER_B]["unblended_cost"])
     );
+    // The README's example: the bundled CUR month.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cur/billing");
+    let manifest = "cur/hourly/20240501-20240601/hourly-Manifest.json";
+    let summary = summarize_json(&examples.join(manifest), &[]);
+    let expected = independent(&examples, manifest, "*");
+    for account in summary["accounts"].as_array().unwrap() {
+        let e = &expected["accounts"][account["linked_account_id"].as_str().unwrap()];
+        assert_eq!(
+            decimal(&account["unblended_cost"]),
+            decimal(&e["unblended_cost"])
+        );
+    }
 }

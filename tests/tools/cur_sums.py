@@ -3,9 +3,10 @@
 `lineItem/UnblendedCost` and `lineItem/BlendedCost` and the count of line items over every part
 a manifest names, in Python's `decimal`, read with Python's own gzip, zipfile and csv.
 
-    cur_sums.py BUCKET MANIFEST_KEY [ACCOUNT,ACCOUNT]
+    cur_sums.py BUCKET MANIFEST_KEY [ACCOUNT,ACCOUNT] [--as-generator]
 
-Prints {"accounts": {"<account>": {"unblended_cost": "…", "blended_cost": "…", "amortized_cost":
+`--as-generator` prints the per-account totals as `gen_dbr.py` writes its expected totals
+(the benchmark checks both formats' results alike). Otherwise it prints {"accounts": {"<account>": {"unblended_cost": "…", "blended_cost": "…", "amortized_cost":
 "…", "line_items": n}},
 "days": {"<account> <YYYY-MM-DD>": "<unblended>"}, "resources": {"<account> <resource>": "…"},
 "tags": {"<account> <tag key> <tag value>": "…"}}: tags are the `resourceTags/` columns (named
@@ -66,8 +67,10 @@ def amortized(row, unblended):
 
 
 def main():
-    bucket, manifest_key = sys.argv[1], sys.argv[2]
-    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] not in ("", "*") else None
+    as_generator = "--as-generator" in sys.argv
+    argv = [a for a in sys.argv if a != "--as-generator"]
+    bucket, manifest_key = argv[1], argv[2]
+    only = set(argv[3].split(",")) if len(argv) > 3 and argv[3] not in ("", "*") else None
     with open(os.path.join(bucket, manifest_key)) as handle:
         manifest = json.load(handle)
     sums, days, resources, tags = {}, {}, {}, {}
@@ -81,8 +84,9 @@ def main():
             if only is not None and account not in only:
                 continue
             cost = Decimal(row["lineItem/UnblendedCost"] or "0")
-            entry = sums.setdefault(account, {"unblended_cost": Decimal(0), "blended_cost": Decimal(0), "amortized_cost": Decimal(0), "line_items": 0})
+            entry = sums.setdefault(account, {"unblended_cost": Decimal(0), "blended_cost": Decimal(0), "amortized_cost": Decimal(0), "usage_quantity": Decimal(0), "line_items": 0})
             entry["unblended_cost"] += cost
+            entry["usage_quantity"] += Decimal(row["lineItem/UsageAmount"] or "0")
             entry["amortized_cost"] += amortized(row, cost)
             entry["blended_cost"] += Decimal(row["lineItem/BlendedCost"] or "0")
             entry["line_items"] += 1
@@ -96,6 +100,11 @@ def main():
                     add(tags, f"{account} {column[len('resourceTags/'):]} {value}", cost)
                 elif column.startswith("costCategory/"):
                     add(tags, f"{account} {column} {value}", cost)
+    if as_generator:
+        accounts = [{"linked_account_id": a, **{k: str(v) if isinstance(v, Decimal) else v for k, v in e.items()}}
+                    for a, e in sorted(sums.items())]
+        print(json.dumps({"rows": {"line_items": sum(e["line_items"] for e in sums.values())}, "accounts": accounts}))
+        return
     text = lambda table: {k: str(v) for k, v in sorted(table.items())}
     accounts = {a: {k: str(v) if isinstance(v, Decimal) else v for k, v in e.items()} for a, e in sorted(sums.items())}
     print(json.dumps({"accounts": accounts, "days": text(days), "resources": text(resources), "tags": text(tags)}))

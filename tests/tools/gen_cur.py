@@ -12,6 +12,11 @@ another `--assembly`).
     gen_cur.py BUCKET --prefix billing/ --report hourly --period 2024-05 --payer 111122223333 \\
         --accounts 111122223333,444455556666 --parts 2 --packing gz --mode create --seed 1
 
+With `--template PART` (a part koku-nise wrote: its ~195 columns and product attributes), it
+writes instead a month of `--bytes` of CSV billed hour after hour, as AWS writes a CUR: every
+hour, one line item for each of `--streams` usage streams (a template row each, with its own
+resource, account, times and amounts), in gzip parts of `--part-bytes`. For the benchmark.
+
 Prints the manifest's key.
 """
 
@@ -146,6 +151,57 @@ def rows(args, rng, accounts):
     return out
 
 
+def templated(args, rng, accounts, part_dir):
+    """Writes the hour-by-hour month from a template part; returns the parts' keys."""
+    with gzip.open(args.template, "rt", newline="") as template:
+        reader = csv.reader(template)
+        header = next(reader)
+        rows = [row for _, row in zip(range(5000), reader)]
+    column = {name: i for i, name in enumerate(header)}
+    year, month = map(int, args.period.split("-"))
+    first = date(year, month, 1)
+    after = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    hours = (after - first).days * 24
+    keys, written, part, out, part_bytes = [], 0, 0, None, 0
+    for hour in range(hours):
+        start = f"{(first + timedelta(days=hour // 24)).isoformat()}T{hour % 24:02d}:00:00Z"
+        end = f"{(first + timedelta(days=(hour + 1) // 24)).isoformat()}T{(hour + 1) % 24:02d}:00:00Z"
+        for stream in range(args.streams):
+            if out is None or part_bytes >= args.part_bytes:
+                if out is not None:
+                    out.close()
+                part += 1
+                key = f"{part_dir}/{args.report}-{part:05d}.csv.gz"
+                path = os.path.join(args.bucket, key)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                out = gzip.open(path, "wt", compresslevel=6, newline="")
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(header)
+                keys.append(key)
+                part_bytes = 0
+            row = list(rows[stream % len(rows)])
+            row[column["identity/LineItemId"]] = f"{rng.getrandbits(160):040x}"
+            row[column["identity/TimeInterval"]] = f"{start}/{end}"
+            row[column["bill/PayerAccountId"]] = args.payer
+            row[column["lineItem/UsageAccountId"]] = accounts[stream % len(accounts)]
+            row[column["lineItem/UsageStartDate"]] = start
+            row[column["lineItem/UsageEndDate"]] = end
+            row[column["lineItem/ResourceId"]] = f"i-{stream:08x}"
+            row[column["lineItem/UsageAmount"]] = amount(rng, 1, 6)
+            cost = amount(rng, 1, 10)
+            row[column["lineItem/UnblendedCost"]] = cost
+            row[column["lineItem/BlendedCost"]] = cost
+            size = sum(map(len, row)) + len(row)
+            written += size
+            part_bytes += size
+            writer.writerow(row)
+            if written >= args.bytes:
+                out.close()
+                return keys
+    out.close()
+    return keys
+
+
 def packed(name, text, packing):
     data = text.encode("utf-8")
     if packing == "gz":
@@ -172,6 +228,10 @@ def main():
     parser.add_argument("--final", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-manifest", action="store_true", help="write the parts only (AWS mid-delivery)")
+    parser.add_argument("--template", help="a koku-nise part: write an hour-by-hour month from its rows")
+    parser.add_argument("--bytes", type=int, default=10**9, help="with --template: CSV bytes to write")
+    parser.add_argument("--streams", type=int, default=1500, help="with --template: usage streams per hour")
+    parser.add_argument("--part-bytes", type=int, default=250 * 10**6, help="with --template: CSV bytes per part")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     accounts = args.accounts.split(",")
@@ -182,10 +242,10 @@ def main():
     period_dir = f"{args.prefix}{args.report}/{span}"
     assembly = args.assembly or str(uuid.UUID(int=rng.getrandbits(128)))
     part_dir = f"{period_dir}/{assembly}" if args.mode == "create" else period_dir
-    items = rows(args, rng, accounts)
-    keys = []
+    items = [] if args.template else rows(args, rng, accounts)
+    keys = templated(args, rng, accounts, part_dir) if args.template else []
     per_part = -(-len(items) // args.parts)
-    for index in range(args.parts):
+    for index in range(0 if args.template else args.parts):
         chunk = items[index * per_part:(index + 1) * per_part]
         columns = COLUMNS[:]
         rng.shuffle(columns)
