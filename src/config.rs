@@ -277,7 +277,7 @@ impl Settings {
         };
         let report_name = pick("DBR_REPORT_NAME", file.report_name)
             .filter(|name| !name.is_empty())
-            .map(|name| crate::integration::report_name(&name).map_err(ConfigError))
+            .map(|name| crate::domain::report_name(&name).map_err(ConfigError))
             .transpose()?;
         Ok(Settings {
             report_name,

@@ -24,18 +24,6 @@ pub struct Integration {
     pub report_name: Option<String>,
 }
 
-/// Checks a CUR report name as an operator types it: what AWS allows (letters, digits and
-/// `!-_.*'()`, at most 256 characters).
-pub fn report_name(text: &str) -> Result<String, String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
-    if text.is_empty() || text.len() > 256 || !text.chars().all(allowed) {
-        return Err(format!(
-            "{text:?} is not a Cost and Usage Report name (1 to 256 letters, digits and !-_.*'())"
-        ));
-    }
-    Ok(text.to_owned())
-}
-
 /// Where an integration's reports are, and the credentials that read them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntegrationSource {

@@ -92,7 +92,7 @@ impl Definition {
         match self.report_name.as_deref() {
             None => Ok(before),
             Some("") => Ok(None),
-            Some(name) => Ok(Some(dbr_ingest::integration::report_name(name)?)),
+            Some(name) => Ok(Some(dbr_ingest::domain::report_name(name)?)),
         }
     }
 
