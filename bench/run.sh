@@ -18,7 +18,8 @@
 # Totals are checked against the generator's own (for CUR, tests/tools/cur_sums.py's), to the
 # last decimal, in every case.
 # Medians of BENCH_RUNS runs (default 3). Generated reports are kept in BENCH_DIR
-# (default /tmp/dbr-bench) for the next run.
+# (default /tmp/dbr-bench) for the next run. BENCH_SHAPES names the cases to run (default all:
+# "realistic high-cardinality hostile realistic-4x cur-hourly s3").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -135,6 +136,8 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
 
 results="$dir/results.txt"
 : > "$results"
+shapes=" ${BENCH_SHAPES:-realistic high-cardinality hostile realistic-4x cur-hourly s3} "
+wanted() { [[ "$shapes" == *" $1 "* ]]; }
 shape() { # LABEL ZIP: every measure of one report, appended to the results
   local label=$1 zip=$2 inflated inflate_s
   inflated=$(unzip -Zt "$zip" | awk '{print $3}')
@@ -145,12 +148,11 @@ shape() { # LABEL ZIP: every measure of one report, appended to the results
 }
 
 s3_env=()
-realistic=$(report "$bytes" 3400 hourly)
-shape realistic "$realistic"
-shape high-cardinality "$(report "$bytes" $((bytes / 20000)) random)"
-shape hostile "$(report "$bytes" $((bytes / 100)) random)"
+! wanted realistic || shape realistic "$(report "$bytes" 3400 hourly)"
+! wanted high-cardinality || shape high-cardinality "$(report "$bytes" $((bytes / 20000)) random)"
+! wanted hostile || shape hostile "$(report "$bytes" $((bytes / 100)) random)"
 # Memory must not grow with the report: the realistic shape at four times the size, once each.
-runs=1 REWRITE=0 shape realistic-4x "$(report $((bytes * 4)) 3400 hourly)"
+! wanted realistic-4x || runs=1 REWRITE=0 shape realistic-4x "$(report $((bytes * 4)) 3400 hourly)"
 
 # A CUR month, generated once: a template part from koku-nise (2 days, 12-digit accounts), then
 # BENCH_BYTES of hour-by-hour line items from its rows; the expected totals by cur_sums.py.
@@ -196,26 +198,30 @@ cur_shape() { # LABEL MANIFEST: every measure of a CUR month, appended to the re
   read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows < <(SOURCE_DIR=$bucket REWRITE_WITH=new_assembly once "$manifest" dir)
   echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows" >> "$results"
 }
-cur_shape cur-hourly "$(cur_month)"
+! wanted cur-hourly || cur_shape cur-hourly "$(cur_month)"
 
 # The realistic report through S3: s3s-fs serving a directory on 127.0.0.1 (bucket = subdirectory).
-s3s_fs="$dir/tools/bin/s3s-fs"
-[ -x "$s3s_fs" ] || cargo install --quiet s3s-fs@0.14.1 --features binary --root "$dir/tools"
-s3_root="$dir/s3-root"
-mkdir -p "$s3_root/billing"
-cp -f "$realistic" "$s3_root/billing/"
-cp -f "$(dirname "$realistic")/expected.json" "$s3_root/billing/expected.json"
-s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$s3_root" \
-  > "$dir/s3s-fs.log" 2>&1 &
-s3_pid=$!
-trap 'kill $s3_pid 2>/dev/null || true' EXIT
-for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
-s3_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_REGION=us-east-1
-  AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" AWS_EC2_METADATA_DISABLED=true
-  DBR_BUCKET=billing DBR_S3_FORCE_PATH_STYLE=true)
-read -r s3_s s3_rss s3_cpu _ < <(REWRITE=0 once "$s3_root/billing/$name.zip" s3)
-kill "$s3_pid"
+s3_s=0 s3_rss=0 s3_cpu=0
+if wanted s3; then
+  realistic=$(report "$bytes" 3400 hourly)
+  s3s_fs="$dir/tools/bin/s3s-fs"
+  [ -x "$s3s_fs" ] || cargo install --quiet s3s-fs@0.14.1 --features binary --root "$dir/tools"
+  s3_root="$dir/s3-root"
+  mkdir -p "$s3_root/billing"
+  cp -f "$realistic" "$s3_root/billing/"
+  cp -f "$(dirname "$realistic")/expected.json" "$s3_root/billing/expected.json"
+  s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$s3_root" \
+    > "$dir/s3s-fs.log" 2>&1 &
+  s3_pid=$!
+  trap 'kill $s3_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
+  s3_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_REGION=us-east-1
+    AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" AWS_EC2_METADATA_DISABLED=true
+    DBR_BUCKET=billing DBR_S3_FORCE_PATH_STYLE=true)
+  read -r s3_s s3_rss s3_cpu _ < <(REWRITE=0 once "$s3_root/billing/$name.zip" s3)
+  kill "$s3_pid"
+fi
 
 python3 - "$results" "$s3_s" "$s3_rss" "$s3_cpu" "$runs" <<'PY'
 import sys
@@ -231,8 +237,9 @@ for label, (inflated, inflate, sum_s, sum_rss, once_s, once_rss, once_cpu, rewri
     rewrite = f"{rewrite_s:6.2f} s {rewrite_s / inflate:5.2f}x" if rewrite_s else f"{'-':>16}"
     print(f"{label:<17} {inflated / 1e9:5.2f} {int(keys):>9} {inflate:6.2f} s | {sum_s:6.2f} s {sum_s / inflate:5.2f}x {mb(sum_rss):>7} | "
           f"{once_s:6.2f} s {once_s / inflate:5.2f}x {mb(once_rss):>7} | {rewrite} {mb(rewrite_rss) if rewrite_s else '-':>7} {int(dead):>5}")
-once_cpu = rows["realistic"][6]
-print(f"once via S3 (realistic): {s3_s:.2f} s wall = {s3_s / rows['realistic'][1]:.2f}x inflate; CPU {s3_cpu:.2f} s = "
-      f"{s3_cpu / once_cpu:.2f}x the directory source's {once_cpu:.2f} s (target <= 1.10x); peak RSS {mb(s3_rss)}")
+if s3_s:
+    once_cpu = rows["realistic"][6]
+    print(f"once via S3 (realistic): {s3_s:.2f} s wall = {s3_s / rows['realistic'][1]:.2f}x inflate; CPU {s3_cpu:.2f} s = "
+          f"{s3_cpu / once_cpu:.2f}x the directory source's {once_cpu:.2f} s (target <= 1.10x); peak RSS {mb(s3_rss)}")
 print("totals: equal to the generator's, to the last decimal, in every case")
 PY
