@@ -12,7 +12,7 @@ use super::{Format, Part, Version};
 use crate::domain::{AccountId, ObjectMeta, Period, StatementId, excerpt};
 use crate::report::read::Compression;
 use crate::report::records::Record;
-use crate::report::rows::{Amortization, Dialect, Fields, Layout};
+use crate::report::rows::{Amortization, Dialect, Fields, Header, Layout};
 
 const MANIFEST_SUFFIX: &str = "-Manifest.json";
 /// A manifest lists a month's columns and parts: tens of kilobytes. More is not a manifest.
@@ -269,29 +269,21 @@ fn is_header(record: &Record<'_>) -> bool {
 /// the name after that (`user:Name`, as a DBR names them); cost categories are kept as tags
 /// named by their columns (`costCategory/Team`).
 fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
-    let find = |name: &str| names.iter().position(|n| n == name);
-    let mut missing = Vec::new();
-    let mut need = |name: &'static str| {
-        find(name).unwrap_or_else(|| {
-            missing.push(name);
-            0
-        })
-    };
-    let payer = need("bill/PayerAccountId");
-    let account = need("lineItem/UsageAccountId");
-    let line_item_type = need("lineItem/LineItemType");
-    let invoice_id = need("bill/InvoiceId");
-    let product_code = need("lineItem/ProductCode");
-    let usage_type = need("lineItem/UsageType");
-    let operation = need("lineItem/Operation");
-    let availability_zone = need("lineItem/AvailabilityZone");
-    let usage_start = need("lineItem/UsageStartDate");
-    let usage_quantity = need("lineItem/UsageAmount");
-    let unblended_cost = need("lineItem/UnblendedCost");
-    let blended_cost = need("lineItem/BlendedCost");
-    if !missing.is_empty() {
-        return Err(missing);
-    }
+    let mut header = Header::new(names);
+    let payer = header.need("bill/PayerAccountId");
+    let account = header.need("lineItem/UsageAccountId");
+    let line_item_type = header.need("lineItem/LineItemType");
+    let invoice_id = header.need("bill/InvoiceId");
+    let product_code = header.need("lineItem/ProductCode");
+    let usage_type = header.need("lineItem/UsageType");
+    let operation = header.need("lineItem/Operation");
+    let availability_zone = header.need("lineItem/AvailabilityZone");
+    let usage_start = header.need("lineItem/UsageStartDate");
+    let usage_quantity = header.need("lineItem/UsageAmount");
+    let unblended_cost = header.need("lineItem/UnblendedCost");
+    let blended_cost = header.need("lineItem/BlendedCost");
+    header.lacking()?;
+    let find = |name: &str| header.find(name);
     let tags = names
         .iter()
         .enumerate()

@@ -12,7 +12,7 @@ use crate::domain::{
     AccountId, NotAPeriod, NotAnAccountId, ObjectMeta, Period, StatementId, excerpt,
 };
 use crate::report::records::Record;
-use crate::report::rows::{Dialect, Fields, Layout};
+use crate::report::rows::{Dialect, Fields, Header, Layout};
 
 const DETAILED: &str = "aws-billing-detailed-line-items";
 const WITH_RESOURCES: &str = "-with-resources-and-tags";
@@ -242,36 +242,36 @@ fn is_header(record: &Record<'_>) -> bool {
 /// payer without it has a single `Cost`, which is both. Tags are the `user:` and `aws:`
 /// columns, stored under their column names.
 fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
-    let find = |name: &str| names.iter().position(|n| n == name);
-    let mut missing = Vec::new();
-    let mut need = |name: &'static str| {
-        find(name).unwrap_or_else(|| {
-            missing.push(name);
-            0
-        })
+    let mut header = Header::new(names);
+    let invoice_id = header.need("InvoiceID");
+    let payer = header.need("PayerAccountId");
+    let account = header.need("LinkedAccountId");
+    let record_type = header.need("RecordType");
+    let product = header.need("ProductName");
+    let usage_type = header.need("UsageType");
+    let operation = header.need("Operation");
+    let availability_zone = header.need("AvailabilityZone");
+    let usage_start = header.need("UsageStartDate");
+    let usage_quantity = header.need("UsageQuantity");
+    let costs = (
+        header.find("BlendedCost"),
+        header.find("UnBlendedCost"),
+        header.find("Cost"),
+    );
+    let (unblended_cost, blended_cost) = match costs {
+        (Some(blended), Some(unblended), _) => (unblended, blended),
+        (_, _, Some(cost)) => (cost, cost),
+        _ => {
+            let cost = header.need("BlendedCost and UnBlendedCost, or Cost");
+            (cost, cost)
+        }
     };
-    let invoice_id = need("InvoiceID");
-    let payer = need("PayerAccountId");
-    let account = need("LinkedAccountId");
-    let record_type = need("RecordType");
-    let product = need("ProductName");
-    let usage_type = need("UsageType");
-    let operation = need("Operation");
-    let availability_zone = need("AvailabilityZone");
-    let usage_start = need("UsageStartDate");
-    let usage_quantity = need("UsageQuantity");
-    let (unblended_cost, blended_cost) =
-        match (find("BlendedCost"), find("UnBlendedCost"), find("Cost")) {
-            (Some(blended), Some(unblended), _) => (unblended, blended),
-            (_, _, Some(cost)) => (cost, cost),
-            _ => {
-                let cost = need("BlendedCost and UnBlendedCost, or Cost");
-                (cost, cost)
-            }
-        };
-    if !missing.is_empty() {
-        return Err(missing);
-    }
+    let (resource_id, item_description, reserved_instance) = (
+        header.find("ResourceId"),
+        header.find("ItemDescription"),
+        header.find("ReservedInstance"),
+    );
+    header.lacking()?;
     let tags = (0..names.len())
         .filter(|&i| names[i].starts_with("user:") || names[i].starts_with("aws:"))
         .map(|i| (i, names[i].clone()))
@@ -289,13 +289,13 @@ fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
         usage_quantity,
         unblended_cost,
         blended_cost,
-        resource_id: find("ResourceId"),
+        resource_id,
         // In every real report; optional, as a report without them loses nothing else.
-        item_description: find("ItemDescription"),
+        item_description,
         tags,
         dialect: Dialect::Dbr {
             record_type,
-            reserved_instance: find("ReservedInstance"),
+            reserved_instance,
         },
     })
 }

@@ -172,7 +172,7 @@ impl Reading {
         R: AsyncRead + Unpin + Send,
     {
         let sent = self.send_object(name, compression, object).await;
-        sent.map_err(|error| self.in_object(name, error))
+        sent.map_err(|error| in_object(self.name_objects, name, error))
     }
 
     async fn send_object<R>(
@@ -242,28 +242,19 @@ impl Reading {
         let parsed = parser
             .await
             .map_err(|e| ReadError::Io(io::Error::other(e)))?;
-        parsed.map_err(|(object, error)| {
-            let error = ReadError::from(error);
-            if name_objects {
-                ReadError::InObject {
-                    object,
-                    error: Box::new(error),
-                }
-            } else {
-                error
-            }
-        })
+        parsed.map_err(|(object, error)| in_object(name_objects, &object, error.into()))
     }
+}
 
-    fn in_object(&self, name: &str, error: ReadError) -> ReadError {
-        if self.name_objects {
-            ReadError::InObject {
-                object: name.to_owned(),
-                error: Box::new(error),
-            }
-        } else {
-            error
+/// `error`, naming the object it is in when `name_objects`.
+fn in_object(name_objects: bool, object: &str, error: ReadError) -> ReadError {
+    if name_objects {
+        ReadError::InObject {
+            object: object.to_owned(),
+            error: Box::new(error),
         }
+    } else {
+        error
     }
 }
 

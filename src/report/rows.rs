@@ -203,6 +203,43 @@ pub struct Amortized {
     pub as_billed: bool,
 }
 
+/// A header's column names as a format maps them: each looked up by name, the ones it needs and
+/// lacks collected for the error.
+pub struct Header<'a> {
+    names: &'a [String],
+    missing: Vec<&'static str>,
+}
+
+impl<'a> Header<'a> {
+    pub fn new(names: &'a [String]) -> Header<'a> {
+        Header {
+            names,
+            missing: Vec::new(),
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The column's index, or (when it lacks) 0 and the name noted as missing.
+    pub fn need(&mut self, name: &'static str) -> usize {
+        self.find(name).unwrap_or_else(|| {
+            self.missing.push(name);
+            0
+        })
+    }
+
+    /// The columns needed and lacking, if any.
+    pub fn lacking(&self) -> Result<(), Vec<&'static str>> {
+        if self.missing.is_empty() {
+            Ok(())
+        } else {
+            Err(self.missing.clone())
+        }
+    }
+}
+
 /// How a format's header is found and mapped to [`Fields`].
 pub struct Layout {
     /// The format in messages: "a detailed billing report".

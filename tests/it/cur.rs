@@ -50,18 +50,24 @@ async fn setup() -> Setup {
     }
 }
 
-/// Runs `gen_cur.py` into `bucket`; returns the manifest's key.
-fn gen_cur(bucket: &Path, args: &[&str]) -> String {
+/// Runs `gen_cur.py` into `bucket` for one report's month (`[report, period, payer, accounts]`),
+/// with more of its flags in `more` (`--parts 2 --seed 3`); returns the manifest's key.
+fn gen_cur(bucket: &Path, month: [&str; 4], more: &str) -> String {
+    let [report, period, payer, accounts] = month;
     let output = Command::new("python3")
         .arg(tools().join("gen_cur.py"))
         .arg(bucket)
-        .args(["--prefix", PREFIX])
-        .args(args)
+        .args(["--prefix", PREFIX, "--report", report, "--period", period])
+        .args(["--payer", payer, "--accounts", accounts])
+        .args(more.split_whitespace())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     text(&output.stdout).trim().to_owned()
 }
+
+/// Payer A's hourly report of May 2024.
+const HOURLY_A: [&str; 4] = ["hourly", "2024-05", PAYER_A, ACCOUNTS_A];
 
 /// The independent sums of the parts `manifest` names, for the `monitored` accounts.
 fn independent(bucket: &Path, manifest: &str, monitored: &str) -> Value {
@@ -104,6 +110,14 @@ impl Setup {
         .unwrap()
     }
 
+    /// Makes the next poll list the bucket whole, as it does once a day.
+    async fn a_day_later(&self) {
+        sqlx::query("UPDATE full_listings SET listed_at = listed_at - interval '1 day'")
+            .execute(self.pool())
+            .await
+            .unwrap();
+    }
+
     fn pool(&self) -> &PgPool {
         self.store.pool()
     }
@@ -112,6 +126,17 @@ impl Setup {
         self.store.pool().close().await;
         self.db.drop_database().await;
     }
+}
+
+/// The keys of the versions a poll ingested, sorted.
+fn ingested(outcome: &PollOutcome) -> Vec<&str> {
+    let mut keys: Vec<&str> = outcome
+        .ingested
+        .iter()
+        .map(|i| i.object_key.as_str())
+        .collect();
+    keys.sort();
+    keys
 }
 
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -293,61 +318,20 @@ async fn cur_months_are_exact_in_every_view_and_a_new_version_replaces_the_month
     // Payer A: create-new mode, three gzip parts, every line item type, estimated.
     let a = gen_cur(
         bucket,
-        &[
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--parts",
-            "3",
-            "--packing",
-            "gz",
-            "--mode",
-            "create",
-            "--rows",
-            "400",
-            "--seed",
-            "1",
-        ],
+        HOURLY_A,
+        "--parts 3 --packing gz --mode create --rows 400 --seed 1",
     );
     // Payer B: overwrite mode, two zip parts, final.
     let b = gen_cur(
         bucket,
-        &[
-            "--report",
-            "daily",
-            "--period",
-            "2024-06",
-            "--payer",
-            PAYER_B,
-            "--accounts",
-            "222233334444,555566667777",
-            "--parts",
-            "2",
-            "--packing",
-            "zip",
-            "--mode",
-            "overwrite",
-            "--final",
-            "--seed",
-            "2",
-        ],
+        ["daily", "2024-06", PAYER_B, "222233334444,555566667777"],
+        "--parts 2 --packing zip --mode overwrite --final --seed 2",
     );
     s.upload().await;
     let monitored = "111122223333,444455556666,077788889999,555566667777";
     let outcome = s.poll(monitored).await;
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
-    let mut keys: Vec<&str> = outcome
-        .ingested
-        .iter()
-        .map(|i| i.object_key.as_str())
-        .collect();
-    keys.sort();
-    assert_eq!(keys, [b.as_str(), a.as_str()]);
+    assert_eq!(ingested(&outcome), [b.as_str(), a.as_str()]);
     assert_views_hold(
         s.pool(),
         PAYER_A,
@@ -394,27 +378,8 @@ async fn cur_months_are_exact_in_every_view_and_a_new_version_replaces_the_month
     let (_, _, first_assembly, _) = ledger(s.pool(), &a).await;
     let restated = gen_cur(
         bucket,
-        &[
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--parts",
-            "2",
-            "--packing",
-            "gz",
-            "--mode",
-            "create",
-            "--rows",
-            "150",
-            "--final",
-            "--seed",
-            "7",
-        ],
+        HOURLY_A,
+        "--parts 2 --packing gz --mode create --rows 150 --final --seed 7",
     );
     assert_eq!(restated, a);
     s.upload().await;
@@ -438,25 +403,7 @@ async fn cur_months_are_exact_in_every_view_and_a_new_version_replaces_the_month
 async fn bad_cur_versions_fail_clearly_and_the_month_keeps_what_it_showed() {
     let s = setup().await;
     let bucket = s.bucket.path();
-    let args = |seed: &'static str| {
-        vec![
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--parts",
-            "2",
-            "--mode",
-            "overwrite",
-            "--seed",
-            seed,
-        ]
-    };
-    let manifest = gen_cur(bucket, &args("1"));
+    let manifest = gen_cur(bucket, HOURLY_A, "--parts 2 --mode overwrite");
     s.upload().await;
     let monitored = ACCOUNTS_A;
     assert_eq!(s.poll(monitored).await.ingested.len(), 1);
@@ -592,36 +539,11 @@ async fn a_payers_month_comes_from_its_cur_alone_once_there_is_one() {
 
     // The CUR of the same payer and month arrives: it alone feeds the views from now on. (A
     // new report in a bucket read before is found by the next full listing, within a day.)
-    let manifest = gen_cur(
-        bucket,
-        &[
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--seed",
-            "3",
-        ],
-    );
+    let manifest = gen_cur(bucket, HOURLY_A, "--seed 3");
     s.upload().await;
-    sqlx::query("UPDATE full_listings SET listed_at = listed_at - interval '1 day'")
-        .execute(s.pool())
-        .await
-        .unwrap();
+    s.a_day_later().await;
     let outcome = s.poll(monitored).await;
-    assert_eq!(
-        outcome
-            .ingested
-            .iter()
-            .map(|i| i.object_key.as_str())
-            .collect::<Vec<_>>(),
-        [manifest.as_str()],
-        "{outcome:?}"
-    );
+    assert_eq!(ingested(&outcome), [manifest.as_str()], "{outcome:?}");
     let shown = independent(bucket, &manifest, monitored);
     assert_views_hold(s.pool(), PAYER_A, "2024-05", &shown).await;
     let statements: Vec<(String, String)> =
@@ -648,39 +570,12 @@ async fn a_payers_month_comes_from_its_cur_alone_once_there_is_one() {
     // what it showed.
     gen_cur(
         bucket,
-        &[
-            "--report",
-            "daily",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--seed",
-            "4",
-        ],
+        ["daily", "2024-05", PAYER_A, ACCOUNTS_A],
+        "--seed 4",
     );
-    gen_cur(
-        bucket,
-        &[
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--seed",
-            "9",
-        ],
-    );
+    gen_cur(bucket, HOURLY_A, "--seed 9");
     s.upload().await;
-    sqlx::query("UPDATE full_listings SET listed_at = listed_at - interval '1 day'")
-        .execute(s.pool())
-        .await
-        .unwrap();
+    s.a_day_later().await;
     let outcome = s.poll(monitored).await;
     assert!(
         outcome.ingested.is_empty() && outcome.failed.is_empty(),
@@ -699,15 +594,7 @@ async fn a_payers_month_comes_from_its_cur_alone_once_there_is_one() {
     };
     let polled = poll_groups(&[group], &s.store, 2, &memory_budget(DEFAULT_BUDGET)).await;
     let outcome = polled[0].outcome.as_ref().unwrap();
-    assert_eq!(
-        outcome
-            .ingested
-            .iter()
-            .map(|i| i.object_key.as_str())
-            .collect::<Vec<_>>(),
-        [manifest.as_str()],
-        "{outcome:?}"
-    );
+    assert_eq!(ingested(outcome), [manifest.as_str()], "{outcome:?}");
     assert_views_hold(
         s.pool(),
         PAYER_A,
@@ -818,24 +705,8 @@ fn summarize_reads_a_manifest_with_its_parts_or_a_part_alone() {
     let bucket = tempfile::tempdir().unwrap();
     let manifest = gen_cur(
         bucket.path(),
-        &[
-            "--report",
-            "hourly",
-            "--period",
-            "2024-05",
-            "--payer",
-            PAYER_A,
-            "--accounts",
-            ACCOUNTS_A,
-            "--parts",
-            "3",
-            "--packing",
-            "zip",
-            "--mode",
-            "create",
-            "--seed",
-            "11",
-        ],
+        HOURLY_A,
+        "--parts 3 --packing zip --mode create --seed 11",
     );
     let expected = independent(bucket.path(), &manifest, "*");
     let summary = summarize_json(&bucket.path().join(&manifest), &[]);
@@ -861,22 +732,8 @@ fn summarize_reads_a_manifest_with_its_parts_or_a_part_alone() {
     // One part alone, gzip, told from a DBR by its header.
     let parts = gen_cur(
         bucket.path(),
-        &[
-            "--report",
-            "daily",
-            "--period",
-            "2024-06",
-            "--payer",
-            PAYER_B,
-            "--accounts",
-            PAYER_B,
-            "--parts",
-            "1",
-            "--mode",
-            "overwrite",
-            "--seed",
-            "12",
-        ],
+        ["daily", "2024-06", PAYER_B, PAYER_B],
+        "--parts 1 --mode overwrite --seed 12",
     );
     let part = bucket
         .path()
