@@ -73,16 +73,6 @@ fn default() -> dbr_ingest::domain::IntegrationName {
     dbr_ingest::domain::IntegrationName::default_name()
 }
 
-fn ingested_keys(outcome: &PollOutcome) -> Vec<&str> {
-    let mut keys: Vec<&str> = outcome
-        .ingested
-        .iter()
-        .map(|i| i.object_key.as_str())
-        .collect();
-    keys.sort();
-    keys
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_is_ingested_once_and_then_kept_in_step() {
     let s = setup().await;

@@ -338,3 +338,14 @@ pub fn latest_migration() -> usize {
         .unwrap()
         .count()
 }
+
+/// The keys of the reports a poll ingested, sorted.
+pub fn ingested_keys(outcome: &dbr_ingest::ingest::PollOutcome) -> Vec<&str> {
+    let mut keys: Vec<&str> = outcome
+        .ingested
+        .iter()
+        .map(|i| i.object_key.as_str())
+        .collect();
+    keys.sort();
+    keys
+}
