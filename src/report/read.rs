@@ -171,63 +171,54 @@ impl Reading {
     where
         R: AsyncRead + Unpin + Send,
     {
-        let sent = self.send_object(name, compression, object).await;
+        let sent: Result<(), ReadError> = async {
+            if self
+                .pieces
+                .send(Piece::Object(name.to_owned()))
+                .await
+                .is_err()
+            {
+                return Ok(()); // The parser stopped early; its error says why.
+            }
+            let counted = Counted {
+                inner: object,
+                progress: self.progress.clone(),
+            };
+            let mut object = BufReader::with_capacity(CHUNK, counted);
+            let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
+            let zipped = match compression {
+                Compression::Zip => true,
+                Compression::Sniff => zip::looks_like_zip(prefix),
+                Compression::Gzip => {
+                    let mut gunzip = GzipDecoder::new(object);
+                    gunzip.multiple_members(true);
+                    return send_chunks(gunzip, &self.pieces, &self.progress)
+                        .await
+                        .map_err(|error| match error {
+                            ReadError::Io(error) if error.kind() != io::ErrorKind::TimedOut => {
+                                ReadError::Gzip(error)
+                            }
+                            error => error,
+                        });
+                }
+            };
+            if zipped {
+                let member = ZipMember::open(object).await?;
+                let expected = name.rsplit('/').next().unwrap_or(name).strip_suffix(".zip");
+                if let Some(expected) = expected.filter(|&expected| expected != member.name()) {
+                    tracing::warn!(
+                        member = member.name(),
+                        expected,
+                        "zip member is not named like the object"
+                    );
+                }
+                send_chunks(member, &self.pieces, &self.progress).await
+            } else {
+                send_chunks(object, &self.pieces, &self.progress).await
+            }
+        }
+        .await;
         sent.map_err(|error| in_object(self.name_objects, name, error))
-    }
-
-    async fn send_object<R>(
-        &mut self,
-        name: &str,
-        compression: Compression,
-        object: R,
-    ) -> Result<(), ReadError>
-    where
-        R: AsyncRead + Unpin + Send,
-    {
-        if self
-            .pieces
-            .send(Piece::Object(name.to_owned()))
-            .await
-            .is_err()
-        {
-            return Ok(()); // The parser stopped early; its error says why.
-        }
-        let counted = Counted {
-            inner: object,
-            progress: self.progress.clone(),
-        };
-        let mut object = BufReader::with_capacity(CHUNK, counted);
-        let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
-        let zipped = match compression {
-            Compression::Zip => true,
-            Compression::Sniff => zip::looks_like_zip(prefix),
-            Compression::Gzip => {
-                let mut gunzip = GzipDecoder::new(object);
-                gunzip.multiple_members(true);
-                return send_chunks(gunzip, &self.pieces, &self.progress)
-                    .await
-                    .map_err(|error| match error {
-                        ReadError::Io(error) if error.kind() != io::ErrorKind::TimedOut => {
-                            ReadError::Gzip(error)
-                        }
-                        error => error,
-                    });
-            }
-        };
-        if zipped {
-            let member = ZipMember::open(object).await?;
-            let expected = name.rsplit('/').next().unwrap_or(name).strip_suffix(".zip");
-            if let Some(expected) = expected.filter(|&expected| expected != member.name()) {
-                tracing::warn!(
-                    member = member.name(),
-                    expected,
-                    "zip member is not named like the object"
-                );
-            }
-            send_chunks(member, &self.pieces, &self.progress).await
-        } else {
-            send_chunks(object, &self.pieces, &self.progress).await
-        }
     }
 
     /// The sums, once every object was handed over.

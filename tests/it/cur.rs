@@ -214,24 +214,14 @@ async fn assert_views_hold(pool: &PgPool, payer: &str, period: &str, expected: &
             "{account} line items"
         );
     }
-    let totals: BTreeMap<String, Decimal> = expected_accounts
-        .iter()
-        .map(|(account, e)| {
-            (
-                account.clone(),
-                decimal(&e["unblended_cost"]).unwrap().normalize(),
-            )
-        })
-        .collect();
-    let amortized: BTreeMap<String, Decimal> = expected_accounts
-        .iter()
-        .map(|(account, e)| {
-            (
-                account.clone(),
-                decimal(&e["amortized_cost"]).unwrap().normalize(),
-            )
-        })
-        .collect();
+    // One of the independent sums, per account.
+    let per_account = |field: &str| -> BTreeMap<String, Decimal> {
+        expected_accounts
+            .iter()
+            .map(|(account, e)| (account.clone(), decimal(&e[field]).unwrap().normalize()))
+            .collect()
+    };
+    let (totals, amortized) = (per_account("unblended_cost"), per_account("amortized_cost"));
     for (view, sql) in [
         (
             "focus_costs' EffectiveCost",
