@@ -6,6 +6,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: changing the code does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+# The target processor (x86-64-v2 on x86_64; see README, "Development").
+COPY .cargo ./.cargo
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > benches/inflate.rs \
     && cargo build --release --locked --config profile.release.strip=true \

@@ -1,9 +1,12 @@
-//! CSV records (RFC 4180) from any byte stream, split with SIMD searches (`memchr`).
+//! CSV records (RFC 4180) from any byte stream, split with SIMD searches.
 //!
 //! Why not the `csv` crate: its byte-at-a-time state machine was 40% of the CPU time of a whole
 //! report (DBR fields are all quoted and short), and the parse thread is the pipeline's
-//! bottleneck. Here a quoted field is one search for the next `"`, an unquoted one a search for
-//! `,` or `\n`. Records are borrowed from the buffer; only fields with `""` escapes are copied.
+//! bottleneck. Here a quoted field is one search for the next `"` (`memchr`), and runs of
+//! unquoted fields (a CUR's) are split 64 bytes at a time from bit masks of their delimiters
+//! ([`unquoted_fields`]). A reader may [`Records::project`] the records onto the columns it
+//! reads: the others are counted, not recorded. Records are borrowed from the buffer; only
+//! fields with `""` escapes are copied.
 //! What it does not do: other delimiters, comments, or the csv crate's leniency about text after a
 //! closing quote (an error here: a billing report should not have it).
 //!
@@ -48,10 +51,78 @@ pub struct Records<R> {
     eof: bool,
     /// Newlines in the bytes already dropped from the front of `buf`.
     lines_dropped: u64,
-    fields: Vec<Field>,
+    kept: Kept,
     scratch: Vec<u8>,
     /// Whether a byte-order mark at the start was looked for.
     bom_skipped: bool,
+}
+
+/// The fields of the record being split: every one, or (once [`Records::project`] was called)
+/// only the columns asked for, each at its column's index.
+///
+/// Why: a CUR line has about 200 fields and a reader needs about 40. Counting the fields it
+/// does not need, with one instruction for a block's, costs far less than recording each (see
+/// [`unquoted_fields`]).
+struct Kept {
+    fields: Vec<Field>,
+    projection: Option<Projection>,
+    /// The fields split so far: the index of the next one.
+    count: usize,
+}
+
+struct Projection {
+    /// For each column, where its field is kept: at its own index if wanted, else in the
+    /// last slot, never read. (A store to a slot costs less than a branch mispredicted: which
+    /// columns are wanted follows no pattern the processor learns.)
+    slots: Vec<usize>,
+    /// The wanted columns, a bit each (the lowest bit of the first word is column 0).
+    wanted: Vec<u64>,
+}
+
+impl Kept {
+    fn start(&mut self) {
+        self.count = 0;
+        if self.projection.is_none() {
+            self.fields.clear();
+        }
+    }
+
+    #[inline]
+    fn keep(&mut self, field: Field) {
+        self.keep_at(self.count, field);
+        self.count += 1;
+    }
+
+    /// The fields kept, by column (without the slot of those not kept).
+    fn by_column(&self) -> &[Field] {
+        match &self.projection {
+            None => &self.fields,
+            Some(projection) => &self.fields[..projection.slots.len()],
+        }
+    }
+
+    /// Keeps `field` as the record's field `index`, which is the next one (`count`, kept in a
+    /// register by a caller that splits many).
+    #[inline]
+    fn keep_at(&mut self, index: usize, field: Field) {
+        match &self.projection {
+            None => self.fields.push(field),
+            Some(projection) => {
+                let slot = projection.slots.get(index);
+                self.fields[slot.copied().unwrap_or(projection.slots.len())] = field;
+            }
+        }
+    }
+
+    /// Which of the `n` fields (1 to 64) from field `index` on are wanted, a bit each; `None`
+    /// when every field is kept.
+    fn wanted_among(&self, index: usize, n: u32) -> Option<Mask> {
+        let projection = self.projection.as_ref()?;
+        let word = |at: usize| projection.wanted.get(at).copied().unwrap_or(0);
+        let (at, shift) = (index / 64, index % 64);
+        let bits = (u128::from(word(at + 1)) << 64 | u128::from(word(at))) >> shift;
+        Some(bits as Mask & Mask::MAX >> (Mask::BITS - n))
+    }
 }
 
 /// One record, borrowed from the reader until the next call.
@@ -59,6 +130,7 @@ pub struct Record<'a> {
     buf: &'a [u8],
     scratch: &'a [u8],
     fields: &'a [Field],
+    len: usize,
     /// The buffer before the record, and the lines before that: the line number, when asked.
     before: &'a [u8],
     lines_dropped: u64,
@@ -66,17 +138,19 @@ pub struct Record<'a> {
 
 impl<'a> Record<'a> {
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.len == 0
     }
 
+    /// The field at `index`; empty for a column not projected, or past the record's end.
     pub fn get(&self, index: usize) -> &'a [u8] {
-        match self.fields[index] {
-            Field::Raw(from, to) => &self.buf[from..to],
-            Field::Unescaped(from, to) => &self.scratch[from..to],
+        match self.fields.get(index) {
+            Some(Field::Raw(from, to)) if index < self.len => &self.buf[*from..*to],
+            Some(Field::Unescaped(from, to)) if index < self.len => &self.scratch[*from..*to],
+            _ => &[],
         }
     }
 
@@ -111,83 +185,173 @@ enum Run {
     Quoted(usize),
     /// The record ended (or more bytes are needed to end it).
     Ends(Split),
-    /// The field being read is longer than [`MAX_FIELD`].
-    TooLong,
+    /// The field being read (this one of the record) is longer than [`MAX_FIELD`].
+    TooLong(usize),
 }
 
-/// Splits the unquoted fields from `at` on into `fields`, until a quoted field starts or the
+/// Splits the unquoted fields from `at` on into `kept`, until a quoted field starts or the
 /// record ends. A CUR line is about 200 fields, most of them empty or a few bytes long: a
-/// search per field cost more than the field. Here the bytes are looked at eight at a time in a
-/// `u64` (SWAR), and every `,`, `\n` and `"` of a word is taken from its bit mask in turn. A `"`
-/// inside an unquoted field is text, and a `\r` before the line end is dropped, as before.
-fn unquoted_fields(buf: &[u8], at: usize, eof: bool, fields: &mut Vec<Field>) -> Run {
+/// search per field cost more than the field. Here the bytes are looked at a [`BLOCK`] at a
+/// time, as bit masks of their `,` and of their `\n` and `"` ([`block_masks`]). The commas
+/// before a block's first `\n` or `"` each end a field: those up to the last one kept are
+/// taken from the mask, the rest counted at once. A `"` inside an unquoted field is text, and
+/// a `\r` before the line end is dropped, as before.
+fn unquoted_fields(buf: &[u8], at: usize, eof: bool, kept: &mut Kept) -> Run {
     let end = buf.len();
     let mut field = at;
-    let mut word_at = at;
-    while word_at < end {
-        let (mut found, len) = match buf.get(word_at..word_at + 8) {
-            Some(word) => {
-                let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-                let found =
-                    bytes_equal(word, b',') | bytes_equal(word, b'\n') | bytes_equal(word, b'"');
-                (found, 8)
-            }
-            None => {
-                let tail = &buf[word_at..];
-                let found = tail.iter().enumerate().fold(0u64, |found, (i, &b)| {
-                    let delimiter = matches!(b, b',' | b'\n' | b'"');
-                    found | (u64::from(delimiter) << (8 * i + 7))
-                });
-                (found, tail.len())
-            }
+    let mut block_at = at;
+    // The field count, in a register while the run lasts: through memory, each field waited
+    // for the last one's store.
+    let mut count = kept.count;
+    while block_at < end {
+        let ((mut commas, mut stops), len) = match buf.get(block_at..block_at + BLOCK) {
+            Some(block) => (block_masks(block.try_into().expect("a block")), BLOCK),
+            None => (tail_masks(&buf[block_at..]), end - block_at),
         };
-        while found != 0 {
-            let at = word_at + found.trailing_zeros() as usize / 8;
-            found &= found - 1;
-            match buf[at] {
-                b'"' if at == field => return Run::Quoted(at),
-                b'"' => {}
-                b',' => {
-                    if at - field > MAX_FIELD {
-                        return Run::TooLong;
-                    }
-                    fields.push(Field::Raw(field, at));
+        loop {
+            // The commas before the next `"` or `\n` (all of them when there is none).
+            let ends = commas & (stops.wrapping_sub(1) & !stops);
+            commas &= !ends;
+            let fields = ends.count_ones() as usize;
+            if fields > 0 {
+                // Only the first can have begun before the block.
+                if block_at + ends.trailing_zeros() as usize - field > MAX_FIELD {
+                    return Run::TooLong(count);
+                }
+                let kept_fields = kept.wanted_among(count, fields as u32);
+                let taken =
+                    kept_fields.map_or(fields, |w| (Mask::BITS - w.leading_zeros()) as usize);
+                let mut rest = ends;
+                for _ in 0..taken {
+                    let at = block_at + rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    kept.keep_at(count, Field::Raw(field, at));
+                    count += 1;
                     field = at + 1;
                 }
-                _ => return line_end(buf, field, at, fields),
+                count += fields - taken;
+                field = block_at + (Mask::BITS - ends.leading_zeros()) as usize;
+            }
+            if stops == 0 {
+                break;
+            }
+            let at = block_at + stops.trailing_zeros() as usize;
+            stops &= stops - 1;
+            match buf[at] {
+                b'"' if at == field => {
+                    kept.count = count;
+                    return Run::Quoted(at);
+                }
+                b'"' => {}
+                _ => {
+                    kept.count = count;
+                    return line_end(buf, field, at, kept);
+                }
             }
         }
-        word_at += len;
-        if word_at - field > MAX_FIELD + 1 {
-            return Run::TooLong;
+        block_at += len;
+        if block_at - field > MAX_FIELD + 1 {
+            return Run::TooLong(count);
         }
     }
+    kept.count = count;
     if !eof {
         return Run::Ends(Split::NeedMore);
     }
     // The end of the input ends the record.
-    match line_end(buf, field, end, fields) {
+    match line_end(buf, field, end, kept) {
         Run::Ends(Split::Record(_)) => Run::Ends(Split::Record(end)),
         other => other,
     }
 }
 
+/// The bytes [`unquoted_fields`] looks at at once.
+const BLOCK: usize = 64;
+/// One bit per byte of a block, the first byte's lowest.
+type Mask = u64;
+
+/// Where a block's bytes are `,`, and where they are `\n` or `"`. On x86_64 with SSE2 (part of
+/// every x86_64 processor): sixteen bytes per compare.
+#[cfg(target_arch = "x86_64")]
+fn block_masks(block: &[u8; BLOCK]) -> (Mask, Mask) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    let sixteen = |bytes: &[u8; 16]| -> (Mask, Mask) {
+        // SAFETY: SSE2 is part of x86_64, so every processor running this has these
+        // instructions; the unaligned load reads the 16 bytes of `bytes`, no more.
+        unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>());
+            let equal =
+                |byte: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as Mask;
+            (equal(b','), equal(b'\n') | equal(b'"'))
+        }
+    };
+    block
+        .chunks_exact(16)
+        .enumerate()
+        .fold((0, 0), |(commas, stops), (i, bytes)| {
+            let (more_commas, more_stops) = sixteen(bytes.try_into().expect("16 bytes"));
+            (
+                commas | more_commas << (16 * i),
+                stops | more_stops << (16 * i),
+            )
+        })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_masks(block: &[u8; BLOCK]) -> (Mask, Mask) {
+    portable_block_masks(block)
+}
+
+/// [`block_masks`] eight bytes at a time in a `u64` (SWAR), for other processors.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn portable_block_masks(block: &[u8; BLOCK]) -> (Mask, Mask) {
+    let (mut commas, mut stops) = (0, 0);
+    for (i, word) in block.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        commas |= gather(bytes_equal(word, b',')) << (8 * i);
+        stops |= gather(bytes_equal(word, b'\n') | bytes_equal(word, b'"')) << (8 * i);
+    }
+    (commas, stops)
+}
+
+/// The high bits of a word's bytes as the low eight bits of a mask: one multiplication moves
+/// each to its place, and no two products overlap.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn gather(high_bits: u64) -> Mask {
+    ((high_bits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as Mask
+}
+
+/// [`block_masks`] of the last bytes of the buffer, fewer than a block.
+fn tail_masks(tail: &[u8]) -> (Mask, Mask) {
+    tail.iter()
+        .enumerate()
+        .fold((0, 0), |(commas, stops), (i, &byte)| {
+            (
+                commas | Mask::from(byte == b',') << i,
+                stops | Mask::from(matches!(byte, b'\n' | b'"')) << i,
+            )
+        })
+}
+
 /// The last field of a record, `buf[field..at]` without a `\r` before the line end at `at`.
-fn line_end(buf: &[u8], field: usize, at: usize, fields: &mut Vec<Field>) -> Run {
+fn line_end(buf: &[u8], field: usize, at: usize, kept: &mut Kept) -> Run {
     let trimmed = if at > field && buf[at - 1] == b'\r' {
         at - 1
     } else {
         at
     };
     if trimmed - field > MAX_FIELD {
-        return Run::TooLong;
+        return Run::TooLong(kept.count);
     }
-    fields.push(Field::Raw(field, trimmed));
+    kept.keep(Field::Raw(field, trimmed));
     Run::Ends(Split::Record(at + 1))
 }
 
 /// The high bit of each byte of `word` that equals `byte`, and no other bit (exact: no carry
 /// crosses a byte).
+#[cfg(any(test, not(target_arch = "x86_64")))]
 fn bytes_equal(word: u64, byte: u8) -> u64 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     let x = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
@@ -203,10 +367,35 @@ impl<R: Read> Records<R> {
             end: 0,
             eof: false,
             lines_dropped: 0,
-            fields: Vec::new(),
+            kept: Kept {
+                fields: Vec::new(),
+                projection: None,
+                count: 0,
+            },
             scratch: Vec::new(),
             bom_skipped: false,
         }
+    }
+
+    /// From now on, keeps only the fields of `columns` (of a header `width` columns wide): the
+    /// others read as empty, and are only counted.
+    pub fn project(&mut self, columns: impl IntoIterator<Item = usize>, width: usize) {
+        let mut wanted = vec![false; width];
+        for column in columns {
+            wanted[column] = true;
+        }
+        let slots = (0..width)
+            .map(|column| if wanted[column] { column } else { width })
+            .collect();
+        let wanted = wanted
+            .chunks(64)
+            .map(|bits| (bits.iter().rev()).fold(0, |word, &bit| word << 1 | u64::from(bit)))
+            .collect();
+        self.kept = Kept {
+            fields: vec![Field::Raw(0, 0); width + 1],
+            projection: Some(Projection { slots, wanted }),
+            count: 0,
+        };
     }
 
     /// The line reached: the one the next record starts on.
@@ -246,7 +435,8 @@ impl<R: Read> Records<R> {
                     return Ok(Some(Record {
                         buf: &self.buf,
                         scratch: &self.scratch,
-                        fields: &self.fields,
+                        fields: self.kept.by_column(),
+                        len: self.kept.count,
                         before: &self.buf[..at],
                         lines_dropped: self.lines_dropped,
                     }));
@@ -295,12 +485,9 @@ impl<R: Read> Records<R> {
         }
     }
 
-    fn field_too_long(&self) -> Split {
-        let message = format!(
-            "field {} is longer than {} KiB",
-            self.fields.len() + 1,
-            MAX_FIELD >> 10
-        );
+    /// Field `index` (from 0) is longer than [`MAX_FIELD`].
+    fn field_too_long(&self, index: usize) -> Split {
+        let message = format!("field {} is longer than {} KiB", index + 1, MAX_FIELD >> 10);
         Split::Malformed(self.start, message)
     }
 
@@ -308,7 +495,7 @@ impl<R: Read> Records<R> {
     /// the record.
     fn split(&mut self) -> Split {
         let (buf, end, eof) = (&self.buf[..self.end], self.end, self.eof);
-        self.fields.clear();
+        self.kept.start();
         self.scratch.clear();
         let mut at = self.start;
         if at == end {
@@ -325,7 +512,7 @@ impl<R: Read> Records<R> {
                 loop {
                     let Some(found) = memchr(b'"', &buf[from..]) else {
                         return if end - (at + 1) > MAX_FIELD {
-                            self.field_too_long()
+                            self.field_too_long(self.kept.count)
                         } else if eof {
                             Split::Malformed(self.start, "a quoted field is not closed".into())
                         } else {
@@ -343,15 +530,15 @@ impl<R: Read> Records<R> {
                         None if !eof => return Split::NeedMore,
                         _ => {
                             if quote - (at + 1) > MAX_FIELD {
-                                return self.field_too_long();
+                                return self.field_too_long(self.kept.count);
                             }
                             match escaped {
                                 Some(scratch_from) => {
                                     self.scratch.extend_from_slice(&buf[from..quote]);
-                                    self.fields
-                                        .push(Field::Unescaped(scratch_from, self.scratch.len()));
+                                    self.kept
+                                        .keep(Field::Unescaped(scratch_from, self.scratch.len()));
                                 }
-                                None => self.fields.push(Field::Raw(at + 1, quote)),
+                                None => self.kept.keep(Field::Raw(at + 1, quote)),
                             }
                             at = quote + 1;
                             break;
@@ -359,13 +546,13 @@ impl<R: Read> Records<R> {
                     }
                 }
             } else {
-                match unquoted_fields(buf, at, eof, &mut self.fields) {
+                match unquoted_fields(buf, at, eof, &mut self.kept) {
                     Run::Quoted(quote) => {
                         at = quote;
                         continue;
                     }
                     Run::Ends(split) => return split,
-                    Run::TooLong => return self.field_too_long(),
+                    Run::TooLong(index) => return self.field_too_long(index),
                 }
             }
             // After a field: a delimiter, the end of the record, or the end of the input.
@@ -545,6 +732,17 @@ mod tests {
     }
 
     proptest! {
+        /// Every way of finding a block's delimiters finds the same.
+        #[test]
+        fn block_masks_agree(block in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'"'), Just(b','), Just(b'\n')], BLOCK)) {
+            let block: &[u8; BLOCK] = block.as_slice().try_into().unwrap();
+            let expected = tail_masks(block);
+            prop_assert_eq!(block_masks(block), expected);
+            prop_assert_eq!(portable_block_masks(block), expected);
+        }
+    }
+
+    proptest! {
         // Fewer cases than elsewhere: the read tests feed these bytes through records too.
         #![proptest_config(crate::report::proptest_config(500))]
 
@@ -562,6 +760,35 @@ mod tests {
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// Projected, wide records keep the fields of the columns asked for, read every other
+        /// one as empty, and still count them all.
+        #[test]
+        fn a_projection_keeps_the_columns_asked_for(
+            rows in prop::collection::vec(prop::collection::vec("[a-z\",\r\n é]{0,6}", 1..150), 1..8),
+            wanted in prop::collection::vec(any::<bool>(), 150),
+            trickle in prop_oneof![1usize..8, 64usize..1024],
+        ) {
+            let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+            for row in &rows {
+                writer.write_record(row).unwrap();
+            }
+            let text = writer.into_inner().unwrap();
+            let width = rows[0].len();
+            let mut reader = Records::new(Trickle(&text, trickle));
+            reader.project((0..width).filter(|&column| wanted[column]), width);
+            for row in &rows {
+                let record = reader.next_record().unwrap().unwrap();
+                prop_assert_eq!(record.len(), row.len());
+                for (column, field) in row.iter().enumerate() {
+                    let expected = if column < width && wanted[column] { field.as_str() } else { "" };
+                    prop_assert_eq!(record.get(column), expected.as_bytes(), "column {}", column);
+                }
+            }
+            prop_assert!(reader.next_record().unwrap().is_none());
         }
     }
 
