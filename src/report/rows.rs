@@ -164,54 +164,79 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// Every column a row is read from.
+    /// Every column a row is read from. (Destructured whole, so that a field added to
+    /// `Fields` cannot be left out: a column not listed reads as empty.)
     fn columns(&self) -> Vec<usize> {
+        let Fields {
+            payer,
+            account,
+            invoice_id,
+            product,
+            product_code,
+            usage_type,
+            operation,
+            availability_zone,
+            usage_start,
+            usage_quantity,
+            unblended_cost,
+            blended_cost,
+            resource_id,
+            item_description,
+            tags,
+            dialect,
+        } = self;
         let mut columns = vec![
-            self.payer,
-            self.account,
-            self.invoice_id,
-            self.product,
-            self.usage_type,
-            self.operation,
-            self.availability_zone,
-            self.usage_start,
-            self.usage_quantity,
-            self.unblended_cost,
-            self.blended_cost,
+            *payer,
+            *account,
+            *invoice_id,
+            *product,
+            *usage_type,
+            *operation,
+            *availability_zone,
+            *usage_start,
+            *usage_quantity,
+            *unblended_cost,
+            *blended_cost,
         ];
         columns.extend(
-            [self.product_code, self.resource_id, self.item_description]
+            [*product_code, *resource_id, *item_description]
                 .into_iter()
                 .flatten(),
         );
-        columns.extend(self.tags.iter().map(|(column, _)| *column));
-        match self.dialect {
+        columns.extend(tags.iter().map(|(column, _)| *column));
+        let optional: Vec<Option<usize>> = match *dialect {
             Dialect::Dbr {
                 record_type,
                 reserved_instance,
-            } => columns.extend([Some(record_type), reserved_instance].into_iter().flatten()),
+            } => vec![Some(record_type), reserved_instance],
             Dialect::Cur {
                 line_item_type,
                 billing_entity,
                 region,
-                amortization: a,
-            } => columns.extend(
-                [
-                    Some(line_item_type),
-                    billing_entity,
-                    region,
-                    a.savings_plan_effective_cost,
-                    a.total_commitment_to_date,
-                    a.used_commitment,
-                    a.reservation_effective_cost,
-                    a.unused_amortized_upfront_fee,
-                    a.unused_recurring_fee,
-                    a.reservation_arn,
-                ]
-                .into_iter()
-                .flatten(),
-            ),
-        }
+                amortization:
+                    Amortization {
+                        savings_plan_effective_cost,
+                        total_commitment_to_date,
+                        used_commitment,
+                        reservation_effective_cost,
+                        unused_amortized_upfront_fee,
+                        unused_recurring_fee,
+                        reservation_arn,
+                    },
+            } => vec![
+                Some(line_item_type),
+                billing_entity,
+                region,
+                savings_plan_effective_cost,
+                total_commitment_to_date,
+                used_commitment,
+                reservation_effective_cost,
+                unused_amortized_upfront_fee,
+                unused_recurring_fee,
+                reservation_arn,
+            ],
+        };
+        columns.extend(optional.into_iter().flatten());
         columns
     }
 }
