@@ -7,7 +7,8 @@
 #   - high cardinality: line items spread at random over BENCH_BYTES/20,000 resources and the
 #     month's days (~1.25 M distinct daily keys per GB), and a hostile one where nearly every
 #     line item is its own key (BENCH_BYTES/100 resources, ~2.4 M keys per GB).
-# For each: `summarize`, `once` from a directory into a fresh database, `once` rewriting that
+# For each: `summarize`, `once` from a directory into a fresh database (created and migrated by
+# `dbr-ingest migrate` beforehand, untimed: a deployment's one-time step), `once` rewriting that
 # month (the dead tuples it leaves are counted), peak RSS of each; the realistic report also
 # `once` through S3 (s3s-fs on 127.0.0.1, installed once into BENCH_DIR/tools with cargo),
 # judged by the process's own CPU time against the directory source's (the server shares the
@@ -105,6 +106,7 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
   [ "$from" = s3 ] && source=(--source s3)
   for run in $(seq "$runs"); do
     url="$server/dbr_bench_$$_$run"
+    DATABASE_URL="$url" RUST_LOG=warn "$binary" migrate > /dev/null
     for pass in fresh rewrite; do
       [ "$pass" = rewrite ] && [ "${REWRITE:-1}" = 0 ] && break
       # A rewrite: the same report with a new version (the directory source's ETag is the
