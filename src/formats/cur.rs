@@ -314,6 +314,8 @@ fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
         blended_cost,
         resource_id: find("lineItem/ResourceId"),
         item_description: find("lineItem/LineItemDescription"),
+        list_rate: find("pricing/publicOnDemandRate"),
+        pricing_unit: find("pricing/unit"),
         tags,
         dialect: Dialect::Cur {
             line_item_type,
@@ -553,6 +555,32 @@ mod tests {
             assert_eq!(
                 usage.tags,
                 [("user:Name", "web"), ("costCategory/Team", "Platform")]
+            );
+        }
+
+        #[test]
+        fn a_usage_keeps_its_unit_and_public_rate() {
+            let header = "lineItem/LineItemType,bill/PayerAccountId,lineItem/UsageAccountId,bill/InvoiceId,lineItem/ProductCode,product/ProductName,lineItem/UsageType,lineItem/Operation,lineItem/AvailabilityZone,lineItem/UsageStartDate,lineItem/UsageAmount,lineItem/UnblendedCost,lineItem/BlendedCost,pricing/unit,pricing/publicOnDemandRate";
+            let text = format!(
+                "{header}\n\
+                 DiscountedUsage,111122223333,111122223333,,AmazonEC2,Amazon Elastic Compute Cloud,BoxUsage:m5.large,RunInstances,,2024-05-01T03:00:00Z,1,0.05,0.05,Hrs,0.096\n\
+                 Usage,111122223333,111122223333,,AmazonS3,Amazon Simple Storage Service,TimedStorage-ByteHrs,,,2024-05-01T03:00:00Z,1,0.05,0.05,GB-Mo,None\n"
+            );
+            let mut rows = RowReader::new(text.as_bytes(), &LAYOUT).unwrap();
+            let mut usages = Vec::new();
+            while let Some(row) = rows.next_row().unwrap() {
+                row.check_usage().unwrap();
+                let mut key = Vec::new();
+                row.usage_key(&mut key, false);
+                let usage = Usage::decode(&key);
+                usages.push((usage.pricing_unit(), usage.list_rate.to_owned()));
+            }
+            assert_eq!(
+                usages,
+                [
+                    ("Hours".to_owned(), "0.096".to_owned()),
+                    ("GB-Months".to_owned(), "None".to_owned())
+                ]
             );
         }
 

@@ -271,6 +271,8 @@ fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
         header.find("ItemDescription"),
         header.find("ReservedInstance"),
     );
+    // `Rate` beside a single `Cost`.
+    let list_rate = header.find("UnBlendedRate").or_else(|| header.find("Rate"));
     header.lacking()?;
     let tags = (0..names.len())
         .filter(|&i| names[i].starts_with("user:") || names[i].starts_with("aws:"))
@@ -292,6 +294,8 @@ fn fields(names: &[String]) -> Result<Fields, Vec<&'static str>> {
         resource_id,
         // In every real report; optional, as a report without them loses nothing else.
         item_description,
+        list_rate,
+        pricing_unit: None,
         tags,
         dialect: Dialect::Dbr {
             record_type,
@@ -600,10 +604,31 @@ mod tests {
                     item_description: "$0.01 per 1,000 requests",
                     line_item_type: "",
                     region: "",
+                    list_rate: "",
+                    pricing_unit: "",
                     tags: vec![("user:Name", "web"), ("aws:createdBy", "batch, nightly")],
                 }
             );
             assert_eq!(Usage::category_of(&key), ChargeCategory::Credit);
+        }
+
+        #[test]
+        fn the_rate_is_a_list_price_on_on_demand_usage_alone() {
+            let header = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,ReservedInstance,UsageStartDate,UsageQuantity,UnBlendedRate,UnBlendedCost,BlendedCost";
+            let text = format!(
+                "{header}\n\
+                 1,9,,LineItem,EC2,BoxUsage:m4.large,RunInstances,,N,2017-01-01 00:00:00,2,0.10,0.20,0.20\n\
+                 1,9,,LineItem,EC2,BoxUsage:m4.large,RunInstances,,Y,2017-01-01 00:00:00,2,0.03,0.06,0.06\n\
+                 1,9,,LineItem,EC2,SpotUsage:c4.large,RunInstances,,N,2017-01-01 00:00:00,2,0.02,0.04,0.04\n"
+            );
+            let mut rows = reader(&text);
+            let mut rates = Vec::new();
+            while let Some(row) = rows.next_row().unwrap() {
+                let mut key = Vec::new();
+                row.usage_key(&mut key, false);
+                rates.push(Usage::decode(&key).list_rate.to_owned());
+            }
+            assert_eq!(rates, ["0.10", "", ""]);
         }
 
         #[test]

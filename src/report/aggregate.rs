@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
-use super::dimensions::{ChargeCategory, PurchaseOption};
+use super::dimensions::{ChargeCategory, ListPrices, PurchaseOption};
 use super::rows::{Layout, ParseError, RecordType, Row, RowReader, Usage};
 use daily::DailyKey;
 pub use groups::{GroupBy, GroupRow, Groups};
@@ -760,6 +760,17 @@ impl ReportSums {
             written: self.runs.usages().map_err(DailyCostsError::Spill)?,
             current: Box::new(self.usages.iter()),
         })
+    }
+
+    /// The list price of each usage's unit ([`ListPrices`]): learnt from every usage first,
+    /// as a DBR's reserved usage takes its on-demand peers' rate.
+    pub fn list_prices(&self) -> Result<ListPrices, DailyCostsError> {
+        let mut prices = ListPrices::default();
+        let mut usages = self.usages()?;
+        while let Some(usage) = usages.next() {
+            prices.learn(&usage?.usage);
+        }
+        Ok(prices)
     }
 
     /// The month's sums of each resource, or of each tag value, per account (of `only` these

@@ -3,7 +3,11 @@
 //! of a usage. The rules are in the README ("Dimensions"); each has a test here with rows shaped
 //! like AWS's.
 
-use super::rows::Usage;
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+use super::rows::{Usage, rate};
 
 /// What a line item charges for. Decided per line item, in this order (the first rule that
 /// applies wins):
@@ -178,10 +182,10 @@ pub enum PurchaseOption {
 }
 
 impl PurchaseOption {
-    pub fn of(usage_type: &str, reserved_instance: bool) -> PurchaseOption {
-        if reserved_instance || is_reserved_instance_fee(usage_type.as_bytes()) {
+    pub fn of(usage_type: &[u8], reserved_instance: bool) -> PurchaseOption {
+        if reserved_instance || is_reserved_instance_fee(usage_type) {
             PurchaseOption::Reserved
-        } else if usage_type.contains("SpotUsage") {
+        } else if memchr::memmem::find(usage_type, b"SpotUsage").is_some() {
             PurchaseOption::Spot
         } else {
             PurchaseOption::OnDemand
@@ -248,7 +252,147 @@ impl Usage<'_> {
     }
 
     pub fn purchase_option(&self) -> PurchaseOption {
-        PurchaseOption::of(self.usage_type, self.reserved_instance)
+        PurchaseOption::of(self.usage_type.as_bytes(), self.reserved_instance)
+    }
+
+    /// The unit its quantity is priced in, as FOCUS writes units (`Hours`, `GB-Months`,
+    /// `Requests`): CUR's `pricing/unit` rewritten ([`focus_unit`]), else derived from the
+    /// usage type ([`unit_of_usage_type`]).
+    pub fn pricing_unit(&self) -> String {
+        match focus_unit(self.pricing_unit) {
+            Some(unit) => unit,
+            None => unit_of_usage_type(self.usage_type).to_owned(),
+        }
+    }
+}
+
+/// The public on-demand price of a unit of each usage of a report (FOCUS's ListUnitPrice): a
+/// CUR's `pricing/publicOnDemandRate`; a DBR's `UnBlendedRate` on on-demand usage, and for its
+/// other usage (reserved) the highest on-demand rate of the same product, usage type,
+/// operation and region in the report. `None` where neither applies (spot, fees, tax,
+/// credits, a usage type never run on demand that month).
+#[derive(Debug, Default)]
+pub struct ListPrices {
+    on_demand: HashMap<(String, String, String, String), Decimal>,
+}
+
+impl ListPrices {
+    /// At most this many (product, usage type, operation, region) are remembered, so that a
+    /// hostile report cannot grow the table without bound; others get no derived price.
+    pub const MAX_PEERS: usize = 100_000;
+
+    /// Remembers a DBR usage's on-demand rate; call for every usage before [`ListPrices::of`].
+    pub fn learn(&mut self, usage: &Usage<'_>) {
+        let Some(rate) = rate(usage.list_rate) else {
+            return;
+        };
+        if !usage.line_item_type.is_empty() {
+            return;
+        }
+        let peer = ListPrices::peer(usage);
+        if self.on_demand.len() >= ListPrices::MAX_PEERS && !self.on_demand.contains_key(&peer) {
+            return;
+        }
+        let known = self.on_demand.entry(peer).or_insert(rate);
+        *known = (*known).max(rate);
+    }
+
+    pub fn of(&self, usage: &Usage<'_>) -> Option<Decimal> {
+        if let Some(rate) = rate(usage.list_rate) {
+            return Some(rate);
+        }
+        let derived = usage.line_item_type.is_empty()
+            && usage.charge_category == ChargeCategory::Usage
+            && usage.purchase_option() == PurchaseOption::Reserved;
+        derived
+            .then(|| self.on_demand.get(&ListPrices::peer(usage)).copied())
+            .flatten()
+    }
+
+    fn peer(usage: &Usage<'_>) -> (String, String, String, String) {
+        (
+            usage.product.to_owned(),
+            usage.usage_type.to_owned(),
+            usage.operation.to_owned(),
+            usage.region(),
+        )
+    }
+}
+
+/// AWS's way of writing a unit (`Hrs`, `GB-Mo`, `Lambda-GB-Second`) as FOCUS's unit format
+/// asks: a count or data size unit, alone or joined by `-` to a plural time unit (`Hours`,
+/// `GB-Months`, `Lambda GB-Seconds`). `None` for an empty unit.
+pub fn focus_unit(raw: &str) -> Option<String> {
+    const TIMES: [(&str, &str); 14] = [
+        ("Hrs", "Hours"),
+        ("Hr", "Hours"),
+        ("Hour", "Hours"),
+        ("Hours", "Hours"),
+        ("Mo", "Months"),
+        ("Month", "Months"),
+        ("Months", "Months"),
+        ("Second", "Seconds"),
+        ("Seconds", "Seconds"),
+        ("Sec", "Seconds"),
+        ("Minute", "Minutes"),
+        ("Minutes", "Minutes"),
+        ("Day", "Days"),
+        ("Days", "Days"),
+    ];
+    let time = |word: &str| TIMES.iter().find(|(aws, _)| *aws == word).map(|(_, t)| *t);
+    // Words of letters and digits, separated by one space; a word must begin with a letter.
+    let words = |text: &str| -> String {
+        let mut out = String::new();
+        for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+            let word = word.trim_start_matches(|c: char| c.is_ascii_digit());
+            if word.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+        out
+    };
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "None" {
+        return None;
+    }
+    if let Some(time) = time(raw) {
+        return Some(time.to_owned());
+    }
+    if let Some((unit, last)) = raw.rsplit_once('-')
+        && let Some(time) = time(last)
+    {
+        let unit = words(unit);
+        return Some(if unit.is_empty() {
+            time.to_owned()
+        } else {
+            format!("{unit}-{time}")
+        });
+    }
+    let unit = words(raw);
+    Some(if unit.is_empty() { "Units".to_owned() } else { unit })
+}
+
+/// A DBR usage type's unit (a DBR names none): storage by the byte-hour is billed in
+/// `GB-Months`, transfer in `GB`, requests in `Requests`, I/O in `IOs`, instances and other
+/// running things by the hour; anything else (fees, tax) in `Units`.
+pub fn unit_of_usage_type(usage_type: &str) -> &'static str {
+    let has = |part: &str| usage_type.contains(part);
+    if has("ByteHrs") || has("TimedStorage") {
+        "GB-Months"
+    } else if has("Bytes") || has("DataTransfer") {
+        "GB"
+    } else if has("Request") {
+        "Requests"
+    } else if has("IOs") || has("IOUsage") {
+        "IOs"
+    } else if has("Usage") || has("Hours") {
+        "Hours"
+    } else {
+        "Units"
     }
 }
 
@@ -281,6 +425,109 @@ fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// FOCUS's unit format, as its validator checks it: a data size, time or count unit, alone,
+    /// joined by `-` to a plural time unit, or per (`/`) a singular one.
+    fn is_focus_unit(unit: &str) -> bool {
+        const SIZES: &[&str] = &["b", "Kb", "Mb", "Gb", "Tb", "Pb", "Eb", "B", "KB", "MB", "GB", "TB", "PB", "EB", "Kib", "Mib", "Gib", "Tib", "Pib", "Eib", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        const PLURAL: &[&str] = &["Years", "Months", "Days", "Hours", "Minutes", "Seconds"];
+        let count = |text: &str| {
+            !text.is_empty()
+                && text.split(' ').all(|word| {
+                    word.starts_with(|c: char| c.is_ascii_alphabetic())
+                        && word.chars().all(|c| c.is_ascii_alphanumeric())
+                })
+        };
+        let unit_part = |text: &str| SIZES.contains(&text) || count(text);
+        match unit.rsplit_once('-') {
+            Some((unit, time)) => PLURAL.contains(&time) && unit_part(unit),
+            None => unit_part(unit),
+        }
+    }
+
+    #[test]
+    fn aws_units_read_as_focus_units() {
+        for (aws, focus) in [
+            ("Hrs", "Hours"),
+            ("GB-Mo", "GB-Months"),
+            ("GB", "GB"),
+            ("Requests", "Requests"),
+            ("ReadCapacityUnit-Hrs", "ReadCapacityUnit-Hours"),
+            ("Lambda-GB-Second", "Lambda GB-Seconds"),
+            ("vCPU-Hours", "vCPU-Hours"),
+            ("1K Requests", "K Requests"),
+            ("Dollar", "Dollar"),
+            ("%", "Units"),
+        ] {
+            assert_eq!(focus_unit(aws).as_deref(), Some(focus), "{aws}");
+            assert!(is_focus_unit(focus), "{focus}");
+        }
+        assert_eq!(focus_unit(""), None);
+        assert_eq!(focus_unit("None"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_unit_reads_as_a_focus_unit(raw in "\\PC{0,24}") {
+            if let Some(unit) = focus_unit(&raw) {
+                proptest::prop_assert!(is_focus_unit(&unit), "{raw:?} gave {unit:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dbr_usage_type_names_its_unit() {
+        for (usage_type, unit) in [
+            ("BoxUsage:m4.large", "Hours"),
+            ("USW2-HeavyUsage:t1.micro", "Hours"),
+            ("TimedStorage-ByteHrs", "GB-Months"),
+            ("DataTransfer-Out-Bytes", "GB"),
+            ("EU-Requests-Tier2-HTTPS", "Requests"),
+            ("KMS-Requests", "Requests"),
+            ("EBS:VolumeIOUsage", "IOs"),
+            ("", "Units"),
+        ] {
+            assert_eq!(unit_of_usage_type(usage_type), unit, "{usage_type}");
+            assert!(is_focus_unit(unit));
+        }
+    }
+
+    fn usage<'a>(usage_type: &'a str, reserved: bool, rate: &'a str) -> Usage<'a> {
+        Usage {
+            charge_category: ChargeCategory::Usage,
+            reserved_instance: reserved,
+            invoice_id: "",
+            product: "Amazon Elastic Compute Cloud",
+            usage_type,
+            operation: "RunInstances",
+            availability_zone: "us-east-1a",
+            resource_id: "",
+            item_description: "",
+            line_item_type: "",
+            region: "",
+            list_rate: rate,
+            pricing_unit: "",
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reserved_usage_takes_its_on_demand_peers_list_price() {
+        let mut prices = ListPrices::default();
+        let tiers = [
+            usage("BoxUsage:m4.large", false, "0.10"),
+            usage("BoxUsage:m4.large", false, "0.12"),
+        ];
+        for on_demand in &tiers {
+            prices.learn(on_demand);
+        }
+        let reserved = usage("BoxUsage:m4.large", true, "");
+        assert_eq!(prices.of(&tiers[0]), Some(Decimal::new(10, 2)));
+        assert_eq!(prices.of(&reserved), Some(Decimal::new(12, 2)), "the highest");
+        assert_eq!(prices.of(&usage("BoxUsage:c4.large", true, "")), None);
+        assert_eq!(prices.of(&usage("SpotUsage:m4.large", false, "")), None);
+        assert_eq!(prices.of(&usage("BoxUsage:m4.large", false, "None")), None);
+    }
 
     fn item(product: &str, usage_type: &str, description: &str) -> LineItemFields<'static> {
         LineItemFields {
@@ -465,19 +712,19 @@ mod tests {
     #[test]
     fn the_purchase_option() {
         assert_eq!(
-            PurchaseOption::of("BoxUsage:m1.small", true),
+            PurchaseOption::of(b"BoxUsage:m1.small", true),
             PurchaseOption::Reserved
         );
         assert_eq!(
-            PurchaseOption::of("USW2-HeavyUsage:t1.micro", false),
+            PurchaseOption::of(b"USW2-HeavyUsage:t1.micro", false),
             PurchaseOption::Reserved
         );
         assert_eq!(
-            PurchaseOption::of("USW2-SpotUsage:c4.large", false),
+            PurchaseOption::of(b"USW2-SpotUsage:c4.large", false),
             PurchaseOption::Spot
         );
         assert_eq!(
-            PurchaseOption::of("BoxUsage:m1.small", false),
+            PurchaseOption::of(b"BoxUsage:m1.small", false),
             PurchaseOption::OnDemand
         );
     }

@@ -9,7 +9,7 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee};
+use super::dimensions::{ChargeCategory, LineItemFields, PurchaseOption, is_reserved_instance_fee};
 use super::records::{Record, RecordError, Records};
 use crate::domain::excerpt;
 
@@ -50,6 +50,10 @@ pub struct Usage<'a> {
     pub line_item_type: &'a str,
     /// CUR's `product/region`; empty for a DBR, whose region is derived (see `dimensions`).
     pub region: &'a str,
+    /// The public on-demand price of a unit as written (see [`Fields::list_rate`]), or empty.
+    pub list_rate: &'a str,
+    /// CUR's `pricing/unit` as written; empty for a DBR (see `dimensions`).
+    pub pricing_unit: &'a str,
     /// Non-empty tag values by tag name (`user:Name`), in file order.
     pub tags: Vec<(&'a str, &'a str)>,
 }
@@ -60,10 +64,11 @@ impl<'a> Usage<'a> {
     pub fn decode(key: &'a [u8]) -> Usage<'a> {
         let ([category, reserved], fields) = key.split_first_chunk::<2>().expect("a usage key");
         let mut fields = UsageFields(fields);
-        let mut next = || fields.next().expect("a usage key has its nine fields");
+        let mut next = || fields.next().expect("a usage key has its eleven fields");
         let (invoice_id, product, usage_type, operation, availability_zone, resource_id) =
             (next(), next(), next(), next(), next(), next());
         let (item_description, line_item_type, region) = (next(), next(), next());
+        let (list_rate, pricing_unit) = (next(), next());
         let mut tags = Vec::new();
         while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             tags.push((name, value));
@@ -80,6 +85,8 @@ impl<'a> Usage<'a> {
             item_description,
             line_item_type,
             region,
+            list_rate,
+            pricing_unit,
             tags,
         }
     }
@@ -158,6 +165,11 @@ pub struct Fields {
     pub blended_cost: usize,
     pub resource_id: Option<usize>,
     pub item_description: Option<usize>,
+    /// The public on-demand price of one unit (CUR's `pricing/publicOnDemandRate`; a DBR's
+    /// `UnBlendedRate`, read on on-demand usage only): FOCUS's ListUnitPrice.
+    pub list_rate: Option<usize>,
+    /// The unit the quantity is priced in (CUR's `pricing/unit`; a DBR has none).
+    pub pricing_unit: Option<usize>,
     /// Tag columns, each with the name its tag is stored under.
     pub tags: Vec<(usize, String)>,
     pub dialect: Dialect,
@@ -182,6 +194,8 @@ impl Fields {
             blended_cost,
             resource_id,
             item_description,
+            list_rate,
+            pricing_unit,
             tags,
             dialect,
         } = self;
@@ -199,9 +213,15 @@ impl Fields {
             *blended_cost,
         ];
         columns.extend(
-            [*product_code, *resource_id, *item_description]
-                .into_iter()
-                .flatten(),
+            [
+                *product_code,
+                *resource_id,
+                *item_description,
+                *list_rate,
+                *pricing_unit,
+            ]
+            .into_iter()
+            .flatten(),
         );
         columns.extend(tags.iter().map(|(column, _)| *column));
         let optional: Vec<Option<usize>> = match *dialect {
@@ -634,15 +654,15 @@ impl<'a> Row<'a> {
 
     /// Appends what was used to `key`: the charge category and whether it ran on a
     /// reservation (a byte each), then invoice, product, usage type, operation, zone, resource,
-    /// item description, the format's line item type and region (CUR; empty for a DBR), then
-    /// the name and value of each non-empty tag, every field length-prefixed. Equal keys,
+    /// item description, the format's line item type and region (CUR; empty for a DBR), the
+    /// list rate and pricing unit, then the name and value of each non-empty tag, every field length-prefixed. Equal keys,
     /// equal usage. No UTF-8 check here: this runs for every line item; see
     /// [`Row::check_usage`]. `marketplace`: the report is billed by AWS Marketplace.
     pub fn usage_key(&self, key: &mut Vec<u8>, marketplace: bool) {
         let f = self.fields();
         let description = self.optional(f.item_description);
         let product = self.product();
-        let (category, reserved, line_item_type, region) = match f.dialect {
+        let (category, reserved, line_item_type, region, list_rate) = match f.dialect {
             Dialect::Dbr {
                 reserved_instance, ..
             } => {
@@ -658,7 +678,16 @@ impl<'a> Row<'a> {
                     marketplace,
                 });
                 let reserved = self.optional(reserved_instance) == b"Y";
-                (category, reserved, &[][..], &[][..])
+                // A DBR's rate is the list price on on-demand usage alone (see `ListPrices`).
+                let on_demand = category == ChargeCategory::Usage
+                    && PurchaseOption::of(self.record.get(f.usage_type), reserved)
+                        == PurchaseOption::OnDemand;
+                let list_rate = if on_demand {
+                    self.optional(f.list_rate)
+                } else {
+                    &[]
+                };
+                (category, reserved, &[][..], &[][..], list_rate)
             }
             Dialect::Cur {
                 line_item_type,
@@ -670,7 +699,8 @@ impl<'a> Row<'a> {
                 let marketplace = self.optional(billing_entity) == b"AWS Marketplace";
                 let category = ChargeCategory::of_line_item_type(raw, product, marketplace);
                 let reserved = raw == b"DiscountedUsage" || raw == b"RIFee";
-                (category, reserved, raw, self.optional(region))
+                let list_rate = self.optional(f.list_rate);
+                (category, reserved, raw, self.optional(region), list_rate)
             }
         };
         key.push(category.index() as u8);
@@ -688,6 +718,8 @@ impl<'a> Row<'a> {
         push(description);
         push(line_item_type);
         push(region);
+        push(list_rate);
+        push(self.optional(f.pricing_unit));
         for (column, name) in &f.tags {
             let value = self.record.get(*column);
             if !value.is_empty() {
@@ -721,6 +753,8 @@ impl<'a> Row<'a> {
             .chain(f.product_code)
             .chain(f.resource_id)
             .chain(f.item_description)
+            .chain(f.list_rate)
+            .chain(f.pricing_unit)
             .chain(dialect.into_iter().flatten())
             .chain(f.tags.iter().map(|(column, _)| *column))
         {
@@ -846,6 +880,12 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     };
     let mantissa = if negative { -mantissa } else { mantissa };
     Decimal::try_from_i128_with_scale(mantissa, fraction.len() as u32).map_err(|_| TOO_PRECISE)
+}
+
+/// A usage's rate ([`Usage::list_rate`]) as a number: `None` where it is empty or not one
+/// (koku-nise writes `None` where no price applies): absent, never guessed.
+pub fn rate(text: &str) -> Option<Decimal> {
+    parse_scientific(text.as_bytes()).ok()
 }
 
 /// A decimal as [`parse_decimal`] takes it, optionally followed by `e` or `E` and an exponent

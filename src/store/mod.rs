@@ -23,7 +23,7 @@ use crate::report::aggregate::DailyCostsError;
 pub use accounts::{Added, MonitoredAccount};
 pub use integrations::{Contents, Removed};
 pub use ledger::{KnownReport, LedgerEntry, Status};
-pub use readers::{CONTRACT_VIEWS, contract_view_names};
+pub use readers::{CONTRACT_VIEWS, contract_view_names, integration_column};
 pub use statement::{Replaced, ReportVersion};
 pub use status::{
     AccountCost, FailedReport, IntegrationReports, Month, Reconciliation, StatusData,

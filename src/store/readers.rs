@@ -109,19 +109,31 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "ContractedUnitPrice",
             "BillingAccountId",
             "BillingAccountName",
+            "BillingAccountType",
             "BillingCurrency",
             "BillingPeriodStart",
             "BillingPeriodEnd",
+            "CapacityReservationId",
+            "CapacityReservationStatus",
             "ChargePeriodStart",
             "ChargePeriodEnd",
             "ChargeCategory",
             "ChargeClass",
             "ChargeDescription",
             "ChargeFrequency",
+            "CommitmentDiscountId",
+            "CommitmentDiscountName",
+            "CommitmentDiscountCategory",
+            "CommitmentDiscountType",
+            "CommitmentDiscountStatus",
+            "CommitmentDiscountQuantity",
+            "CommitmentDiscountUnit",
             "SubAccountId",
             "SubAccountName",
+            "SubAccountType",
             "ServiceName",
             "ServiceCategory",
+            "ServiceSubcategory",
             "RegionId",
             "RegionName",
             "AvailabilityZone",
@@ -132,25 +144,23 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "PricingQuantity",
             "PricingUnit",
             "PricingCategory",
+            "PricingCurrency",
             "ConsumedQuantity",
             "ConsumedUnit",
-            "CommitmentDiscountId",
-            "CommitmentDiscountName",
-            "CommitmentDiscountCategory",
-            "CommitmentDiscountType",
-            "CommitmentDiscountStatus",
             "InvoiceId",
             "InvoiceIssuerName",
             "ProviderName",
             "PublisherName",
             "SkuId",
+            "SkuMeter",
             "SkuPriceId",
             "x_UsageType",
             "x_Operation",
             "x_ChargeCategory",
             "x_BlendedCost",
-            "integration",
+            "x_Integration",
             "x_LineItemType",
+            "x_EffectiveCostOfPurchase",
         ],
     ),
     (
@@ -190,6 +200,16 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
         ],
     ),
 ];
+
+/// The column naming a contract view's integration: `focus_costs` names its custom columns
+/// as FOCUS asks (`x_…`).
+pub fn integration_column(view: &str) -> &'static str {
+    if view == "focus_costs" {
+        "\"x_Integration\""
+    } else {
+        "integration"
+    }
+}
 
 /// The names of the contract views.
 pub fn contract_view_names() -> impl Iterator<Item = &'static str> {
@@ -370,9 +390,10 @@ async fn create_schema_views(
         format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
     ];
     for view in contract_view_names() {
+        let column = integration_column(view);
         statements.push(format!(
             "CREATE OR REPLACE VIEW {schema}.{view} AS
-             SELECT * FROM public.{view} WHERE integration = '{integration}'"
+             SELECT * FROM public.{view} WHERE {column} = '{integration}'"
         ));
     }
     execute(tx, statements).await

@@ -346,12 +346,14 @@ async fn copy_usages(
     sums: &ReportSums,
     only: Option<&Monitored>,
 ) -> Result<(), StoreError> {
+    let prices = sums.list_prices()?;
     let mut usages = sums.usages()?;
     let statement = format!(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
                                       availability_zone, resource_id, tags, invoice_id,
                                       item_description, charge_category, region,
-                                      purchase_option, line_item_type)
+                                      purchase_option, line_item_type, pricing_unit,
+                                      list_unit_price)
          FROM STDIN WITH (FREEZE)"
     );
     let mut copy = CopyRows::start(tx, &statement, CopyFormat::Text).await?;
@@ -363,6 +365,8 @@ async fn copy_usages(
         }
         let (id, usage) = (usage.id, &usage.usage);
         let (region, purchase_option) = (usage.region(), usage.purchase_option());
+        let pricing_unit = usage.pricing_unit();
+        let list_unit_price = prices.of(usage).map(|price| price.to_string());
         write_tags_json(&mut tags, &usage.tags);
         let tags = std::str::from_utf8(&tags).expect("JSON is UTF-8");
         let buffer: &mut Vec<u8> = &mut copy.buffer;
@@ -380,11 +384,16 @@ async fn copy_usages(
             &region,
             purchase_option.as_str(),
             usage.line_item_type,
+            &pricing_unit,
         ] {
             buffer.push(b'\t');
             escape_copy_text(buffer, field);
         }
-        buffer.push(b'\n');
+        match &list_unit_price {
+            Some(price) => write!(buffer, "\t{price}\n"),
+            None => write!(buffer, "\t\\N\n"),
+        }
+        .expect("writing to a Vec");
         copy.row_written().await?;
     }
     copy.finish().await

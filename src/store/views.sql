@@ -67,81 +67,119 @@ FROM resource_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, resource_id,
          product_name;
 
--- FOCUS 1.0 (FinOps Open Cost and Usage Specification): one row per account, day and usage,
--- the full grain. Which DBR column feeds each FOCUS column, and why some are NULL: README,
--- "FOCUS". Filter on "BillingPeriodStart" (or "SubAccountId") to read one month.
+-- FOCUS 1.2 (FinOps Open Cost and Usage Specification): one row per account, day and usage,
+-- the full grain, and a second row for a purchase whose cost is effective when billed (FOCUS
+-- asks EffectiveCost 0 of every purchase: that cost moves to a Usage row with BilledCost 0).
+-- Where each column comes from, per format, and every approximation: README, "FOCUS". Filter
+-- on "BillingPeriodStart" (or "SubAccountId") to read one month.
 CREATE OR REPLACE VIEW focus_costs AS
-SELECT d.unblended_cost::numeric                                   AS "BilledCost",
-       coalesce(d.amortized_cost, d.unblended_cost)::numeric       AS "EffectiveCost",
-       NULL::numeric                                               AS "ListCost",
-       NULL::numeric                                               AS "ListUnitPrice",
-       d.unblended_cost::numeric                                   AS "ContractedCost",
-       NULL::numeric                                               AS "ContractedUnitPrice",
-       s.payer_account_id                                          AS "BillingAccountId",
-       NULL::text                                                  AS "BillingAccountName",
-       'USD'::text                                                 AS "BillingCurrency",
-       s.billing_period::timestamptz                               AS "BillingPeriodStart",
-       (s.billing_period + interval '1 month')::timestamptz        AS "BillingPeriodEnd",
-       coalesce(d.usage_date, s.billing_period)::timestamptz       AS "ChargePeriodStart",
+SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "BilledCost",
+       CASE WHEN k.purchase AND NOT part.effective THEN 0
+            ELSE coalesce(d.amortized_cost, d.unblended_cost) END::numeric  AS "EffectiveCost",
+       CASE WHEN part.effective THEN 0
+            ELSE coalesce(u.list_unit_price * d.usage_quantity,
+                          d.unblended_cost) END::numeric                    AS "ListCost",
+       CASE WHEN NOT part.effective THEN u.list_unit_price END::numeric     AS "ListUnitPrice",
+       CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "ContractedCost",
+       NULL::numeric                                                        AS "ContractedUnitPrice",
+       s.payer_account_id                                                   AS "BillingAccountId",
+       NULL::text                                                           AS "BillingAccountName",
+       NULL::text                                                           AS "BillingAccountType",
+       'USD'::text                                                          AS "BillingCurrency",
+       s.billing_period::timestamptz                                        AS "BillingPeriodStart",
+       (s.billing_period + interval '1 month')::timestamptz                 AS "BillingPeriodEnd",
+       NULL::text                                                           AS "CapacityReservationId",
+       NULL::text                                                           AS "CapacityReservationStatus",
+       coalesce(d.usage_date, s.billing_period)::timestamptz                AS "ChargePeriodStart",
        CASE WHEN d.usage_date IS NULL THEN s.billing_period + interval '1 month'
-            ELSE d.usage_date + interval '1 day' END::timestamptz  AS "ChargePeriodEnd",
-       CASE u.charge_category
-            WHEN 'tax' THEN 'Tax'
-            WHEN 'credit' THEN 'Credit'
-            WHEN 'refund' THEN 'Adjustment'
-            WHEN 'ri_fee' THEN 'Purchase'
-            WHEN 'support' THEN 'Purchase'
-            WHEN 'fee' THEN 'Purchase'
-            ELSE 'Usage' END                                       AS "ChargeCategory",
-       NULL::text                                                  AS "ChargeClass",
-       nullif(u.item_description, '')                              AS "ChargeDescription",
-       CASE WHEN u.charge_category IN ('usage', 'marketplace') THEN 'Usage-Based'
-            WHEN u.charge_category IN ('ri_fee', 'support') THEN 'Recurring'
-            WHEN u.charge_category = 'fee' THEN
-                 CASE WHEN d.usage_date IS NULL THEN 'Recurring' ELSE 'One-Time' END
-            ELSE 'One-Time' END                                    AS "ChargeFrequency",
-       d.linked_account_id                                         AS "SubAccountId",
-       a.name                                                      AS "SubAccountName",
-       nullif(u.product_name, '')                                  AS "ServiceName",
-       NULL::text                                                  AS "ServiceCategory",
-       nullif(u.region, '')                                        AS "RegionId",
-       NULL::text                                                  AS "RegionName",
-       nullif(u.availability_zone, '')                             AS "AvailabilityZone",
-       nullif(u.resource_id, '')                                   AS "ResourceId",
-       NULL::text                                                  AS "ResourceName",
-       NULL::text                                                  AS "ResourceType",
-       u.tags                                                      AS "Tags",
-       d.usage_quantity::numeric                                   AS "PricingQuantity",
-       NULL::text                                                  AS "PricingUnit",
+            ELSE d.usage_date + interval '1 day' END::timestamptz           AS "ChargePeriodEnd",
+       k.category                                                           AS "ChargeCategory",
+       NULL::text                                                           AS "ChargeClass",
+       nullif(u.item_description, '')                                       AS "ChargeDescription",
+       CASE WHEN k.category = 'Usage' AND u.charge_category = 'support' THEN 'Recurring'
+            WHEN k.category = 'Usage' THEN 'Usage-Based'
+            WHEN k.category = 'Purchase'
+                 AND (u.line_item_type IN ('RIFee', 'SavingsPlanRecurringFee')
+                      OR u.line_item_type = '' AND d.usage_date IS NOT NULL) THEN 'Recurring'
+            ELSE 'One-Time' END                                             AS "ChargeFrequency",
+       NULL::text                                                           AS "CommitmentDiscountId",
+       NULL::text                                                           AS "CommitmentDiscountName",
+       NULL::text                                                           AS "CommitmentDiscountCategory",
+       NULL::text                                                           AS "CommitmentDiscountType",
+       NULL::text                                                           AS "CommitmentDiscountStatus",
+       NULL::numeric                                                        AS "CommitmentDiscountQuantity",
+       NULL::text                                                           AS "CommitmentDiscountUnit",
+       d.linked_account_id                                                  AS "SubAccountId",
+       a.name                                                               AS "SubAccountName",
+       NULL::text                                                           AS "SubAccountType",
+       k.service                                                            AS "ServiceName",
+       coalesce(c.category, 'Other')                                        AS "ServiceCategory",
+       coalesce(c.subcategory, 'Other (Other)')                             AS "ServiceSubcategory",
+       nullif(u.region, '')                                                 AS "RegionId",
+       NULL::text                                                           AS "RegionName",
+       nullif(u.availability_zone, '')                                      AS "AvailabilityZone",
+       nullif(u.resource_id, '')                                            AS "ResourceId",
+       NULL::text                                                           AS "ResourceName",
+       NULL::text                                                           AS "ResourceType",
+       u.tags                                                               AS "Tags",
+       q.quantity                                                           AS "PricingQuantity",
+       CASE WHEN q.quantity IS NOT NULL
+            THEN coalesce(nullif(u.pricing_unit, ''), 'Units') END          AS "PricingUnit",
        CASE u.purchase_option WHEN 'reserved' THEN 'Committed'
-            WHEN 'spot' THEN 'Dynamic' ELSE 'Standard' END         AS "PricingCategory",
-       CASE WHEN u.charge_category IN ('usage', 'marketplace')
-            THEN d.usage_quantity::numeric END                     AS "ConsumedQuantity",
-       NULL::text                                                  AS "ConsumedUnit",
-       NULL::text                                                  AS "CommitmentDiscountId",
-       NULL::text                                                  AS "CommitmentDiscountName",
-       NULL::text                                                  AS "CommitmentDiscountCategory",
-       NULL::text                                                  AS "CommitmentDiscountType",
-       NULL::text                                                  AS "CommitmentDiscountStatus",
-       nullif(u.invoice_id, '')                                    AS "InvoiceId",
-       CASE s.entity WHEN '' THEN 'Amazon Web Services'
-            ELSE 'Amazon Web Services (' || s.entity || ')' END    AS "InvoiceIssuerName",
-       'Amazon Web Services'::text                                 AS "ProviderName",
-       CASE s.entity WHEN 'AWSMarketplace' THEN 'AWS Marketplace'
-            ELSE 'Amazon Web Services' END                         AS "PublisherName",
-       NULL::text                                                  AS "SkuId",
-       NULL::text                                                  AS "SkuPriceId",
-       u.usage_type                                                AS "x_UsageType",
-       u.operation                                                 AS "x_Operation",
-       u.charge_category                                           AS "x_ChargeCategory",
-       d.blended_cost::numeric                                     AS "x_BlendedCost",
-       s.integration                                               AS integration,
-       nullif(u.line_item_type, '')                                AS "x_LineItemType"
+            WHEN 'spot' THEN 'Dynamic' ELSE 'Standard' END                  AS "PricingCategory",
+       NULL::text                                                           AS "PricingCurrency",
+       CASE WHEN u.charge_category IN ('usage', 'marketplace') AND NOT part.effective
+            THEN d.usage_quantity END::numeric                              AS "ConsumedQuantity",
+       CASE WHEN u.charge_category IN ('usage', 'marketplace') AND NOT part.effective
+            THEN coalesce(nullif(u.pricing_unit, ''), 'Units') END          AS "ConsumedUnit",
+       CASE WHEN s.invoice_status = 'final' THEN nullif(u.invoice_id, '') END AS "InvoiceId",
+       k.issuer                                                             AS "InvoiceIssuerName",
+       k.issuer                                                             AS "ProviderName",
+       CASE WHEN s.entity = 'AWSMarketplace' OR u.charge_category = 'marketplace'
+            THEN 'AWS Marketplace' ELSE 'Amazon Web Services' END           AS "PublisherName",
+       NULL::text                                                           AS "SkuId",
+       NULL::text                                                           AS "SkuMeter",
+       NULL::text                                                           AS "SkuPriceId",
+       u.usage_type                                                         AS "x_UsageType",
+       u.operation                                                          AS "x_Operation",
+       u.charge_category                                                    AS "x_ChargeCategory",
+       CASE WHEN part.effective THEN 0 ELSE d.blended_cost END::numeric     AS "x_BlendedCost",
+       s.integration                                                        AS "x_Integration",
+       nullif(u.line_item_type, '')                                         AS "x_LineItemType",
+       part.effective                                                       AS "x_EffectiveCostOfPurchase"
 FROM daily_costs d
 JOIN daily_usages u USING (statement_version, usage_id)
 JOIN statements s ON s.version = d.statement_version
+CROSS JOIN LATERAL (
+    SELECT CASE u.charge_category
+                WHEN 'tax' THEN 'Tax'
+                WHEN 'credit' THEN 'Credit'
+                WHEN 'refund' THEN 'Adjustment'
+                WHEN 'ri_fee' THEN 'Purchase'
+                WHEN 'fee' THEN 'Purchase'
+                ELSE 'Usage' END                          AS billed_category,
+           u.charge_category IN ('ri_fee', 'fee')          AS purchase,
+           coalesce(nullif(u.product_name, ''), 'Tax')     AS service,
+           CASE s.entity WHEN '' THEN 'Amazon Web Services'
+                WHEN 'AWSMarketplace' THEN 'Amazon Web Services'
+                WHEN 'AISPL' THEN 'Amazon Internet Services Private Limited'
+                ELSE 'Amazon Web Services (' || s.entity || ')' END AS issuer
+) b
+CROSS JOIN LATERAL (VALUES (false), (true)) AS part(effective)
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN part.effective THEN 'Usage' ELSE b.billed_category END AS category,
+           b.purchase, b.service, b.issuer
+) k
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN k.category IN ('Usage', 'Purchase')
+                THEN CASE WHEN part.effective THEN 0 ELSE d.usage_quantity END
+           END::numeric AS quantity
+) q
+LEFT JOIN focus_services c ON c.name = k.service
 LEFT JOIN monitored_accounts a
-       ON a.integration = s.integration AND a.linked_account_id = d.linked_account_id;
+       ON a.integration = s.integration AND a.linked_account_id = d.linked_account_id
+WHERE NOT part.effective
+   OR (b.purchase AND coalesce(d.amortized_cost, d.unblended_cost) <> 0);
 
 CREATE OR REPLACE VIEW report_status AS
 SELECT location AS bucket, key, etag, payer_account_id, billing_period, status,

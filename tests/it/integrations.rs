@@ -95,7 +95,7 @@ async fn visible_to(pool: &PgPool, integration: &str) -> (BTreeSet<String>, i64)
          UNION SELECT linked_account_id FROM daily_costs_by_service WHERE integration = $1
          UNION SELECT linked_account_id FROM cost_by_tag WHERE integration = $1
          UNION SELECT linked_account_id FROM top_resources WHERE integration = $1
-         UNION SELECT \"SubAccountId\" FROM focus_costs WHERE integration = $1",
+         UNION SELECT \"SubAccountId\" FROM focus_costs WHERE \"x_Integration\" = $1",
     )
     .bind(integration)
     .fetch_all(pool)
@@ -861,7 +861,8 @@ async fn a_reader_role_reads_the_contract_views_and_nothing_else() {
     };
     let integrations = |pool: PgPool, view: &'static str| async move {
         sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
-            "SELECT DISTINCT integration FROM {view} ORDER BY 1"
+            "SELECT DISTINCT {} FROM {view} ORDER BY 1",
+            dbr_ingest::store::integration_column(view)
         )))
         .fetch_all(&pool)
         .await
