@@ -5,6 +5,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod export;
 pub mod failure;
 pub mod formats;
 pub mod http;

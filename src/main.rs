@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use dbr_ingest::check::ReadReports;
 use dbr_ingest::config::{Settings, SourceSetting};
-use dbr_ingest::domain::{AccountId, IntegrationName, Monitored};
+use dbr_ingest::domain::{AccountId, IntegrationName, Monitored, Period};
 use dbr_ingest::ingest::{IntegrationPolled, PollOutcome, Sources, poll_integrations};
 use dbr_ingest::secrets::redact;
 use dbr_ingest::store::{Added, Store};
@@ -120,6 +120,30 @@ enum Command {
         /// One JSON document per file, one per line, amounts as exact decimal strings.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the stored costs out for other tools.
+    Export {
+        #[command(flatten)]
+        config: Config,
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// A month of `focus_costs` as FOCUS 1.2 CSV files, one per integration and billing
+    /// account, and a JSON manifest of them (rows, bytes, SHA-256), into DIR.
+    Focus {
+        /// The billing period: YYYY-MM.
+        #[arg(long)]
+        period: Period,
+        /// Only this integration's files (default: every integration's).
+        #[arg(long)]
+        integration: Option<IntegrationName>,
+        /// The directory the files and the manifest are written into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -241,6 +265,37 @@ async fn execute(command: Command) -> Result<bool, Failure> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
+            }
+            Ok(true)
+        }
+        Command::Export {
+            config,
+            what:
+                ExportWhat::Focus {
+                    period,
+                    integration,
+                    out,
+                },
+        } => {
+            let settings = load(&config, Bars::Off)?;
+            let store = Store::connect_existing(&settings.database_url)
+                .await
+                .map_err(|e| at_database(e, &settings))?;
+            let manifest =
+                dbr_ingest::export::export_focus(&store, period, integration.as_ref(), &out)
+                    .await?;
+            for file in &manifest.files {
+                println!(
+                    "{}: {} rows of integration {}, billing account {} ({} bytes)",
+                    out.join(&file.file).display(),
+                    file.rows,
+                    file.integration,
+                    file.billing_account_id,
+                    file.bytes
+                );
+            }
+            if manifest.files.is_empty() {
+                println!("no statement for {period}: nothing to export");
             }
             Ok(true)
         }

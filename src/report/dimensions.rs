@@ -373,7 +373,11 @@ pub fn focus_unit(raw: &str) -> Option<String> {
         });
     }
     let unit = words(raw);
-    Some(if unit.is_empty() { "Units".to_owned() } else { unit })
+    Some(if unit.is_empty() {
+        "Units".to_owned()
+    } else {
+        unit
+    })
 }
 
 /// A DBR usage type's unit (a DBR names none): storage by the byte-hour is billed in
@@ -429,7 +433,10 @@ mod tests {
     /// FOCUS's unit format, as its validator checks it: a data size, time or count unit, alone,
     /// joined by `-` to a plural time unit, or per (`/`) a singular one.
     fn is_focus_unit(unit: &str) -> bool {
-        const SIZES: &[&str] = &["b", "Kb", "Mb", "Gb", "Tb", "Pb", "Eb", "B", "KB", "MB", "GB", "TB", "PB", "EB", "Kib", "Mib", "Gib", "Tib", "Pib", "Eib", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        const SIZES: &[&str] = &[
+            "b", "Kb", "Mb", "Gb", "Tb", "Pb", "Eb", "B", "KB", "MB", "GB", "TB", "PB", "EB",
+            "Kib", "Mib", "Gib", "Tib", "Pib", "Eib", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB",
+        ];
         const PLURAL: &[&str] = &["Years", "Months", "Days", "Hours", "Minutes", "Seconds"];
         let count = |text: &str| {
             !text.is_empty()
@@ -523,7 +530,11 @@ mod tests {
         }
         let reserved = usage("BoxUsage:m4.large", true, "");
         assert_eq!(prices.of(&tiers[0]), Some(Decimal::new(10, 2)));
-        assert_eq!(prices.of(&reserved), Some(Decimal::new(12, 2)), "the highest");
+        assert_eq!(
+            prices.of(&reserved),
+            Some(Decimal::new(12, 2)),
+            "the highest"
+        );
         assert_eq!(prices.of(&usage("BoxUsage:c4.large", true, "")), None);
         assert_eq!(prices.of(&usage("SpotUsage:m4.large", false, "")), None);
         assert_eq!(prices.of(&usage("BoxUsage:m4.large", false, "None")), None);

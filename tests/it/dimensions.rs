@@ -421,9 +421,30 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
         BTreeMap::from([
             ("Adjustment".to_owned(), dec("-1.25")),
             ("Credit".to_owned(), dec("-5.00")),
-            ("Purchase".to_owned(), dec("149.20")),
+            ("Purchase".to_owned(), dec("49.20")),
             ("Tax".to_owned(), dec("2.10")),
-            ("Usage".to_owned(), dec("0.9532")),
+            // Support is billed as a share of the month's usage: FOCUS usage, not a purchase.
+            ("Usage".to_owned(), dec("100.9532")),
+        ])
+    );
+    // Purchases are effective when billed: FOCUS wants their EffectiveCost 0, so the cost
+    // moves to a Usage row of its own (BilledCost 0), and the total stays what was billed.
+    let effective = pairs(
+        &pool,
+        r#"SELECT "ChargeCategory" || CASE WHEN "x_EffectiveCostOfPurchase" THEN ' (effective)' ELSE '' END,
+                  sum("EffectiveCost") FROM focus_costs
+           WHERE "BillingPeriodStart" = '2017-03-01T00:00:00Z' GROUP BY 1"#,
+    )
+    .await;
+    assert_eq!(
+        BTreeMap::from_iter(effective),
+        BTreeMap::from([
+            ("Adjustment".to_owned(), dec("-1.25")),
+            ("Credit".to_owned(), dec("-5.00")),
+            ("Purchase".to_owned(), dec("0")),
+            ("Tax".to_owned(), dec("2.10")),
+            ("Usage".to_owned(), dec("100.9532")),
+            ("Usage (effective)".to_owned(), dec("49.20")),
         ])
     );
     let spot = sqlx::query(
@@ -458,7 +479,8 @@ async fn every_charge_appears_under_its_category_region_and_purchase_option() {
     );
     assert_eq!(spot.get::<Decimal, _>(16), Decimal::ONE);
     assert_eq!(spot.get::<Option<Decimal>, _>(17), Some(Decimal::ONE));
-    assert_eq!(spot.get::<Option<Decimal>, _>(18), None);
+    // No list price for spot usage: its ListCost is what it cost.
+    assert_eq!(spot.get::<Option<Decimal>, _>(18), Some(dec("0.03")));
 
     // Nothing of the unmonitored account anywhere.
     for view in ["daily_costs_by_service", "cost_by_tag", "top_resources"] {
