@@ -80,6 +80,7 @@ pub async fn export_focus(
     .bind(integration.map(IntegrationName::as_str))
     .fetch_all(&mut *tx)
     .await?;
+    let columns = select_list(&mut tx).await?;
     let mut files = Vec::new();
     for (integration, payer) in statements {
         let file = format!("focus-{period}-{integration}-{payer}.csv");
@@ -87,7 +88,7 @@ pub async fn export_focus(
         // IDs are letters, digits, - and _ (checked where they are parsed and stored), quoted
         // all the same.
         let statement = format!(
-            r#"COPY (SELECT * FROM focus_costs
+            r#"COPY (SELECT {columns} FROM focus_costs
                      WHERE "BillingPeriodStart" = '{}'::timestamptz
                        AND "x_Integration" = '{}' AND "BillingAccountId" = '{}')
                TO STDOUT WITH (FORMAT csv, HEADER)"#,
@@ -148,6 +149,30 @@ pub async fn export_focus(
         .map_err(|source| write_error(&part, source))?;
     finish(writer, &part, &path).await?;
     Ok(manifest)
+}
+
+/// `focus_costs`' columns in order, each decimal written with at least one decimal place
+/// (`1.0`, not `1`): the same number, which a reader inferring types from CSV values (as the
+/// FOCUS validator does) cannot take for an integer.
+async fn select_list(tx: &mut sqlx::PgConnection) -> Result<String, ExportError> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = 'focus_costs' ORDER BY ordinal_position",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(columns
+        .iter()
+        .map(|(name, data_type)| {
+            let name = format!("\"{}\"", name.replace('"', "\"\""));
+            if data_type == "numeric" {
+                format!("round({name}, greatest(scale({name}), 1)) AS {name}")
+            } else {
+                name
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 /// Flushes and syncs `part`, then renames it `path`.

@@ -215,7 +215,7 @@ fn dec(text: &str) -> Decimal {
 }
 
 /// The report ingested by the binary from a directory, account 111111111111 named `prod`.
-async fn ingested() -> (TestDatabase, PgPool) {
+pub(crate) async fn ingested() -> (TestDatabase, PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir
         .path()
