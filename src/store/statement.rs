@@ -390,8 +390,8 @@ async fn copy_usages(
             escape_copy_text(buffer, field);
         }
         match &list_unit_price {
-            Some(price) => write!(buffer, "\t{price}\n"),
-            None => write!(buffer, "\t\\N\n"),
+            Some(price) => writeln!(buffer, "\t{price}"),
+            None => writeln!(buffer, "\t\\N"),
         }
         .expect("writing to a Vec");
         copy.row_written().await?;

@@ -102,6 +102,11 @@ async fn check_export(pool: &PgPool, dir: &Path, manifest: &Value) -> Vec<PathBu
             column("InvoiceId"),
             column("BillingAccountId"),
         );
+        let (service, category, publisher) = (
+            column("ServiceName"),
+            column("ServiceCategory"),
+            column("PublisherName"),
+        );
         let (mut rows, mut total, mut invoice_ids) = (0u64, Decimal::ZERO, Vec::new());
         for record in reader.records() {
             let record = record.unwrap();
@@ -112,6 +117,14 @@ async fn check_export(pool: &PgPool, dir: &Path, manifest: &Value) -> Vec<PathBu
                 &record[account],
                 file["billing_account_id"].as_str().unwrap()
             );
+            // Every AWS service is mapped: only tax and third parties' products are `Other`.
+            if &record[category] == "Other" {
+                assert!(
+                    &record[service] == "Tax" || &record[publisher] == "AWS Marketplace",
+                    "{} has no ServiceCategory",
+                    &record[service]
+                );
+            }
         }
         assert_eq!(file["rows"], rows);
         let expected: Decimal = sqlx::query_scalar(
@@ -225,6 +238,55 @@ async fn every_cur_line_item_type_exports_as_focus_the_validator_accepts() {
             "{line_item_type}: {types:?}"
         );
     }
+    pool.close().await;
+    db.drop_database().await;
+}
+
+/// Every product name the bundled example bucket and the real samples hold has its FOCUS
+/// ServiceCategory: none falls to `Other`.
+#[tokio::test]
+async fn every_product_of_the_examples_and_samples_has_a_service_category() {
+    let mut products = BTreeSet::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["examples/bucket", "tests/data/real"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.display().to_string();
+            let csv: Vec<u8> = if name.ends_with(".csv.zip") {
+                let unzipped = Command::new("unzip").arg("-p").arg(&path).output().unwrap();
+                unzipped.stdout
+            } else if name.ends_with(".csv") {
+                std::fs::read(&path).unwrap()
+            } else {
+                continue;
+            };
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(csv.as_slice());
+            let header = reader.headers().unwrap().clone();
+            let Some(at) = header.iter().position(|h| h == "ProductName") else {
+                continue;
+            };
+            for record in reader.records() {
+                let record = record.unwrap();
+                products.extend(record.get(at).filter(|p| !p.is_empty()).map(str::to_owned));
+            }
+        }
+    }
+    assert!(products.len() >= 6, "{products:?}");
+    let db = TestDatabase::new();
+    db.store().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let products: Vec<String> = products.into_iter().collect();
+    let unmapped: Vec<String> = sqlx::query_scalar(
+        "SELECT p FROM unnest($1::text[]) AS p
+         WHERE NOT EXISTS (SELECT 1 FROM focus_services WHERE name = p)",
+    )
+    .bind(&products)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(unmapped.is_empty(), "{unmapped:?}");
     pool.close().await;
     db.drop_database().await;
 }
