@@ -167,6 +167,11 @@ pub(crate) fn is_reserved_instance_fee(usage_type: &[u8]) -> bool {
     })
 }
 
+/// Spot usage: `SpotUsage` in the usage type (`USW2-SpotUsage:c4.large`).
+pub fn is_spot_usage(usage_type: &[u8]) -> bool {
+    usage_type.windows(9).any(|part| part == b"SpotUsage")
+}
+
 fn contains_ignoring_case(text: &[u8], lower: &[u8]) -> bool {
     text.windows(lower.len())
         .any(|window| window.eq_ignore_ascii_case(lower))
@@ -185,7 +190,7 @@ impl PurchaseOption {
     pub fn of(usage_type: &[u8], reserved_instance: bool) -> PurchaseOption {
         if reserved_instance || is_reserved_instance_fee(usage_type) {
             PurchaseOption::Reserved
-        } else if memchr::memmem::find(usage_type, b"SpotUsage").is_some() {
+        } else if is_spot_usage(usage_type) {
             PurchaseOption::Spot
         } else {
             PurchaseOption::OnDemand

@@ -9,7 +9,7 @@ use std::io::Read;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::dimensions::{ChargeCategory, LineItemFields, PurchaseOption, is_reserved_instance_fee};
+use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee, is_spot_usage};
 use super::records::{Record, RecordError, Records};
 use crate::domain::excerpt;
 
@@ -678,10 +678,11 @@ impl<'a> Row<'a> {
                     marketplace,
                 });
                 let reserved = self.optional(reserved_instance) == b"Y";
-                // A DBR's rate is the list price on on-demand usage alone (see `ListPrices`).
+                // A DBR's rate is the list price on on-demand usage alone (see `ListPrices`):
+                // not reserved, and not spot (a reserved-instance fee is no `Usage`).
                 let on_demand = category == ChargeCategory::Usage
-                    && PurchaseOption::of(self.record.get(f.usage_type), reserved)
-                        == PurchaseOption::OnDemand;
+                    && !reserved
+                    && !is_spot_usage(self.record.get(f.usage_type));
                 let list_rate = if on_demand {
                     self.optional(f.list_rate)
                 } else {
