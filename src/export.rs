@@ -99,10 +99,7 @@ pub async fn export_focus(
         let mut stream = tx.copy_out_raw(&statement).await?;
         let path = out.join(&file);
         let part = out.join(format!("{file}.part"));
-        let mut writer = tokio::fs::File::create(&part)
-            .await
-            .map(tokio::io::BufWriter::new)
-            .map_err(|source| write_error(&part, source))?;
+        let mut writer = create(&part).await?;
         let (mut digest, mut records, mut bytes) = (Sha256::new(), CsvRecords::default(), 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -139,10 +136,7 @@ pub async fn export_focus(
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     let (path, part) = (out.join(&name), out.join(format!("{name}.part")));
-    let mut writer = tokio::fs::File::create(&part)
-        .await
-        .map(tokio::io::BufWriter::new)
-        .map_err(|source| write_error(&part, source))?;
+    let mut writer = create(&part).await?;
     writer
         .write_all(&json)
         .await
@@ -173,6 +167,14 @@ async fn select_list(tx: &mut sqlx::PgConnection) -> Result<String, ExportError>
         })
         .collect::<Vec<_>>()
         .join(", "))
+}
+
+/// A file being written under its `.part` name; [`finish`] gives it its own.
+async fn create(part: &Path) -> Result<tokio::io::BufWriter<tokio::fs::File>, ExportError> {
+    tokio::fs::File::create(part)
+        .await
+        .map(tokio::io::BufWriter::new)
+        .map_err(|source| write_error(part, source))
 }
 
 /// Flushes and syncs `part`, then renames it `path`.

@@ -308,6 +308,8 @@ pub struct ReportSums {
     daily: daily::DailySums,
     /// The services the usages are of, each once.
     services: Services,
+    /// Each DBR usage's on-demand rate, learnt as the usage is first seen (see [`ListPrices`]).
+    list_prices: ListPrices,
     /// The daily sums per account, day and service (`DailyKey::usage` is a service's index),
     /// since the last run was written out to `service_runs`.
     service_days: daily::DailySums,
@@ -405,6 +407,7 @@ impl ReportSums {
             usages: daily::Usages::within(budget, 0),
             daily: daily::DailySums::default(),
             services: Services::default(),
+            list_prices: ListPrices::default(),
             service_days: daily::DailySums::default(),
             service_runs: spill::Runs::new(temp_dir.clone()),
             runs: spill::Runs::new(temp_dir),
@@ -462,10 +465,12 @@ impl ReportSums {
                 self.usage_key.clear();
                 self.usage_key.extend_from_slice(&account.to_le_bytes());
                 row.usage_key(&mut self.usage_key, self.marketplace);
-                let (key, services) = (&self.usage_key, &mut self.services);
+                let (key, services, prices) =
+                    (&self.usage_key, &mut self.services, &mut self.list_prices);
                 let id = self.usages.id_of(key, || {
                     row.check_usage()?;
                     let usage = Usage::decode(&key[4..]);
+                    prices.learn(&usage);
                     let service = services.id_of(&usage).ok_or_else(|| {
                         row.error_at_product(format!(
                             "more than {MAX_SERVICES} distinct services (product, region, charge category, purchase option) in one report"
@@ -762,15 +767,10 @@ impl ReportSums {
         })
     }
 
-    /// The list price of each usage's unit ([`ListPrices`]): learnt from every usage first,
-    /// as a DBR's reserved usage takes its on-demand peers' rate.
-    pub fn list_prices(&self) -> Result<ListPrices, DailyCostsError> {
-        let mut prices = ListPrices::default();
-        let mut usages = self.usages()?;
-        while let Some(usage) = usages.next() {
-            prices.learn(&usage?.usage);
-        }
-        Ok(prices)
+    /// The list price of each usage's unit ([`ListPrices`]), learnt from every usage of the
+    /// report as it was read: a DBR's reserved usage takes its on-demand peers' rate.
+    pub fn list_prices(&self) -> &ListPrices {
+        &self.list_prices
     }
 
     /// The month's sums of each resource, or of each tag value, per account (of `only` these

@@ -284,9 +284,10 @@ pub struct ListPrices {
 impl ListPrices {
     /// At most this many (product, usage type, operation, region) are remembered, so that a
     /// hostile report cannot grow the table without bound; others get no derived price.
-    pub const MAX_PEERS: usize = 100_000;
+    pub const MAX_PEERS: usize = 20_000;
 
-    /// Remembers a DBR usage's on-demand rate; call for every usage before [`ListPrices::of`].
+    /// Remembers a DBR usage's on-demand rate: every usage of a report passes here before
+    /// [`ListPrices::of`] is asked.
     pub fn learn(&mut self, usage: &Usage<'_>) {
         let Some(rate) = rate(usage.list_rate) else {
             return;

@@ -346,7 +346,7 @@ async fn copy_usages(
     sums: &ReportSums,
     only: Option<&Monitored>,
 ) -> Result<(), StoreError> {
-    let prices = sums.list_prices()?;
+    let prices = sums.list_prices();
     let mut usages = sums.usages()?;
     let statement = format!(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,

@@ -74,7 +74,7 @@ GROUP BY integration, payer_account_id, linked_account_id, billing_period, resou
 -- on "BillingPeriodStart" (or "SubAccountId") to read one month.
 CREATE OR REPLACE VIEW focus_costs AS
 SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "BilledCost",
-       CASE WHEN k.purchase AND NOT part.effective THEN 0
+       CASE WHEN b.purchase AND NOT part.effective THEN 0
             ELSE coalesce(d.amortized_cost, d.unblended_cost) END::numeric  AS "EffectiveCost",
        CASE WHEN part.effective THEN 0
             ELSE coalesce(u.list_unit_price * d.usage_quantity,
@@ -112,7 +112,7 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
        d.linked_account_id                                                  AS "SubAccountId",
        a.name                                                               AS "SubAccountName",
        NULL::text                                                           AS "SubAccountType",
-       k.service                                                            AS "ServiceName",
+       b.service                                                            AS "ServiceName",
        coalesce(c.category, 'Other')                                        AS "ServiceCategory",
        coalesce(c.subcategory, 'Other (Other)')                             AS "ServiceSubcategory",
        nullif(u.region, '')                                                 AS "RegionId",
@@ -133,8 +133,8 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
        CASE WHEN u.charge_category IN ('usage', 'marketplace') AND NOT part.effective
             THEN coalesce(nullif(u.pricing_unit, ''), 'Units') END          AS "ConsumedUnit",
        CASE WHEN s.invoice_status = 'final' THEN nullif(u.invoice_id, '') END AS "InvoiceId",
-       k.issuer                                                             AS "InvoiceIssuerName",
-       k.issuer                                                             AS "ProviderName",
+       b.issuer                                                             AS "InvoiceIssuerName",
+       b.issuer                                                             AS "ProviderName",
        CASE WHEN s.entity = 'AWSMarketplace' OR u.charge_category = 'marketplace'
             THEN 'AWS Marketplace' ELSE 'Amazon Web Services' END           AS "PublisherName",
        NULL::text                                                           AS "SkuId",
@@ -167,15 +167,14 @@ CROSS JOIN LATERAL (
 ) b
 CROSS JOIN LATERAL (VALUES (false), (true)) AS part(effective)
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN part.effective THEN 'Usage' ELSE b.billed_category END AS category,
-           b.purchase, b.service, b.issuer
+    SELECT CASE WHEN part.effective THEN 'Usage' ELSE b.billed_category END AS category
 ) k
 CROSS JOIN LATERAL (
     SELECT CASE WHEN k.category IN ('Usage', 'Purchase')
                 THEN CASE WHEN part.effective THEN 0 ELSE d.usage_quantity END
            END::numeric AS quantity
 ) q
-LEFT JOIN focus_services c ON c.name = k.service
+LEFT JOIN focus_services c ON c.name = b.service
 LEFT JOIN monitored_accounts a
        ON a.integration = s.integration AND a.linked_account_id = d.linked_account_id
 WHERE NOT part.effective
