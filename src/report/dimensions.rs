@@ -327,7 +327,7 @@ impl ListPrices {
 
 /// AWS's way of writing a unit (`Hrs`, `GB-Mo`, `Lambda-GB-Second`) as FOCUS's unit format
 /// asks: a count or data size unit, alone or joined by `-` to a plural time unit (`Hours`,
-/// `GB-Months`, `Lambda GB-Seconds`). `None` for an empty unit.
+/// `GB-Months`, `Lambda GB-Seconds`). `None` for an empty unit, or koku-nise's `None`.
 pub fn focus_unit(raw: &str) -> Option<String> {
     const TIMES: [(&str, &str); 14] = [
         ("Hrs", "Hours"),

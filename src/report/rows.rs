@@ -655,8 +655,8 @@ impl<'a> Row<'a> {
     /// Appends what was used to `key`: the charge category and whether it ran on a
     /// reservation (a byte each), then invoice, product, usage type, operation, zone, resource,
     /// item description, the format's line item type and region (CUR; empty for a DBR), the
-    /// list rate and pricing unit, then the name and value of each non-empty tag, every field length-prefixed. Equal keys,
-    /// equal usage. No UTF-8 check here: this runs for every line item; see
+    /// list rate and pricing unit, then the name and value of each non-empty tag, every field
+    /// length-prefixed. Equal keys, equal usage. No UTF-8 check here: this runs for every line item; see
     /// [`Row::check_usage`]. `marketplace`: the report is billed by AWS Marketplace.
     pub fn usage_key(&self, key: &mut Vec<u8>, marketplace: bool) {
         let f = self.fields();
