@@ -132,8 +132,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExportWhat {
-    /// A month of `focus_costs` as FOCUS 1.2 CSV files, one per integration and billing
-    /// account, and a JSON manifest of them (rows, bytes, SHA-256), into DIR.
+    /// A month of `focus_costs` as FOCUS 1.2 files (Parquet or CSV), one per integration and
+    /// billing account, and a JSON manifest of them (rows, bytes, SHA-256), into DIR.
     Focus {
         /// The billing period: YYYY-MM.
         #[arg(long)]
@@ -141,6 +141,9 @@ enum ExportWhat {
         /// Only this integration's files (default: every integration's).
         #[arg(long)]
         integration: Option<IntegrationName>,
+        /// The files' format.
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: dbr_ingest::export::Format,
         /// The directory the files and the manifest are written into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -274,6 +277,7 @@ async fn execute(command: Command) -> Result<bool, Failure> {
                 ExportWhat::Focus {
                     period,
                     integration,
+                    format,
                     out,
                 },
         } => {
@@ -281,9 +285,14 @@ async fn execute(command: Command) -> Result<bool, Failure> {
             let store = Store::connect_existing(&settings.database_url)
                 .await
                 .map_err(|e| at_database(e, &settings))?;
-            let manifest =
-                dbr_ingest::export::export_focus(&store, period, integration.as_ref(), &out)
-                    .await?;
+            let manifest = dbr_ingest::export::export_focus(
+                &store,
+                period,
+                integration.as_ref(),
+                format,
+                &out,
+            )
+            .await?;
             for file in &manifest.files {
                 println!(
                     "{}: {} rows of integration {}, billing account {} ({} bytes)",
