@@ -177,7 +177,7 @@ pub async fn export_focus(
                 copy_into(&mut tx, &copy, encoder, &part).await?
             }
             Format::Parquet => {
-                let scales = parquet::scales(&mut tx, &columns, &rows).await?;
+                let scales = parquet::scales(&mut tx, &columns, &rows, &part).await?;
                 let copy = format!(
                     "COPY (SELECT {} {rows}) TO STDOUT",
                     parquet::select_list(&columns)

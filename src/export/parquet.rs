@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::data_type::FixedLenByteArrayType;
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, FixedLenByteArray, Int64Type};
@@ -14,7 +15,6 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
-use sqlx::Row;
 
 use super::{Column, Encoder, ExportError, Hashed, Kind, Written};
 
@@ -23,8 +23,8 @@ use super::{Column, Encoder, ExportError, Hashed, Kind, Written};
 const PRECISION: u32 = 38;
 /// A row group is written once it holds this many rows or bytes: memory stays bounded,
 /// whatever the month's size, and readers still get long runs of a column.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-const ROW_GROUP_BYTES: usize = 32 << 20;
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// `columns` for `COPY … TO STDOUT` (text), each read as [`ParquetFile`] parses it.
 pub(super) fn select_list(columns: &[Column]) -> String {
@@ -45,34 +45,41 @@ pub(super) fn select_list(columns: &[Column]) -> String {
 
 /// The largest scale of each decimal column among the file's rows (`rows`: its FROM and WHERE
 /// clauses), 0 for the other columns: the scale of the column's DECIMAL, which holds each of
-/// its values exactly. One pass over the rows ahead of the COPY, in the same snapshot.
+/// its values exactly. One pass over the rows ahead of the file's, in the same snapshot, read
+/// through COPY as the rows are (a month's pass takes seconds, which is no slow query here).
 pub(super) async fn scales(
     tx: &mut sqlx::PgConnection,
     columns: &[Column],
     rows: &str,
+    path: &Path,
 ) -> Result<Vec<u32>, ExportError> {
-    let decimals: Vec<&Column> = columns.iter().filter(|c| c.kind == Kind::Decimal).collect();
-    if decimals.is_empty() {
-        return Ok(vec![0; columns.len()]);
-    }
-    let select = decimals
-        .iter()
-        .map(|c| format!("coalesce(max(scale({})), 0)", c.quoted()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Column names come from the catalog, quoted; `rows` is quoted where it is built.
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {select} {rows}")))
-        .fetch_one(&mut *tx)
-        .await?;
-    let mut found = (0..decimals.len()).map(|i| row.get::<i32, _>(i));
-    Ok(columns
+    let select = columns
         .iter()
         .map(|c| match c.kind {
-            // A larger scale is refused value by value, naming the row.
-            Kind::Decimal => found.next().unwrap_or(0).clamp(0, PRECISION as i32) as u32,
-            _ => 0,
+            Kind::Decimal => format!("coalesce(max(scale({})), 0)", c.quoted()),
+            _ => "0".to_owned(),
         })
-        .collect())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stream = tx
+        .copy_out_raw(&format!("COPY (SELECT {select} {rows}) TO STDOUT"))
+        .await?;
+    let mut line = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        line.extend_from_slice(&chunk?);
+    }
+    let scales: Vec<u32> = std::str::from_utf8(&line)
+        .unwrap_or_default()
+        .trim_end()
+        .split('\t')
+        // A larger scale is refused value by value, naming the row.
+        .filter_map(|scale| scale.parse::<u32>().ok().map(|s| s.min(PRECISION)))
+        .collect();
+    if scales.len() != columns.len() {
+        let line = String::from_utf8_lossy(&line);
+        return Err(copy_error(path, 1, &format!("the scales read {line:?}")));
+    }
+    Ok(scales)
 }
 
 /// One Parquet file being written from COPY's text output.
@@ -97,10 +104,10 @@ struct Buffer {
 }
 
 enum Values {
-    /// The values' bytes end to end, and where each ends.
+    /// The values' bytes end to end, and where each ends (a row group holds less than 4 GB).
     Text {
         data: Vec<u8>,
-        ends: Vec<usize>,
+        ends: Vec<u32>,
     },
     /// Each value as 16 bytes, big-endian two's complement, at `scale` decimal places.
     Decimal {
@@ -193,7 +200,7 @@ impl ParquetFile {
             match &mut buffer.values {
                 Values::Text { data, ends } => {
                     unescape(field, data);
-                    ends.push(data.len());
+                    ends.push(data.len() as u32);
                 }
                 Values::Decimal { data, scale } => {
                     let value = unscaled(field, *scale).map_err(refused)?;
@@ -244,8 +251,8 @@ impl ParquetFile {
                     let values: Vec<ByteArray> = ends
                         .drain(..)
                         .map(|end| {
-                            let value = ByteArray::from(data.slice(start..end));
-                            start = end;
+                            let value = ByteArray::from(data.slice(start..end as usize));
+                            start = end as usize;
                             value
                         })
                         .collect();
