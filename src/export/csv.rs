@@ -8,17 +8,10 @@ use std::path::PathBuf;
 /// (`1.0`, not `1`): the same number, which a reader inferring types from CSV values (as the
 /// FOCUS validator does) cannot take for an integer.
 pub(super) fn select_list(columns: &[Column]) -> String {
-    columns
-        .iter()
-        .map(|column| {
-            let name = column.quoted();
-            match column.kind {
-                Kind::Decimal => format!("round({name}, greatest(scale({name}), 1)) AS {name}"),
-                _ => name,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::select_list(columns, |kind| match kind {
+        Kind::Decimal => "round({name}, greatest(scale({name}), 1)) AS {name}",
+        _ => "{name}",
+    })
 }
 
 pub(super) struct CsvFile {

@@ -115,10 +115,17 @@ enum Kind {
     Text,
 }
 
-impl Column {
-    fn quoted(&self) -> String {
-        format!("\"{}\"", self.name.replace('"', "\"\""))
-    }
+/// `columns` as a select list, each as `read` gives its kind: an expression in which `{name}`
+/// stands for the column's quoted name.
+fn select_list(columns: &[Column], read: impl Fn(Kind) -> &'static str) -> String {
+    columns
+        .iter()
+        .map(|column| {
+            let quoted = format!("\"{}\"", column.name.replace('"', "\"\""));
+            read(column.kind).replace("{name}", &quoted)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes `period`'s rows of `focus_costs` as `format` into `out`: a file per integration and

@@ -28,19 +28,10 @@ const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// `columns` for `COPY … TO STDOUT` (text), each read as [`ParquetFile`] parses it.
 pub(super) fn select_list(columns: &[Column]) -> String {
-    columns
-        .iter()
-        .map(|column| {
-            let name = column.quoted();
-            match column.kind {
-                Kind::Timestamp => {
-                    format!("(extract(epoch FROM {name}) * 1000000)::int8 AS {name}")
-                }
-                _ => name,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::select_list(columns, |kind| match kind {
+        Kind::Timestamp => "(extract(epoch FROM {name}) * 1000000)::int8 AS {name}",
+        _ => "{name}",
+    })
 }
 
 /// The largest scale of each decimal column among the file's rows (`rows`: its FROM and WHERE
@@ -53,14 +44,10 @@ pub(super) async fn scales(
     rows: &str,
     path: &Path,
 ) -> Result<Vec<u32>, ExportError> {
-    let select = columns
-        .iter()
-        .map(|c| match c.kind {
-            Kind::Decimal => format!("coalesce(max(scale({})), 0)", c.quoted()),
-            _ => "0".to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let select = super::select_list(columns, |kind| match kind {
+        Kind::Decimal => "coalesce(max(scale({name})), 0)",
+        _ => "0",
+    });
     let mut stream = tx
         .copy_out_raw(&format!("COPY (SELECT {select} {rows}) TO STDOUT"))
         .await?;
