@@ -174,25 +174,33 @@ pub async fn export_focus(
             payer.replace('\'', "''")
         );
         let (path, part) = (out.join(&file), out.join(format!("{file}.part")));
-        let written = match format {
-            Format::Csv => {
-                let copy = format!(
-                    "COPY (SELECT {} {rows}) TO STDOUT WITH (FORMAT csv, HEADER)",
-                    csv::select_list(&columns)
-                );
-                let encoder = csv::CsvFile::new(create(&part)?, &part);
-                copy_into(&mut tx, &copy, encoder, &part).await?
+        let written = async {
+            match format {
+                Format::Csv => {
+                    let copy = format!(
+                        "COPY (SELECT {} {rows}) TO STDOUT WITH (FORMAT csv, HEADER)",
+                        csv::select_list(&columns)
+                    );
+                    let encoder = csv::CsvFile::new(create(&part)?, &part);
+                    copy_into(&mut tx, &copy, encoder, &part).await
+                }
+                Format::Parquet => {
+                    let scales = parquet::scales(&mut tx, &columns, &rows, &part).await?;
+                    let copy = format!(
+                        "COPY (SELECT {} {rows}) TO STDOUT",
+                        parquet::select_list(&columns)
+                    );
+                    let encoder =
+                        parquet::ParquetFile::new(create(&part)?, &columns, &scales, &part)?;
+                    copy_into(&mut tx, &copy, encoder, &part).await
+                }
             }
-            Format::Parquet => {
-                let scales = parquet::scales(&mut tx, &columns, &rows, &part).await?;
-                let copy = format!(
-                    "COPY (SELECT {} {rows}) TO STDOUT",
-                    parquet::select_list(&columns)
-                );
-                let encoder = parquet::ParquetFile::new(create(&part)?, &columns, &scales, &part)?;
-                copy_into(&mut tx, &copy, encoder, &part).await?
-            }
-        };
+        }
+        .await;
+        // A file that failed leaves nothing behind, not even its part.
+        let written = written.inspect_err(|_| {
+            let _ = std::fs::remove_file(&part);
+        })?;
         finish(&part, &path)?;
         files.push(ExportedFile {
             integration,
