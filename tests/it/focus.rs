@@ -393,3 +393,48 @@ async fn every_product_of_the_examples_and_samples_has_a_service_category() {
     pool.close().await;
     db.drop_database().await;
 }
+
+/// An amount Parquet's DECIMAL(38) cannot hold at its column's scale is refused, naming the
+/// file, row, column and value, and leaves no file behind; never rounded. CSV holds any digits.
+#[tokio::test]
+async fn an_amount_parquet_cannot_hold_is_refused_never_rounded() {
+    let db = TestDatabase::new();
+    succeeds(dbr_ingest_with(&["once"], &example_env(&db.url)));
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    // 10^30 more on one row: 31 digits before the point, beside the month's 14 after it.
+    sqlx::query(
+        "UPDATE daily_costs SET unblended_cost = unblended_cost + 1e30
+         WHERE (statement_version, usage_id, linked_account_id, usage_date) IN (
+             SELECT d.statement_version, d.usage_id, d.linked_account_id, d.usage_date
+             FROM daily_costs d JOIN statements s ON s.version = d.statement_version
+             WHERE s.billing_period = '2017-01-01' AND d.usage_date IS NOT NULL LIMIT 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+    let error = fails(dbr_ingest_with(
+        &["export", "focus", "--period", "2017-01", "--out", &dir],
+        &[("DATABASE_URL", db.url.clone())],
+    ));
+    let file = "focus-2017-01-default-111111111111.parquet";
+    for part in [file, "column BilledCost", "1000000000000", "38 digits"] {
+        assert!(error.contains(part), "{part} in {error}");
+    }
+    assert!(error.contains(", row "), "{error}");
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let (dir, manifest) = export(&db.url, "2017-01", "csv");
+    let csv = std::fs::read_to_string(
+        dir.path()
+            .join(manifest["files"][0]["file"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        csv.contains("10000000000000000000000000000"),
+        "the CSV keeps every digit"
+    );
+    pool.close().await;
+    db.drop_database().await;
+}
