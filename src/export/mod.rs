@@ -168,8 +168,9 @@ pub async fn export_focus(
         // all the same.
         let rows = format!(
             r#"FROM focus_costs WHERE "BillingPeriodStart" = '{}'::timestamptz
-                 AND "x_Integration" = '{}' AND "BillingAccountId" = '{}'"#,
+                 AND {} = '{}' AND "BillingAccountId" = '{}'"#,
             period.first_day(),
+            crate::store::integration_column("focus_costs"),
             integration.replace('\'', "''"),
             payer.replace('\'', "''")
         );

@@ -105,6 +105,22 @@ enum Values {
     Boolean(Vec<bool>),
 }
 
+impl Buffer {
+    /// Empties the buffer once its row group is written.
+    fn clear(&mut self) {
+        self.defined.clear();
+        match &mut self.values {
+            Values::Text { data, ends } => {
+                data.clear();
+                ends.clear();
+            }
+            Values::Decimal { data, .. } => data.clear(),
+            Values::Timestamp(values) => values.clear(),
+            Values::Boolean(values) => values.clear(),
+        }
+    }
+}
+
 impl ParquetFile {
     pub(super) fn new(
         out: Hashed,
@@ -236,8 +252,8 @@ impl ParquetFile {
                     let data = Bytes::from(std::mem::take(data));
                     let mut start = 0;
                     let values: Vec<ByteArray> = ends
-                        .drain(..)
-                        .map(|end| {
+                        .iter()
+                        .map(|&end| {
                             let value = ByteArray::from(data.slice(start..end as usize));
                             start = end as usize;
                             value
@@ -256,24 +272,16 @@ impl ParquetFile {
                         .typed::<FixedLenByteArrayType>()
                         .write_batch(&values, defined, None)
                 }
-                Values::Timestamp(values) => {
-                    let written = column
-                        .typed::<Int64Type>()
-                        .write_batch(values, defined, None);
-                    values.clear();
-                    written
-                }
-                Values::Boolean(values) => {
-                    let written = column
-                        .typed::<BoolType>()
-                        .write_batch(values, defined, None);
-                    values.clear();
-                    written
-                }
+                Values::Timestamp(values) => column
+                    .typed::<Int64Type>()
+                    .write_batch(values, defined, None),
+                Values::Boolean(values) => column
+                    .typed::<BoolType>()
+                    .write_batch(values, defined, None),
             }
             .map_err(failed)?;
             column.close().map_err(failed)?;
-            buffer.defined.clear();
+            buffer.clear();
         }
         group.close().map_err(failed)?;
         self.buffered_rows = 0;
