@@ -465,7 +465,8 @@ mod tests {
 
         use super::super::LAYOUT;
         use crate::report::dimensions::ChargeCategory;
-        use crate::report::rows::{RecordType, RowReader, Usage};
+        use crate::report::rows::{RecordType, RowReader};
+        use crate::report::usage::Usage;
 
         const HEADER: &str = "lineItem/LineItemType,bill/PayerAccountId,lineItem/UsageAccountId,bill/InvoiceId,bill/BillingEntity,lineItem/ProductCode,product/ProductName,product/region,lineItem/UsageType,lineItem/Operation,lineItem/AvailabilityZone,lineItem/ResourceId,lineItem/UsageStartDate,lineItem/UsageAmount,lineItem/UnblendedCost,lineItem/BlendedCost,savingsPlan/SavingsPlanEffectiveCost,savingsPlan/TotalCommitmentToDate,savingsPlan/UsedCommitment,reservation/EffectiveCost,reservation/UnusedAmortizedUpfrontFeeForBillingPeriod,reservation/UnusedRecurringFee,reservation/ReservationARN,resourceTags/user:Name,costCategory/Team";
 

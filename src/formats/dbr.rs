@@ -544,7 +544,8 @@ mod tests {
 
         use super::super::LAYOUT;
         use crate::report::dimensions::ChargeCategory;
-        use crate::report::rows::{RecordType, RowReader, Usage};
+        use crate::report::rows::{RecordType, RowReader};
+        use crate::report::usage::Usage;
 
         fn reader(text: &str) -> RowReader<&[u8]> {
             RowReader::new(text.as_bytes(), &LAYOUT).unwrap()

@@ -23,8 +23,9 @@ use rustc_hash::FxHashMap;
 use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
-use super::dimensions::{ChargeCategory, ListPrices, PurchaseOption};
-use super::rows::{Layout, ParseError, RecordType, Row, RowReader, Usage};
+use super::dimensions::{ChargeCategory, PurchaseOption};
+use super::rows::{Layout, ParseError, RecordType, Row, RowReader};
+use super::usage::{ListPrices, Usage};
 use daily::DailyKey;
 pub use groups::{GroupBy, GroupRow, Groups};
 

@@ -3,12 +3,6 @@
 //! of a usage. The rules are in the README ("Dimensions"); each has a test here with rows shaped
 //! like AWS's.
 
-use std::collections::HashMap;
-
-use rust_decimal::Decimal;
-
-use super::rows::{Usage, rate};
-
 /// What a line item charges for. Decided per line item, in this order (the first rule that
 /// applies wins):
 /// 1. `tax`: no `ProductName` (AWS's tax rows, "Tax of type …", are the only line items
@@ -246,85 +240,6 @@ const GLOBAL_PRODUCTS: [&str; 4] = [
     "AWS Premium Support",
 ];
 
-impl Usage<'_> {
-    /// The region the usage ran in: CUR's `product/region` when it has one, else derived; see
-    /// [`region`].
-    pub fn region(&self) -> String {
-        if !self.region.is_empty() {
-            return self.region.to_owned();
-        }
-        region(self.product, self.usage_type, self.availability_zone)
-    }
-
-    pub fn purchase_option(&self) -> PurchaseOption {
-        PurchaseOption::of(self.usage_type.as_bytes(), self.reserved_instance)
-    }
-
-    /// The unit its quantity is priced in, as FOCUS writes units (`Hours`, `GB-Months`,
-    /// `Requests`): CUR's `pricing/unit` rewritten ([`focus_unit`]), else derived from the
-    /// usage type ([`unit_of_usage_type`]).
-    pub fn pricing_unit(&self) -> String {
-        match focus_unit(self.pricing_unit) {
-            Some(unit) => unit,
-            None => unit_of_usage_type(self.usage_type).to_owned(),
-        }
-    }
-}
-
-/// The public on-demand price of a unit of each usage of a report (FOCUS's ListUnitPrice): a
-/// CUR's `pricing/publicOnDemandRate`; a DBR's `UnBlendedRate` on on-demand usage, and for its
-/// other usage (reserved) the highest on-demand rate of the same product, usage type,
-/// operation and region in the report. `None` where neither applies (spot, fees, tax,
-/// credits, a usage type never run on demand that month).
-#[derive(Debug, Default)]
-pub struct ListPrices {
-    on_demand: HashMap<(String, String, String, String), Decimal>,
-}
-
-impl ListPrices {
-    /// At most this many (product, usage type, operation, region) are remembered, so that a
-    /// hostile report cannot grow the table without bound; others get no derived price.
-    pub const MAX_PEERS: usize = 20_000;
-
-    /// Remembers a DBR usage's on-demand rate: every usage of a report passes here before
-    /// [`ListPrices::of`] is asked.
-    pub fn learn(&mut self, usage: &Usage<'_>) {
-        let Some(rate) = rate(usage.list_rate) else {
-            return;
-        };
-        if !usage.line_item_type.is_empty() {
-            return;
-        }
-        let peer = ListPrices::peer(usage);
-        if self.on_demand.len() >= ListPrices::MAX_PEERS && !self.on_demand.contains_key(&peer) {
-            return;
-        }
-        let known = self.on_demand.entry(peer).or_insert(rate);
-        *known = (*known).max(rate);
-    }
-
-    pub fn of(&self, usage: &Usage<'_>) -> Option<Decimal> {
-        if let Some(rate) = rate(usage.list_rate) {
-            return Some(rate);
-        }
-        let derived = usage.line_item_type.is_empty()
-            && usage.charge_category == ChargeCategory::Usage
-            && usage.purchase_option() == PurchaseOption::Reserved;
-        derived
-            .then(|| self.on_demand.get(&ListPrices::peer(usage)).copied())
-            .flatten()
-    }
-
-    fn peer(usage: &Usage<'_>) -> (String, String, String, String) {
-        (
-            usage.product.to_owned(),
-            usage.usage_type.to_owned(),
-            usage.operation.to_owned(),
-            usage.region(),
-        )
-    }
-}
-
 /// AWS's way of writing a unit (`Hrs`, `GB-Mo`, `Lambda-GB-Second`) as FOCUS's unit format
 /// asks: a count or data size unit, alone or joined by `-` to a plural time unit (`Hours`,
 /// `GB-Months`, `Lambda GB-Seconds`). `None` for an empty unit, or koku-nise's `None`.
@@ -409,7 +324,7 @@ pub fn unit_of_usage_type(usage_type: &str) -> &'static str {
 /// The region a DBR's usage ran in: its availability zone without the zone's letter; else the
 /// region its usage type's prefix names; else `us-east-1` for a usage type without a prefix
 /// (the oldest region had none); empty for global products, tax and usages without a type.
-fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
+pub fn region(product: &str, usage_type: &str, availability_zone: &str) -> String {
     if GLOBAL_PRODUCTS
         .iter()
         .any(|global| product.starts_with(global))
@@ -503,47 +418,6 @@ mod tests {
             assert_eq!(unit_of_usage_type(usage_type), unit, "{usage_type}");
             assert!(is_focus_unit(unit));
         }
-    }
-
-    fn usage<'a>(usage_type: &'a str, reserved: bool, rate: &'a str) -> Usage<'a> {
-        Usage {
-            charge_category: ChargeCategory::Usage,
-            reserved_instance: reserved,
-            invoice_id: "",
-            product: "Amazon Elastic Compute Cloud",
-            usage_type,
-            operation: "RunInstances",
-            availability_zone: "us-east-1a",
-            resource_id: "",
-            item_description: "",
-            line_item_type: "",
-            region: "",
-            list_rate: rate,
-            pricing_unit: "",
-            tags: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn reserved_usage_takes_its_on_demand_peers_list_price() {
-        let mut prices = ListPrices::default();
-        let tiers = [
-            usage("BoxUsage:m4.large", false, "0.10"),
-            usage("BoxUsage:m4.large", false, "0.12"),
-        ];
-        for on_demand in &tiers {
-            prices.learn(on_demand);
-        }
-        let reserved = usage("BoxUsage:m4.large", true, "");
-        assert_eq!(prices.of(&tiers[0]), Some(Decimal::new(10, 2)));
-        assert_eq!(
-            prices.of(&reserved),
-            Some(Decimal::new(12, 2)),
-            "the highest"
-        );
-        assert_eq!(prices.of(&usage("BoxUsage:c4.large", true, "")), None);
-        assert_eq!(prices.of(&usage("SpotUsage:m4.large", false, "")), None);
-        assert_eq!(prices.of(&usage("BoxUsage:m4.large", false, "None")), None);
     }
 
     fn item(product: &str, usage_type: &str, description: &str) -> LineItemFields<'static> {

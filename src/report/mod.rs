@@ -7,6 +7,7 @@ pub mod dimensions;
 pub mod read;
 pub mod records;
 pub mod rows;
+pub mod usage;
 pub mod zip;
 
 /// How many cases each property test runs: `PROPTEST_CASES` when set (for a long run, see the

@@ -31,86 +31,6 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// What a line item was for: the daily grain beyond account and day. Borrowed from a usage key
-/// (see [`Row::usage_key`]), the compact form a month keeps of each distinct usage.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Usage<'a> {
-    pub charge_category: ChargeCategory,
-    /// `ReservedInstance` is `Y`.
-    pub reserved_instance: bool,
-    pub invoice_id: &'a str,
-    pub product: &'a str,
-    pub usage_type: &'a str,
-    pub operation: &'a str,
-    pub availability_zone: &'a str,
-    /// Empty in the plain variant, which has no `ResourceId` column.
-    pub resource_id: &'a str,
-    pub item_description: &'a str,
-    /// CUR's `lineItem/LineItemType`, as written; empty for a DBR.
-    pub line_item_type: &'a str,
-    /// CUR's `product/region`; empty for a DBR, whose region is derived (see `dimensions`).
-    pub region: &'a str,
-    /// The public on-demand price of a unit as written (see [`Fields::list_rate`]), or empty.
-    pub list_rate: &'a str,
-    /// CUR's `pricing/unit` as written; empty for a DBR (see `dimensions`).
-    pub pricing_unit: &'a str,
-    /// Non-empty tag values by tag name (`user:Name`), in file order.
-    pub tags: Vec<(&'a str, &'a str)>,
-}
-
-impl<'a> Usage<'a> {
-    /// Reads a usage key written by [`Row::usage_key`] for a row that passed
-    /// [`Row::check_usage`].
-    pub fn decode(key: &'a [u8]) -> Usage<'a> {
-        let ([category, reserved], fields) = key.split_first_chunk::<2>().expect("a usage key");
-        let mut fields = UsageFields(fields);
-        let mut next = || fields.next().expect("a usage key has its eleven fields");
-        let (invoice_id, product, usage_type, operation, availability_zone, resource_id) =
-            (next(), next(), next(), next(), next(), next());
-        let (item_description, line_item_type, region) = (next(), next(), next());
-        let (list_rate, pricing_unit) = (next(), next());
-        let mut tags = Vec::new();
-        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-            tags.push((name, value));
-        }
-        Usage {
-            charge_category: ChargeCategory::from_index(*category).expect("a category index"),
-            reserved_instance: *reserved != 0,
-            invoice_id,
-            product,
-            usage_type,
-            operation,
-            availability_zone,
-            resource_id,
-            item_description,
-            line_item_type,
-            region,
-            list_rate,
-            pricing_unit,
-            tags,
-        }
-    }
-
-    /// The charge category of a usage key, without decoding the rest.
-    pub fn category_of(key: &[u8]) -> ChargeCategory {
-        ChargeCategory::from_index(key[0]).expect("a category index")
-    }
-}
-
-/// The length-prefixed fields of a usage key.
-struct UsageFields<'a>(&'a [u8]);
-
-impl<'a> Iterator for UsageFields<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        let (length, rest) = self.0.split_first_chunk::<4>()?;
-        let (field, rest) = rest.split_at(u32::from_le_bytes(*length) as usize);
-        self.0 = rest;
-        Some(std::str::from_utf8(field).expect("usage keys are checked text"))
-    }
-}
-
 /// The kinds of record a report holds. Line items are costs; the rest is a DBR's footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordType {
@@ -883,7 +803,7 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     Decimal::try_from_i128_with_scale(mantissa, fraction.len() as u32).map_err(|_| TOO_PRECISE)
 }
 
-/// A usage's rate ([`Usage::list_rate`]) as a number: `None` where it is empty or not one
+/// A usage's rate ([`Usage::list_rate`](super::usage::Usage::list_rate)) as a number: `None` where it is empty or not one
 /// (koku-nise writes `None` where no price applies): absent, never guessed.
 pub fn rate(text: &str) -> Option<Decimal> {
     parse_scientific(text.as_bytes()).ok()
