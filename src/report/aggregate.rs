@@ -554,11 +554,14 @@ impl ReportSums {
                 "monthly",
             ),
         };
-        added.map_err(|inexact| match inexact == account {
-            true => row.linked_account_error(format!(
-                "the account's {what} sums need more than 28 significant digits, which cannot be kept exactly"
-            )),
-            false => self.inexact(row.line(), "daily", inexact),
+        added.map_err(|inexact| {
+            if inexact == account {
+                row.linked_account_error(format!(
+                    "the account's {what} sums need more than 28 significant digits, which cannot be kept exactly"
+                ))
+            } else {
+                self.inexact(row.line(), "daily", inexact)
+            }
         })
     }
 
@@ -636,10 +639,9 @@ impl ReportSums {
     /// loop stays lean). At the accounts grain they were summed row by row. The daily keys
     /// refer to usages of the current generation only.
     fn sum_accounts(&mut self, line: u64) -> Result<(), ParseError> {
-        let inexact = |sums: &ReportSums, grain, account| sums.inexact(line, grain, account);
         self.daily
             .close()
-            .map_err(|account| inexact(self, "daily", account))?;
+            .map_err(|account| self.inexact(line, "daily", account))?;
         for (key, sums) in self.daily.iter() {
             let account = key.account as usize;
             let info = self.usages.info_mut(key.usage);
@@ -654,11 +656,11 @@ impl ReportSums {
                 .ok_or(key.account)
                 .and_then(|()| self.service_days.add(service, sums))
                 .and_then(|()| self.account_sums[account].add(sums).ok_or(key.account));
-            exact.map_err(|account| inexact(self, "monthly", account))?;
+            exact.map_err(|account| self.inexact(line, "monthly", account))?;
         }
         self.service_days
             .close()
-            .map_err(|account| inexact(self, "monthly", account))
+            .map_err(|account| self.inexact(line, "monthly", account))
     }
 
     /// The row's linked account's index, or `None` when it is not monitored. An empty

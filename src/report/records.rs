@@ -661,15 +661,25 @@ mod tests {
     type Lines = Vec<(u64, Vec<Vec<u8>>)>;
 
     fn records(text: &[u8]) -> Result<Lines, String> {
-        let mut reader = Records::new(text);
-        let mut all = Vec::new();
-        while let Some(record) = reader
-            .next_record()
-            .map_err(|e| format!("line {}: {}", e.line, e.message))?
-        {
-            all.push((record.line(), record.iter().map(<[u8]>::to_vec).collect()));
+        match read_all(text) {
+            (all, None) => Ok(all),
+            (_, Some(error)) => Err(error),
         }
-        Ok(all)
+    }
+
+    /// Every record up to the end or the first error, and that error.
+    fn read_all(input: impl Read) -> (Lines, Option<String>) {
+        let mut reader = Records::new(input);
+        let mut all = Vec::new();
+        loop {
+            match reader.next_record() {
+                Ok(Some(record)) => {
+                    all.push((record.line(), record.iter().map(<[u8]>::to_vec).collect()))
+                }
+                Ok(None) => return (all, None),
+                Err(e) => return (all, Some(format!("line {}: {}", e.line, e.message))),
+            }
+        }
     }
 
     fn strings(text: &str) -> Vec<(u64, Vec<String>)> {
@@ -832,19 +842,7 @@ mod tests {
         ) {
             // However they arrive: the same records, the same error. (Trickled, a field is
             // seldom whole in the buffer, and split by the general path.)
-            let read = |trickle| {
-                let mut reader = Records::new(Trickle(&bytes, trickle));
-                let mut records = Vec::new();
-                let error = loop {
-                    match reader.next_record() {
-                        Ok(Some(record)) => records.push((record.line(), record.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())),
-                        Ok(None) => break None,
-                        Err(e) => break Some((e.line, e.message)),
-                    }
-                };
-                (records, error)
-            };
-            prop_assert_eq!(read(trickle), read(usize::MAX));
+            prop_assert_eq!(read_all(Trickle(&bytes, trickle)), read_all(Trickle(&bytes, usize::MAX)));
         }
     }
 
