@@ -84,7 +84,7 @@ changed=$(python3 bench/integrations.py change "$root" 0.05)
 poll changed >> "$results"
 python3 bench/integrations.py verify "$root" >> "$dir/verify.txt"
 poll unchanged >> "$results"
-partitions=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass")
+partitions=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM pg_inherits l JOIN pg_inherits i ON i.inhrelid = l.inhparent WHERE i.inhparent = 'daily_costs'::regclass")
 
 python3 - "$results" "$count" "$reports" "$changed" "$partitions" <<'PY'
 import sys

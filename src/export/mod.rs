@@ -130,8 +130,10 @@ fn select_list(columns: &[Column], read: impl Fn(Kind) -> &'static str) -> Strin
 
 /// Writes `period`'s rows of `focus_costs` as `format` into `out`: a file per integration and
 /// payer with a statement that month (of `integration` alone, when given), then the manifest.
-/// All files read one snapshot of the database. Each file appears whole or not at all: it is
-/// written beside under a `.part` name and renamed once complete.
+/// Each file is read in one snapshot, in a transaction of its own: a transaction holds the
+/// locks of every partition it read until it ends, and one per file keeps them to those of one
+/// integration. Each file appears whole or not at all: it is written beside under a `.part`
+/// name and renamed once complete.
 pub async fn export_focus(
     store: &Store,
     period: Period,
@@ -143,10 +145,6 @@ pub async fn export_focus(
         .await
         .map_err(|source| write_error(out, source))?;
     let mut connection = store.pool().acquire().await.map_err(StoreError::from)?;
-    let mut tx = connection.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
     let statements: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT integration, payer_account_id FROM statements
          WHERE billing_period = $1 AND ($2::text IS NULL OR integration = $2)
@@ -154,11 +152,15 @@ pub async fn export_focus(
     )
     .bind(period.first_day())
     .bind(integration.map(IntegrationName::as_str))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *connection)
     .await?;
-    let columns = columns(&mut tx).await?;
+    let columns = columns(&mut connection).await?;
     let mut files = Vec::new();
     for (integration, payer) in statements {
+        let mut tx = connection.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let file = format!(
             "focus-{period}-{integration}-{payer}.{}",
             format.extension()
@@ -202,6 +204,7 @@ pub async fn export_focus(
         let written = written.inspect_err(|_| {
             let _ = std::fs::remove_file(&part);
         })?;
+        tx.commit().await?;
         finish(&part, &path)?;
         files.push(ExportedFile {
             integration,
@@ -212,7 +215,6 @@ pub async fn export_focus(
             sha256: hex(&written.sha256),
         });
     }
-    tx.commit().await?;
     let manifest = Manifest {
         focus_version: FOCUS_VERSION,
         dataset: "CostAndUsage",

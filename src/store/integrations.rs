@@ -199,20 +199,18 @@ impl Store {
             .await?
             .rows_affected()
             > 0;
-        let versions: Vec<i64> =
-            sqlx::query_scalar("DELETE FROM statements WHERE integration = $1 RETURNING version")
-                .bind(name.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
+        let statements = sqlx::query("DELETE FROM statements WHERE integration = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if !existed && !name.is_default() {
             return Err(no_such_integration(name));
         }
-        for version in &versions {
-            sqlx::query("SELECT drop_daily_partitions($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
+        sqlx::query("SELECT drop_integration_partitions($1)")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
         let reports = sqlx::query("DELETE FROM reports WHERE integration = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -234,7 +232,7 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Removed {
-            statements: versions.len() as u64,
+            statements,
             reports,
         })
     }

@@ -112,7 +112,8 @@ async fn write_statement(
         Format::Dbr => {}
         Format::Cur => remove_dbr_entities(tx, &statement).await?,
     }
-    let new_version: i64 = sqlx::query_scalar("SELECT new_daily_partitions()")
+    let new_version: i64 = sqlx::query_scalar("SELECT new_daily_partitions($1)")
+        .bind(statement.integration)
         .fetch_one(&mut **tx)
         .await?;
     copy_daily_costs(tx, new_version, sums, only).await?;
@@ -172,7 +173,7 @@ async fn write_statement(
     };
     write_entry(&mut **tx, report, &outcome).await?;
     // Last: the swap's lock on daily_costs is held until the commit right after it.
-    swap_partition(tx, new_version, old_version).await?;
+    swap_partition(tx, &statement, new_version, old_version).await?;
     Ok(Replaced::Statement)
 }
 
@@ -243,7 +244,8 @@ async fn remove_dbr_entities(
             ..*statement
         };
         delete_statement_rows(tx, &other).await?;
-        sqlx::query("SELECT drop_daily_partitions($1)")
+        sqlx::query("SELECT drop_daily_partitions($1, $2)")
+            .bind(statement.integration)
             .bind(version)
             .execute(&mut **tx)
             .await?;
@@ -261,9 +263,10 @@ async fn remove_dbr_entities(
     Ok(())
 }
 
-/// How long one try of the swap waits for queries running on daily_costs, and how many tries
-/// it makes before the report fails (to be tried again at the next poll). Queries arriving
-/// while it waits wait behind it, so this is also the longest a dashboard waits for a swap.
+/// How long one try of the swap waits for queries running on the integration's daily tables,
+/// and how many tries it makes before the report fails (to be tried again at the next poll).
+/// Queries arriving while it waits wait behind it, so this is also the longest a dashboard
+/// waits for a swap.
 const SWAP_LOCK_TIMEOUT: &str = "2s";
 const SWAP_TRIES: u32 = 30;
 
@@ -271,6 +274,7 @@ const SWAP_TRIES: u32 = 30;
 /// queries hold the tables for longer than [`SWAP_LOCK_TIMEOUT`].
 async fn swap_partition(
     tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
     version: i64,
     old_version: Option<i64>,
 ) -> Result<(), StoreError> {
@@ -282,7 +286,8 @@ async fn swap_partition(
         )))
         .execute(&mut *attempt)
         .await?;
-        let swapped = sqlx::query("SELECT swap_daily_partitions($1, $2)")
+        let swapped = sqlx::query("SELECT swap_daily_partitions($1, $2, $3)")
+            .bind(statement.integration)
             .bind(version)
             .bind(old_version)
             .execute(&mut *attempt)

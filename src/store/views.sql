@@ -71,7 +71,9 @@ GROUP BY integration, payer_account_id, linked_account_id, billing_period, resou
 -- the full grain, and a second row for a purchase whose cost is effective when billed (FOCUS
 -- asks EffectiveCost 0 of every purchase: that cost moves to a Usage row with BilledCost 0).
 -- Where each column comes from, per format, and every approximation: README, "FOCUS". Filter
--- on "BillingPeriodStart" (or "SubAccountId") to read one month.
+-- on "BillingPeriodStart" (or "SubAccountId") to read one month, and on "x_Integration" to read
+-- one integration: it is the daily tables' own column, so such a query reads (and locks) that
+-- integration's partitions alone.
 CREATE OR REPLACE VIEW focus_costs AS
 SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "BilledCost",
        CASE WHEN b.purchase AND NOT part.effective THEN 0
@@ -144,11 +146,11 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
        u.operation                                                          AS "x_Operation",
        u.charge_category                                                    AS "x_ChargeCategory",
        CASE WHEN part.effective THEN 0 ELSE d.blended_cost END::numeric     AS "x_BlendedCost",
-       s.integration                                                        AS "x_Integration",
+       d.integration                                                        AS "x_Integration",
        nullif(u.line_item_type, '')                                         AS "x_LineItemType",
        part.effective                                                       AS "x_EffectiveCostOfPurchase"
 FROM daily_costs d
-JOIN daily_usages u USING (statement_version, usage_id)
+JOIN daily_usages u USING (integration, statement_version, usage_id)
 JOIN statements s ON s.version = d.statement_version
 CROSS JOIN LATERAL (
     SELECT CASE u.charge_category
@@ -176,7 +178,7 @@ CROSS JOIN LATERAL (
 ) q
 LEFT JOIN focus_services c ON c.name = b.service
 LEFT JOIN monitored_accounts a
-       ON a.integration = s.integration AND a.linked_account_id = d.linked_account_id
+       ON a.integration = d.integration AND a.linked_account_id = d.linked_account_id
 WHERE NOT part.effective
    OR (b.purchase AND coalesce(d.amortized_cost, d.unblended_cost) <> 0);
 

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
 use crate::common::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use crate::common::sts::Sts;
@@ -239,6 +239,38 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
         "{checked}"
     );
 
+    // A dashboard reading beta's full grain, its transaction left open, holds locks on beta's
+    // partitions alone; alpha's swap below does not wait for it (it would give up after 30
+    // tries of 2 s, and `once` fail).
+    let mut dashboard = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut dashboard).await.unwrap();
+    let rows: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM focus_costs WHERE "x_Integration" = 'beta'"#)
+            .fetch_one(&mut dashboard)
+            .await
+            .unwrap();
+    assert!(rows > 0);
+    let locked: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         WHERE l.pid = pg_backend_pid() AND c.relname ~ '^daily_(costs|usages)_[0-9]+$'
+         ORDER BY 1",
+    )
+    .fetch_all(&mut dashboard)
+    .await
+    .unwrap();
+    let beta_version: i64 =
+        sqlx::query_scalar("SELECT version FROM statements WHERE integration = 'beta'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        locked,
+        [
+            format!("daily_costs_{beta_version}"),
+            format!("daily_usages_{beta_version}")
+        ]
+    );
+
     // A changed monitored set reads the integration's report again; nothing else changes.
     let updated = succeeds(run(
         &[
@@ -271,6 +303,7 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
         monthly_of(pool, "alpha").await,
         expected_of(&[&alpha], &["111111111111", "000000000011"])
     );
+    sqlx::query("COMMIT").execute(&mut dashboard).await.unwrap();
     let nothing = run(&["once", "--integration", "gamma"], url, &[]);
     assert!(
         text(&nothing.stderr).contains("there is no integration named gamma"),
@@ -288,13 +321,18 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
     let removed = succeeds(run(&["integrations", "remove", "alpha"], url, &[]));
     assert!(removed.contains("1 statements left the views"), "{removed}");
     assert!(monthly_of(pool, "alpha").await.is_empty());
-    let partitions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass",
+    let partitions: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_partition_tree('daily_costs') WHERE isleaf),
+                (SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass)",
     )
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!(partitions, 1, "only beta's month is left");
+    assert_eq!(
+        partitions,
+        (1, 1),
+        "only beta's month is left, and beta's table"
+    );
     assert_eq!(monthly_of(pool, "beta").await, expected_of(&[&beta], &[]));
 
     store.pool().close().await;
@@ -627,12 +665,11 @@ async fn replicas_share_every_integration_without_a_double_ingest() {
             expected_of(&reports, &[])
         );
     }
-    let versions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let versions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_partition_tree('daily_costs') WHERE isleaf")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(versions, 6, "one version per statement, none written twice");
 
     store.pool().close().await;

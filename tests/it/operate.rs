@@ -820,7 +820,7 @@ async fn a_database_of_the_earlier_schema_keeps_its_months() {
     assert_eq!(daily(store.pool().clone()).await, before);
     let counts: (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM daily_costs), (SELECT count(*) FROM daily_usages),
-                (SELECT count(*) FROM pg_inherits WHERE inhparent = 'daily_costs'::regclass)",
+                (SELECT count(*) FROM pg_partition_tree('daily_costs') WHERE isleaf)",
     )
     .fetch_one(store.pool())
     .await
