@@ -97,21 +97,40 @@ fn expand_macros(sql: &str) -> String {
     out
 }
 
+/// A board variable: its values, and what Grafana writes for "All" (`allValue`, verbatim), if
+/// not every value quoted.
+struct Variable {
+    name: String,
+    values: Vec<String>,
+    all_value: Option<String>,
+}
+
+/// How the variables are set: at "All" (the board's default), or each value picked.
+#[derive(Clone, Copy, Debug)]
+enum Chosen {
+    All,
+    EachValue,
+}
+
 /// `$name` and `${name}` replaced by the variables' values (longest names first).
-fn expand_variables(sql: &str, variables: &[(String, Vec<String>)]) -> String {
-    let mut sorted: Vec<&(String, Vec<String>)> = variables.iter().collect();
-    sorted.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+fn expand_variables(sql: &str, variables: &[Variable], chosen: Chosen) -> String {
+    let mut sorted: Vec<&Variable> = variables.iter().collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.name.len()));
     let mut sql = sql.to_owned();
-    for (name, values) in sorted {
-        let value = quoted(values);
+    for variable in sorted {
+        let value = match (chosen, &variable.all_value) {
+            (Chosen::All, Some(all)) => all.clone(),
+            _ => quoted(&variable.values),
+        };
+        let name = &variable.name;
         sql = sql.replace(&format!("${{{name}}}"), &value);
         sql = sql.replace(&format!("${name}"), &value);
     }
     sql
 }
 
-fn expand(sql: &str, variables: &[(String, Vec<String>)]) -> String {
-    expand_macros(&expand_variables(sql, variables))
+fn expand(sql: &str, variables: &[Variable], chosen: Chosen) -> String {
+    expand_macros(&expand_variables(sql, variables, chosen))
 }
 
 /// The example bucket ingested, and a broken report beside it.
@@ -160,21 +179,49 @@ async fn every_grafana_query_runs_on_a_seeded_database_and_returns_rows() {
         }
     };
 
-    // Each variable's query with the ones before it at "All", as the board loads.
-    let mut variables: Vec<(String, Vec<String>)> = Vec::new();
+    // A query's rows as JSON text, sorted.
+    let rows_as_text = |sql: String| {
+        let run = run.clone();
+        async move {
+            let sql = format!(
+                "SELECT to_jsonb(q)::text FROM ({}) q",
+                sql.trim_end().trim_end_matches(';')
+            );
+            let mut rows: Vec<String> = run(sql)
+                .await
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect();
+            rows.sort();
+            rows
+        }
+    };
+
+    // Each variable's query with the ones before it at "All", as the board loads. "All" is
+    // written as the variable's column (`integration IN (integration)`): a filter that holds
+    // for every row, however many values there are.
+    let mut variables: Vec<Variable> = Vec::new();
     for variable in board["templating"]["list"].as_array().unwrap() {
         let name = variable["name"].as_str().unwrap().to_owned();
         assert_eq!(variable["datasource"]["uid"], "dbr-ingest", "{name}");
-        let sql = expand(variable["query"].as_str().unwrap(), &variables);
+        let sql = expand(variable["query"].as_str().unwrap(), &variables, Chosen::All);
         let values: Vec<String> = run(sql)
             .await
             .iter()
             .map(|row| row.get::<String, _>(0))
             .collect();
         assert!(!values.is_empty(), "variable {name} has no values");
-        variables.push((name, values));
+        let all_value = variable["allValue"].as_str().map(str::to_owned);
+        if variable["includeAll"] == true {
+            assert!(all_value.is_some(), "{name} writes every value for All");
+        }
+        variables.push(Variable {
+            name,
+            values,
+            all_value,
+        });
     }
-    let names: Vec<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(
         names,
         ["integration", "payer", "account", "service", "tag_key"]
@@ -200,8 +247,11 @@ async fn every_grafana_query_runs_on_a_seeded_database_and_returns_rows() {
                     );
                 }
             }
-            let rows = run(expand(raw, &variables)).await;
-            assert!(!rows.is_empty(), "panel {title} returns no rows");
+            // The same rows whether "All" is chosen or every value picked.
+            let all = rows_as_text(expand(raw, &variables, Chosen::All)).await;
+            let each = rows_as_text(expand(raw, &variables, Chosen::EachValue)).await;
+            assert!(!all.is_empty(), "panel {title} returns no rows");
+            assert_eq!(all, each, "panel {title}");
         }
     }
     pool.close().await;
