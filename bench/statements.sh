@@ -88,8 +88,9 @@ BEGIN
                         v::text, 'final', now(), v, integration, 'dbr');
                 INSERT INTO account_months (integration, payer_account_id, entity, billing_period,
                                             linked_account_id, unblended_cost, blended_cost,
-                                            usage_quantity, line_items, usage_cost, amortized_cost)
-                VALUES (integration, payer, '', period, payer, 1.5, 1.5, 24, 24, 1.5, 1.5);
+                                            usage_quantity, line_items, usage_cost, amortized_cost,
+                                            invoice_status)
+                VALUES (integration, payer, '', period, payer, 1.5, 1.5, 24, 24, 1.5, 1.5, 'final');
                 INSERT INTO service_daily_costs (integration, payer_account_id, entity,
                                                  billing_period, linked_account_id, usage_date,
                                                  product_name, region, charge_category,

@@ -619,8 +619,8 @@ async fn insert_account_months(
                                      usage_quantity, line_items, account_total_unblended,
                                      account_total_blended, usage_cost, fee_cost, tax_cost,
                                      credit_cost, refund_cost, ri_fee_cost, support_cost,
-                                     marketplace_cost, amortized_cost)
-         SELECT $1, $2, $3, $4, * FROM UNNEST($5::text[], $6::numeric[], $7::numeric[],
+                                     marketplace_cost, amortized_cost, invoice_status)
+         SELECT $1, $2, $3, $4, *, $21 FROM UNNEST($5::text[], $6::numeric[], $7::numeric[],
                                               $8::numeric[], $9::bigint[], $10::numeric[],
                                               $11::numeric[], $12::numeric[], $13::numeric[],
                                               $14::numeric[], $15::numeric[], $16::numeric[],
@@ -642,7 +642,9 @@ async fn insert_account_months(
     for each in ChargeCategory::ALL {
         query = query.bind(category(each));
     }
-    query = query.bind(column(|a| a.sums.amortized_cost));
+    query = query
+        .bind(column(|a| a.sums.amortized_cost))
+        .bind(sums.invoice_status().as_str());
     query.execute(&mut **tx).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ SELECT m.payer_account_id,
        sum(m.blended_cost)        AS blended_cost,
        sum(m.usage_quantity)      AS usage_quantity,
        sum(m.line_items)::bigint  AS line_items,
-       CASE WHEN bool_or(s.invoice_status = 'estimated') THEN 'estimated' ELSE 'final' END AS invoice_status,
+       CASE WHEN bool_or(m.invoice_status = 'estimated') THEN 'estimated' ELSE 'final' END AS invoice_status,
        m.integration,
        (SELECT a.name FROM monitored_accounts a
         WHERE a.integration = m.integration AND a.linked_account_id = m.linked_account_id) AS account_name,
@@ -26,7 +26,6 @@ SELECT m.payer_account_id,
        sum(m.marketplace_cost)    AS marketplace_cost,
        sum(coalesce(m.amortized_cost, m.unblended_cost)) AS amortized_cost
 FROM account_months m
-JOIN statements s USING (integration, payer_account_id, entity, billing_period)
 GROUP BY m.integration, m.payer_account_id, m.linked_account_id, m.billing_period;
 
 -- Per day and product, from the rollup rather than the full grain.

@@ -180,21 +180,18 @@ async fn every_grafana_query_runs_on_a_seeded_database_and_returns_rows() {
     };
 
     // A query's rows as JSON text, sorted.
-    let rows_as_text = |sql: String| {
-        let run = run.clone();
-        async move {
-            let sql = format!(
-                "SELECT to_jsonb(q)::text FROM ({}) q",
-                sql.trim_end().trim_end_matches(';')
-            );
-            let mut rows: Vec<String> = run(sql)
-                .await
-                .iter()
-                .map(|row| row.get::<String, _>(0))
-                .collect();
-            rows.sort();
-            rows
-        }
+    let rows_as_text = |sql: String| async move {
+        let sql = format!(
+            "SELECT to_jsonb(q)::text FROM ({}) q",
+            sql.trim_end().trim_end_matches(';')
+        );
+        let mut rows: Vec<String> = run(sql)
+            .await
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        rows.sort();
+        rows
     };
 
     // Each variable's query with the ones before it at "All", as the board loads. "All" is
