@@ -14,7 +14,7 @@ DROP VIEW focus_costs CASCADE;
 ALTER TABLE daily_costs RENAME TO daily_costs_by_version;
 ALTER TABLE daily_usages RENAME TO daily_usages_by_version;
 
--- What a statement version's line items were for (README, "Storage").
+-- What a statement version's line items were for (README, "SQL contract": finer detail).
 CREATE TABLE daily_usages (
     statement_version bigint NOT NULL,  -- statements.version
     usage_id          bigint NOT NULL,
