@@ -172,7 +172,8 @@ async fn write_statement(
         monitored_fingerprint,
     };
     write_entry(&mut **tx, report, &outcome).await?;
-    // Last: the swap's lock on daily_costs is held until the commit right after it.
+    // Last: the swap's lock on the integration's daily tables is held until the commit right
+    // after it.
     swap_partition(tx, &statement, new_version, old_version).await?;
     Ok(Replaced::Statement)
 }
