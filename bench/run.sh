@@ -9,7 +9,8 @@
 #     line item is its own key (BENCH_BYTES/100 resources, ~2.4 M keys per GB).
 # For each: `summarize`, `once` from a directory into a fresh database (created and migrated by
 # `dbr-ingest migrate` beforehand, untimed: a deployment's one-time step), `once` rewriting that
-# month (the dead tuples it leaves are counted), peak RSS of each; the realistic report also
+# month (the dead tuples left are counted, and again once the month is written over its earlier
+# version), peak RSS of each; the realistic report also
 # `once` through S3 (s3s-fs on 127.0.0.1, installed once into BENCH_DIR/tools with cargo),
 # judged by the process's own CPU time against the directory source's (the server shares the
 # two cores, so wall time is shown beside it), and at 4x the size (memory must stay flat).
@@ -97,11 +98,19 @@ for s, e in zip(stored, expected["accounts"], strict=True):
 PY
 }
 
-once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead_tuples daily_rows"
+dead_tuples() { # DATABASE_URL -> the dead tuples of every table, as the statistics have them
+  # (they are sent at the end of each transaction: give them a moment)
+  sleep 1
+  psql "$1" -Atc "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables"
+}
+
+once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead_tuples rows grown_dead"
   # medians over the runs of `once` from SOURCE (dir, or s3 for the s3s-fs server) into a fresh
-  # database, then of the same month rewritten (REWRITE=0 skips it)
+  # database, then of the same month rewritten (REWRITE=0 skips it); rows: what the month
+  # stored (full grain, usages, rollups, accounts); grown_dead: the dead tuples of the month
+  # written again after its earlier version (the ZIP's earlier.zip, DBR only), in the first run
   local zip=$1 from=$2 url run seconds kb user system
-  local fresh=() fresh_cpu=() fresh_rss=0 rewrite=() rewrite_rss=0 dead=0 rows=0
+  local fresh=() fresh_cpu=() fresh_rss=0 rewrite=() rewrite_rss=0 dead=0 rows=0 grown_dead=-1
   local source=(--source "dir:${SOURCE_DIR:-$(dirname "$zip")}")
   [ "$from" = s3 ] && source=(--source s3)
   for run in $(seq "$runs"); do
@@ -120,20 +129,40 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
         fresh_cpu+=("$(python3 -c "print($user + $system)")")
       else
         rewrite+=("$seconds"); [ "$kb" -gt "$rewrite_rss" ] && rewrite_rss=$kb
-        # Dead tuples the rewrite left anywhere in the database (the statistics are sent at the
-        # end of each transaction; give the collector a moment).
-        sleep 1
-        # The daily partitions are swapped whole; the rollups' rows are deleted and written
-        # again: both counted.
-        dead=$(psql "$url" -Atc "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname LIKE 'daily_costs%' OR relname IN ('service_daily_costs', 'resource_costs', 'tag_costs')")
+        # Dead tuples the rewrite (and the fresh ingest before it) left anywhere in the database.
+        dead=$(dead_tuples "$url")
       fi
       check_stored "$url" "$(dirname "$zip")/expected.json"
     done
-    rows=$(psql "$url" -Atc "SELECT count(*) FROM daily_costs")
+    rows=$(psql "$url" -Atc "SELECT (SELECT count(*) FROM daily_costs) + (SELECT count(*) FROM daily_usages)
+      + (SELECT count(*) FROM service_daily_costs) + (SELECT count(*) FROM resource_costs)
+      + (SELECT count(*) FROM tag_costs) + (SELECT count(*) FROM account_months)")
+    if [ "$run" = 1 ] && [ "$from" = dir ] && [ "${REWRITE:-1}" != 0 ] && [[ "$zip" == *.zip ]]; then
+      # AWS's next version of a month: the earlier version first, then this one over it. The
+      # earlier version is the report's first 97 % of bytes (in hour-by-hour order, the month
+      # through its 30th day), cut at a line's end, without the footer.
+      local earlier grown="$dir/grown"
+      earlier="$(dirname "$zip")/earlier.zip"
+      if [ ! -f "$earlier" ]; then
+        unzip -p "$zip" | head -c $(($(unzip -Zt "$zip" | awk '{print $3}') * 97 / 100)) | sed '$d' \
+          | zip -q - - | cat > "$earlier.part"
+        mv "$earlier.part" "$earlier"
+      fi
+      rm -rf "$grown" && mkdir -p "$grown"
+      for version in "$earlier" "$zip"; do
+        cp "$version" "$grown/$(basename "$zip")"
+        [ "$version" = "$zip" ] && psql "$url" -qAtc "SELECT pg_stat_reset()" > /dev/null
+        DATABASE_URL="$url" DBR_CONFIG=/dev/null DBR_MONITORED_ACCOUNTS='*' RUST_LOG=warn \
+          "$binary" once --source "dir:$grown" > /dev/null
+      done
+      grown_dead=$(dead_tuples "$url")
+      check_stored "$url" "$(dirname "$zip")/expected.json"
+      rm -rf "$grown"
+    fi
     psql "$server/postgres" -qc "DROP DATABASE \"dbr_bench_$$_$run\""
   done
   [ ${#rewrite[@]} -gt 0 ] || rewrite=(0)
-  echo "$(median "${fresh[@]}") $fresh_rss $(median "${fresh_cpu[@]}") $(median "${rewrite[@]}") $rewrite_rss $dead $rows"
+  echo "$(median "${fresh[@]}") $fresh_rss $(median "${fresh_cpu[@]}") $(median "${rewrite[@]}") $rewrite_rss $dead $rows $grown_dead"
 }
 
 results="$dir/results.txt"
@@ -145,8 +174,8 @@ shape() { # LABEL ZIP: every measure of one report, appended to the results
   inflated=$(unzip -Zt "$zip" | awk '{print $3}')
   inflate_s=$(inflate "$zip")
   read -r sum_s sum_rss < <(summarize "$zip")
-  read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows < <(once "$zip" dir)
-  echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows" >> "$results"
+  read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows grown_dead < <(once "$zip" dir)
+  echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows $grown_dead" >> "$results"
 }
 
 s3_env=()
@@ -197,8 +226,8 @@ cur_shape() { # LABEL MANIFEST: every measure of a CUR month, appended to the re
   inflated=$(cat "${parts[@]}" | gzip -dc | wc -c)
   inflate_s=$(inflate "${parts[@]}")
   read -r sum_s sum_rss < <(summarize "$manifest")
-  read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows < <(SOURCE_DIR=$bucket REWRITE_WITH=new_assembly once "$manifest" dir)
-  echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows" >> "$results"
+  read -r once_s once_rss once_cpu rewrite_s rewrite_rss dead rows grown_dead < <(SOURCE_DIR=$bucket REWRITE_WITH=new_assembly once "$manifest" dir)
+  echo "$label $inflated $inflate_s $sum_s $sum_rss $once_s $once_rss $once_cpu $rewrite_s $rewrite_rss $dead $rows $grown_dead" >> "$results"
 }
 ! wanted cur-hourly || cur_shape cur-hourly "$(cur_month)"
 
@@ -234,11 +263,15 @@ for line in open(sys.argv[1]):
 s3_s, s3_rss, s3_cpu = (float(x) for x in sys.argv[2:5])
 mb = lambda kb: f"{kb / 1024:.0f} MB"
 print(f"medians of {sys.argv[5]} runs; x = times the inflate of the same report in this run")
-print(f"{'report':<17} {'GB':>5} {'keys':>9} {'inflate':>8} | {'summarize':>16} {'RSS':>7} | {'once, fresh db':>16} {'RSS':>7} | {'once, rewrite':>16} {'RSS':>7} {'dead':>5}")
-for label, (inflated, inflate, sum_s, sum_rss, once_s, once_rss, once_cpu, rewrite_s, rewrite_rss, dead, keys) in rows.items():
+print(f"{'report':<17} {'GB':>5} {'inflate':>8} | {'summarize':>16} {'RSS':>7} | {'once, fresh db':>16} {'RSS':>7} | {'once, rewrite':>16} {'RSS':>7} | {'rows':>9} {'dead':>13} {'a day later':>13}")
+share = lambda dead, stored: f"{int(dead)} {100 * dead / stored:4.1f}%" if dead >= 0 else "-"
+for label, (inflated, inflate, sum_s, sum_rss, once_s, once_rss, once_cpu, rewrite_s, rewrite_rss, dead, stored, grown) in rows.items():
     rewrite = f"{rewrite_s:6.2f} s {rewrite_s / inflate:5.2f}x" if rewrite_s else f"{'-':>16}"
-    print(f"{label:<17} {inflated / 1e9:5.2f} {int(keys):>9} {inflate:6.2f} s | {sum_s:6.2f} s {sum_s / inflate:5.2f}x {mb(sum_rss):>7} | "
-          f"{once_s:6.2f} s {once_s / inflate:5.2f}x {mb(once_rss):>7} | {rewrite} {mb(rewrite_rss) if rewrite_s else '-':>7} {int(dead):>5}")
+    print(f"{label:<17} {inflated / 1e9:5.2f} {inflate:6.2f} s | {sum_s:6.2f} s {sum_s / inflate:5.2f}x {mb(sum_rss):>7} | "
+          f"{once_s:6.2f} s {once_s / inflate:5.2f}x {mb(once_rss):>7} | {rewrite} {mb(rewrite_rss) if rewrite_s else '-':>7} | "
+          f"{int(stored):>9} {share(dead, stored):>13} {share(grown, stored):>13}")
+print("rows: what the month stored; dead: the dead tuples of every table after the fresh ingest and the")
+print("rewrite of the same month; a day later: after the month written again over its earlier version")
 if s3_s:
     once_cpu = rows["realistic"][6]
     print(f"once via S3 (realistic): {s3_s:.2f} s wall = {s3_s / rows['realistic'][1]:.2f}x inflate; CPU {s3_cpu:.2f} s = "

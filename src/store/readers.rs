@@ -80,6 +80,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "line_items",
             "integration",
             "amortized_cost",
+            "tag_values",
         ],
     ),
     (
@@ -96,6 +97,7 @@ pub const CONTRACT_VIEWS: [(&str, &[&str]); 8] = [
             "line_items",
             "integration",
             "amortized_cost",
+            "resources",
         ],
     ),
     (

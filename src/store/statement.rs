@@ -9,11 +9,13 @@ use sqlx::encode::IsNull;
 use sqlx::postgres::{PgArgumentBuffer, PgCopyIn};
 use sqlx::{Acquire, AssertSqlSafe, Encode, PgConnection, Postgres, Transaction};
 
+mod rollups;
+
 use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
-use crate::domain::{AccountId, IntegrationName, Monitored, StatementId};
+use crate::domain::{IntegrationName, Monitored, StatementId};
 use crate::formats::{Format, Version};
-use crate::report::aggregate::{AccountMonth, Amounts, GroupBy, GroupRow, ReportSums, Sums};
+use crate::report::aggregate::{AccountMonth, Amounts, ReportSums, Sums};
 use crate::report::dimensions::ChargeCategory;
 
 /// COPY data is sent in pieces of about this size.
@@ -149,10 +151,10 @@ async fn write_statement(
         .bind(version.format.as_str())
         .execute(&mut **tx)
         .await?;
-    delete_statement_rows(tx, &statement).await?;
+    delete_statement_rows(tx, &statement, &STATEMENT_ROWS).await?;
     insert_account_months(tx, &statement, sums, only).await?;
     insert_report_totals(tx, &statement, sums).await?;
-    copy_rollups(tx, &statement, sums, only).await?;
+    rollups::replace(tx, &statement, sums, only).await?;
     sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
@@ -178,19 +180,17 @@ async fn write_statement(
     Ok(Replaced::Statement)
 }
 
-/// Deletes a statement's rows beside its partitions: one row per account, a few footer rows and
-/// the rollups (written again when it is replaced).
+/// A statement's rows beside its partitions and its rollups: one row per account and a few
+/// footer rows, written again whole when it is replaced.
+const STATEMENT_ROWS: [&str; 2] = ["account_months", "report_totals"];
+
+/// Deletes a statement's rows in `tables`.
 async fn delete_statement_rows(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
+    tables: &[&str],
 ) -> Result<(), StoreError> {
-    for table in [
-        "account_months",
-        "report_totals",
-        "service_daily_costs",
-        "resource_costs",
-        "tag_costs",
-    ] {
+    for table in tables {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM {table}
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
@@ -244,7 +244,8 @@ async fn remove_dbr_entities(
             entity: &entity,
             ..*statement
         };
-        delete_statement_rows(tx, &other).await?;
+        delete_statement_rows(tx, &other, &STATEMENT_ROWS).await?;
+        delete_statement_rows(tx, &other, &rollups::TABLES).await?;
         sqlx::query("SELECT drop_daily_partitions($1, $2)")
             .bind(statement.integration)
             .bind(version)
@@ -498,19 +499,6 @@ impl<'c> CopyRows<'c> {
         Ok(())
     }
 
-    /// Binary format: a rollup row's statement and account.
-    fn statement_fields(
-        &mut self,
-        statement: &Statement<'_>,
-        account: &AccountId,
-    ) -> Result<(), StoreError> {
-        self.binary_field(&statement.integration)?;
-        self.binary_field(&statement.payer)?;
-        self.binary_field(&statement.entity)?;
-        self.binary_field(&statement.period)?;
-        self.binary_field(&account.as_str())
-    }
-
     /// Binary format: the costs, the usage quantity (when `quantity`), the line items and
     /// the amortized cost.
     fn sums_fields(&mut self, sums: &Sums, quantity: bool) -> Result<(), StoreError> {
@@ -521,23 +509,6 @@ impl<'c> CopyRows<'c> {
         }
         self.binary_field(&bigint(sums.line_items))?;
         self.binary_field(&sums.amortized_cost)
-    }
-
-    /// A resource or tag rollup row: the statement, the account, the group's two columns, its
-    /// sums (the usage quantity when `quantity`).
-    async fn group(
-        &mut self,
-        statement: &Statement<'_>,
-        group: &GroupRow,
-        quantity: bool,
-    ) -> Result<(), StoreError> {
-        let [first, second] = &group.key;
-        self.binary_row(if quantity { 12 } else { 11 });
-        self.statement_fields(statement, &group.account)?;
-        self.binary_field(&first.as_str())?;
-        self.binary_field(&second.as_str())?;
-        self.sums_fields(&group.sums, quantity)?;
-        self.row_written().await
     }
 
     /// Sends the buffer once it holds a piece's worth of rows.
@@ -648,68 +619,6 @@ async fn insert_account_months(
         .bind(sums.invoice_status().as_str());
     query.execute(&mut **tx).await?;
     Ok(())
-}
-
-/// Writes the statement's rollups, as the report hands them over: per account, day and
-/// service; and per account and month each resource and each tag value (in partial rows when
-/// a report has more groups than it sums at once: the views add them up). With `only`, just
-/// those accounts'.
-async fn copy_rollups(
-    tx: &mut Transaction<'_, Postgres>,
-    statement: &Statement<'_>,
-    sums: &ReportSums,
-    only: Option<&Monitored>,
-) -> Result<(), StoreError> {
-    const STATEMENT: &str =
-        "integration, payer_account_id, entity, billing_period, linked_account_id";
-    let wanted = |account: &AccountId| only.is_none_or(|only| only.contains(account));
-
-    let copy = format!(
-        "COPY service_daily_costs ({STATEMENT}, usage_date, product_name, region,
-                                   charge_category, purchase_option, unblended_cost,
-                                   blended_cost, usage_quantity, line_items, amortized_cost)
-         FROM STDIN WITH (FORMAT binary)"
-    );
-    let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
-    for day in sums.service_days()? {
-        let day = day?;
-        if !wanted(day.account) {
-            continue;
-        }
-        let service = sums.service(day.usage);
-        rows.binary_row(15);
-        rows.statement_fields(statement, day.account)?;
-        rows.binary_field(&day.day.unwrap_or(statement.period))?;
-        rows.binary_field(&service.product.as_str())?;
-        rows.binary_field(&service.region.as_str())?;
-        rows.binary_field(&service.charge_category.as_str())?;
-        rows.binary_field(&service.purchase_option.as_str())?;
-        rows.sums_fields(&day.sums, true)?;
-        rows.row_written().await?;
-    }
-    rows.finish().await?;
-
-    let copy = format!(
-        "COPY resource_costs ({STATEMENT}, resource_id, product_name, unblended_cost,
-                              blended_cost, usage_quantity, line_items, amortized_cost)
-         FROM STDIN WITH (FORMAT binary)"
-    );
-    let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
-    for group in sums.groups(GroupBy::Resource, only)? {
-        rows.group(statement, &group?, true).await?;
-    }
-    rows.finish().await?;
-
-    let copy = format!(
-        "COPY tag_costs ({STATEMENT}, tag_key, tag_value, unblended_cost, blended_cost,
-                         line_items, amortized_cost)
-         FROM STDIN WITH (FORMAT binary)"
-    );
-    let mut rows = CopyRows::start(tx, &copy, CopyFormat::Binary).await?;
-    for group in sums.groups(GroupBy::Tag, only)? {
-        rows.group(statement, &group?, false).await?;
-    }
-    rows.finish().await
 }
 
 async fn insert_report_totals(

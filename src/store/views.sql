@@ -49,19 +49,26 @@ SELECT payer_account_id, linked_account_id, billing_period, usage_date, product_
        line_items, integration, coalesce(amortized_cost, unblended_cost) AS amortized_cost
 FROM service_daily_costs;
 
+-- The rollups keep per account, month and tag key the 1,000 values that cost most, and one row
+-- for the others (tag_value NULL here; tag_values says how many it stands for).
 CREATE OR REPLACE VIEW cost_by_tag AS
-SELECT payer_account_id, linked_account_id, billing_period, tag_key, tag_value,
+SELECT payer_account_id, linked_account_id, billing_period, tag_key, nullif(tag_value, '') AS tag_value,
        sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
        sum(line_items)::bigint AS line_items, integration,
-       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost
+       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost,
+       sum(tag_values)::bigint AS tag_values
 FROM tag_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, tag_key, tag_value;
 
+-- Per account and month, the 1,000 resources that cost most, and one row for the others
+-- (resource_id and product_name NULL here; resources says how many it stands for).
 CREATE OR REPLACE VIEW top_resources AS
-SELECT payer_account_id, linked_account_id, billing_period, resource_id, product_name,
+SELECT payer_account_id, linked_account_id, billing_period, nullif(resource_id, '') AS resource_id,
+       CASE WHEN resource_id <> '' THEN product_name END AS product_name,
        sum(unblended_cost) AS unblended_cost, sum(blended_cost) AS blended_cost,
        sum(usage_quantity) AS usage_quantity, sum(line_items)::bigint AS line_items, integration,
-       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost
+       sum(coalesce(amortized_cost, unblended_cost)) AS amortized_cost,
+       sum(resources)::bigint AS resources
 FROM resource_costs
 GROUP BY integration, payer_account_id, linked_account_id, billing_period, resource_id,
          product_name;

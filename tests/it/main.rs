@@ -22,6 +22,8 @@ mod newcomer;
 mod operate;
 /// What a poll ingests, skips, replaces and refuses, as dashboards see it through the views.
 mod poll;
+/// The rollups: the costliest resources and tag values by name, the others summed; rewrites.
+mod rollups;
 /// The schema: migrations by several processes or a newer version, contract views, readers.
 mod schema;
 /// `dbr-ingest summarize` on every report variant and ZIP layout, and on broken archives.

@@ -771,25 +771,8 @@ async fn check_names_what_a_directory_holds_besides_files() {
 /// views show what they showed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_of_the_earlier_schema_keeps_its_months() {
-    use sqlx::migrate::{MigrateDatabase, Migrator};
     let db = TestDatabase::new();
-    sqlx::Postgres::create_database(&db.url).await.unwrap();
-    let earlier = tempfile::tempdir().unwrap();
-    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for entry in std::fs::read_dir(&migrations).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0007" {
-            std::fs::copy(&path, earlier.path().join(name)).unwrap();
-        }
-    }
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    Migrator::new(earlier.path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = db.migrated_before("0007").await;
     for statement in [
         "INSERT INTO statements VALUES ('111111111111', '', '2017-07-01', 'dir:x', 'k1', 'e1', 'final', now()),
                                        ('111111111111', 'AWSMarketplace', '2017-07-01', 'dir:x', 'k2', 'e2', 'final', now())",

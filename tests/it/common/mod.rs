@@ -317,6 +317,30 @@ impl TestDatabase {
             .unwrap()
     }
 
+    /// Creates the database with the migrations whose files sort before `first_left_out`
+    /// (`"0007"`): a database an earlier version wrote.
+    pub async fn migrated_before(&self, first_left_out: &str) -> sqlx::PgPool {
+        use sqlx::migrate::{MigrateDatabase, Migrator};
+        sqlx::Postgres::create_database(&self.url).await.unwrap();
+        let earlier = tempfile::tempdir().unwrap();
+        let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for entry in std::fs::read_dir(&migrations).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < first_left_out {
+                std::fs::copy(&path, earlier.path().join(name)).unwrap();
+            }
+        }
+        let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+        Migrator::new(earlier.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
     /// Drops the database (tests call it at their end; a failed test leaves its database to look at).
     pub async fn drop_database(self) {
         use sqlx::migrate::MigrateDatabase;

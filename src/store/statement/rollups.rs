@@ -1,0 +1,251 @@
+//! A statement's rollups: per account, day and service; and per account and month the resources
+//! and tag values that cost most, with one row for the others. They are plain tables, not
+//! partitions per version like the full grain: a dashboard's query over every integration would
+//! then plan and lock every statement's partitions (README, "Rollups").
+//!
+//! So that rewriting a month (AWS rewrites the current one several times a day) does not leave
+//! a dead row for every row of the month, the new rows are written out of sight first, into
+//! temporary tables, and then only the rows that differ are deleted and inserted: a row whose
+//! columns are all the same stays as it is.
+
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
+
+use super::{CopyFormat, CopyRows, Statement};
+use crate::domain::Monitored;
+use crate::report::aggregate::{GroupBy, ReportSums};
+use crate::store::StoreError;
+
+/// Per account and month, the resources (and per tag key, the values) a rollup keeps by name:
+/// the others are added up in one row.
+pub(super) const KEPT_BY_NAME: i64 = 1000;
+
+/// One rollup table, beyond the statement's columns: the columns that name a row, then the sums.
+struct Rollup {
+    table: &'static str,
+    /// The account first.
+    keys: &'static [&'static str],
+    sums: &'static [&'static str],
+    /// For a rollup that keeps [`KEPT_BY_NAME`] rows by name: how many of `keys` (from the
+    /// first) the ranking is within, and the column saying how many rows a row stands for.
+    ranked: Option<(usize, &'static str)>,
+}
+
+const SERVICE_DAYS: Rollup = Rollup {
+    table: "service_daily_costs",
+    keys: &[
+        "linked_account_id",
+        "usage_date",
+        "product_name",
+        "region",
+        "charge_category",
+        "purchase_option",
+    ],
+    sums: &[
+        "unblended_cost",
+        "blended_cost",
+        "usage_quantity",
+        "line_items",
+        "amortized_cost",
+    ],
+    ranked: None,
+};
+
+const RESOURCES: Rollup = Rollup {
+    table: "resource_costs",
+    keys: &["linked_account_id", "resource_id", "product_name"],
+    sums: &[
+        "unblended_cost",
+        "blended_cost",
+        "usage_quantity",
+        "line_items",
+        "amortized_cost",
+    ],
+    ranked: Some((1, "resources")),
+};
+
+const TAGS: Rollup = Rollup {
+    table: "tag_costs",
+    keys: &["linked_account_id", "tag_key", "tag_value"],
+    sums: &[
+        "unblended_cost",
+        "blended_cost",
+        "line_items",
+        "amortized_cost",
+    ],
+    ranked: Some((2, "tag_values")),
+};
+
+/// The rollup tables, for whoever deletes a statement's rows.
+pub(super) const TABLES: [&str; 3] = [SERVICE_DAYS.table, RESOURCES.table, TAGS.table];
+
+impl Rollup {
+    /// The temporary table the new rows are written to: the columns it takes from the report,
+    /// emptied at every commit. Made once per connection.
+    fn staging(&self) -> String {
+        format!(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS new_{table} ON COMMIT DELETE ROWS AS
+             SELECT {columns} FROM {table} WITH NO DATA;",
+            table = self.table,
+            columns = self.staged_columns(),
+        )
+    }
+
+    fn staged_columns(&self) -> String {
+        [self.keys, self.sums].concat().join(", ")
+    }
+
+    fn copy(&self) -> String {
+        format!(
+            "COPY pg_temp.new_{} ({}) FROM STDIN WITH (FORMAT binary)",
+            self.table,
+            self.staged_columns()
+        )
+    }
+
+    /// The statement's new rows, in the order of `keys`, `sums` and the count: as written, or
+    /// ranked, their partial rows added up first (a report with more groups than it sums in
+    /// memory at once hands some over in several).
+    fn new_rows(&self) -> String {
+        let staged = format!("pg_temp.new_{}", self.table);
+        let Some((within, count)) = self.ranked else {
+            return format!("SELECT {} FROM {staged}", self.staged_columns());
+        };
+        let keys = self.keys.join(", ");
+        let partition = self.keys[..within].join(", ");
+        // Bytewise, whatever the database's collation.
+        let names: Vec<String> = self.keys[within..]
+            .iter()
+            .map(|name| format!("{name} COLLATE \"C\""))
+            .collect();
+        let names = names.join(", ");
+        let others = vec!["''"; self.keys.len() - within].join(", ");
+        let sum = |column: &str| match column {
+            "line_items" => format!("sum({column})::bigint"),
+            _ => format!("sum({column})"),
+        };
+        let sums = self.sums.join(", ");
+        let summed: Vec<String> = self
+            .sums
+            .iter()
+            .map(|column| format!("{} AS {column}", sum(column)))
+            .collect();
+        let summed = summed.join(", ");
+        // Ranked by the larger of the two costs, so that a resource whose usage a commitment
+        // covers (unblended 0 in a CUR) ranks by what it costs amortized.
+        format!(
+            "WITH summed AS (SELECT {keys}, {summed} FROM {staged} GROUP BY {keys}),
+                  ranked AS (SELECT *, row_number() OVER (
+                                 PARTITION BY {partition}
+                                 ORDER BY greatest(unblended_cost, amortized_cost) DESC, {names}) AS rank
+                             FROM summed)
+             SELECT {keys}, {sums}, 1::bigint AS {count} FROM ranked WHERE rank <= {KEPT_BY_NAME}
+             UNION ALL
+             SELECT {partition}, {others}, {summed}, count(*) AS {count} FROM ranked
+             WHERE rank > {KEPT_BY_NAME} GROUP BY {partition}"
+        )
+    }
+
+    /// Makes the new rows the statement's: deletes the stored rows that are not among them and
+    /// inserts those that are not stored. Both sides are read as they were before the statement
+    /// began (one snapshot for the whole `WITH`), so a changed row is deleted and inserted, and
+    /// an unchanged one neither. Rows compare by their binary images (`record_image_eq`): the
+    /// same numbers written with another scale are another row, two NULLs the same.
+    fn replace(&self) -> String {
+        let table = self.table;
+        let values: Vec<&str> = self
+            .sums
+            .iter()
+            .copied()
+            .chain(self.ranked.map(|r| r.1))
+            .collect();
+        let columns = [self.keys, &values].concat().join(", ");
+        let same_keys: Vec<String> = self.keys.iter().map(|k| format!("n.{k} = o.{k}")).collect();
+        let same_keys = same_keys.join(" AND ");
+        let image = |alias: &str| {
+            let fields: Vec<String> = values.iter().map(|v| format!("{alias}.{v}")).collect();
+            format!("ROW({})", fields.join(", "))
+        };
+        let same = format!(
+            "{same_keys} AND record_image_eq({}, {})",
+            image("n"),
+            image("o")
+        );
+        let this_statement =
+            "(o.integration, o.payer_account_id, o.entity, o.billing_period) = ($1, $2, $3, $4)";
+        format!(
+            "WITH new AS ({new}),
+                  gone AS (DELETE FROM {table} o
+                           WHERE {this_statement} AND NOT EXISTS (SELECT FROM new n WHERE {same}))
+             INSERT INTO {table} (integration, payer_account_id, entity, billing_period, {columns})
+             SELECT $1, $2, $3, $4, n.* FROM new n
+             WHERE NOT EXISTS (SELECT FROM {table} o WHERE {this_statement} AND {same})",
+            new = self.new_rows(),
+        )
+    }
+}
+
+/// Replaces the statement's rollups with the report's (with `only`, just those accounts').
+pub(super) async fn replace(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &Statement<'_>,
+    sums: &ReportSums,
+    only: Option<&Monitored>,
+) -> Result<(), StoreError> {
+    let staging: String = [SERVICE_DAYS, RESOURCES, TAGS]
+        .iter()
+        .map(Rollup::staging)
+        .collect();
+    // Quiet: every transaction after a connection's first says the tables exist.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET LOCAL client_min_messages = warning; {staging}"
+    )))
+    .execute(&mut **tx)
+    .await?;
+    let wanted = |account| only.is_none_or(|only| only.contains(account));
+
+    let mut rows = CopyRows::start(tx, &SERVICE_DAYS.copy(), CopyFormat::Binary).await?;
+    for day in sums.service_days()? {
+        let day = day?;
+        if !wanted(day.account) {
+            continue;
+        }
+        let service = sums.service(day.usage);
+        rows.binary_row(11);
+        rows.binary_field(&day.account.as_str())?;
+        rows.binary_field(&day.day.unwrap_or(statement.period))?;
+        rows.binary_field(&service.product.as_str())?;
+        rows.binary_field(&service.region.as_str())?;
+        rows.binary_field(&service.charge_category.as_str())?;
+        rows.binary_field(&service.purchase_option.as_str())?;
+        rows.sums_fields(&day.sums, true)?;
+        rows.row_written().await?;
+    }
+    rows.finish().await?;
+
+    for (rollup, by) in [(&RESOURCES, GroupBy::Resource), (&TAGS, GroupBy::Tag)] {
+        let quantity = rollup.sums.contains(&"usage_quantity");
+        let mut rows = CopyRows::start(tx, &rollup.copy(), CopyFormat::Binary).await?;
+        for group in sums.groups(by, only)? {
+            let group = group?;
+            let [first, second] = &group.key;
+            rows.binary_row(if quantity { 8 } else { 7 });
+            rows.binary_field(&group.account.as_str())?;
+            rows.binary_field(&first.as_str())?;
+            rows.binary_field(&second.as_str())?;
+            rows.sums_fields(&group.sums, quantity)?;
+            rows.row_written().await?;
+        }
+        rows.finish().await?;
+    }
+
+    for rollup in [SERVICE_DAYS, RESOURCES, TAGS] {
+        sqlx::query(AssertSqlSafe(rollup.replace()))
+            .bind(statement.integration)
+            .bind(statement.payer)
+            .bind(statement.entity)
+            .bind(statement.period)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
