@@ -140,11 +140,12 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
     if [ "$run" = 1 ] && [ "$from" = dir ] && [ "${REWRITE:-1}" != 0 ] && [[ "$zip" == *.zip ]]; then
       # AWS's next version of a month: the earlier version first, then this one over it. The
       # earlier version is the report's first 97 % of bytes (in hour-by-hour order, the month
-      # through its 30th day), cut at a line's end, without the footer.
+      # through its 30th day), cut at a line's end, without the footer (unzip stops when head
+      # has its bytes).
       local earlier grown="$dir/grown"
       earlier="$(dirname "$zip")/earlier.zip"
       if [ ! -f "$earlier" ]; then
-        unzip -p "$zip" | head -c $(($(unzip -Zt "$zip" | awk '{print $3}') * 97 / 100)) | sed '$d' \
+        { unzip -p "$zip" || true; } | head -c $(($(unzip -Zt "$zip" | awk '{print $3}') * 97 / 100)) | sed '$d' \
           | zip -q - - | cat > "$earlier.part"
         mv "$earlier.part" "$earlier"
       fi

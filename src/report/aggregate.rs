@@ -826,13 +826,10 @@ impl ReportSums {
     }
 
     /// The month's sums of each resource, or of each tag value, per account (of `only` these
-    /// accounts, all when `None`), for the rollups.
-    pub fn groups<'a>(
-        &'a self,
-        by: GroupBy,
-        only: Option<&'a Monitored>,
-    ) -> Result<Groups<'a>, DailyCostsError> {
-        Ok(Groups::new(self.usages()?, by, only))
+    /// accounts, all when `None`), for the rollups: per account (and tag key) the
+    /// [`Groups::KEPT_BY_NAME`] that cost most, and a row for the others.
+    pub fn groups(&self, by: GroupBy, only: Option<&Monitored>) -> Result<Groups, DailyCostsError> {
+        Groups::new(self.usages()?, by, only, self.runs.temp_dir())
     }
 
     /// The sums per account, day and service, one at a time (`DailyCost::usage` is the index

@@ -536,8 +536,12 @@ async fn the_service_needs_no_ddl_rights_once_migrated() {
     .execute(&admin)
     .await
     .unwrap();
+    // As the README grants: nothing from PUBLIC, temporary tables (the rollups are staged in
+    // them) and DML on the tables.
     for grant in [
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", db.name),
+        format!("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {role}", db.name),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
     ] {
         sqlx::query(AssertSqlSafe(grant))

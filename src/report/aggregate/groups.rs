@@ -1,9 +1,21 @@
 //! The month's costs of each resource, and of each tag value, per account: summed from the
-//! report's usages (each carries its month's sums) for the rollups the dashboards read. At most
-//! [`Groups::AT_ONCE`] groups are summed at a time: beyond, what is summed is handed out as
-//! partial rows, which the views add up. Memory stays bounded whatever the report's key count;
-//! a real report has far fewer groups than that.
+//! report's usages (each carries its month's sums) and ranked for the rollups the dashboards
+//! read. Per account (and tag key) the [`Groups::KEPT_BY_NAME`] groups that cost most are
+//! handed out by name, and one row adds up the others, so a rollup stays small whatever the
+//! report.
+//!
+//! Ranking needs every group's whole sum, and memory holds [`Groups::AT_ONCE`] groups: a report
+//! with more writes them out as runs sorted by group to unnamed temporary files and merges
+//! them, equal groups summed. Either way the groups reach the ranking in order, one account
+//! (and tag key) after the other, so the ranking holds one account's best at a time.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::Path;
+
+use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::{DailyCostsError, Sums, Usages};
@@ -18,63 +30,103 @@ pub enum GroupBy {
     Tag,
 }
 
-/// One account's month of one group (partial when the groups outgrew [`Groups::AT_ONCE`]).
+impl GroupBy {
+    /// How many of a group's two columns the ranking is within (beside the account): none for
+    /// resources, the key for tags. The others' row has the remaining columns empty.
+    fn within(self) -> usize {
+        match self {
+            GroupBy::Resource => 0,
+            GroupBy::Tag => 1,
+        }
+    }
+}
+
+/// One row of a ranked rollup: a group, or the others of its account (and tag key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRow {
     pub account: AccountId,
-    /// The resource and its product, or the tag's key and value.
+    /// The resource and its product, or the tag's key and value; on the others' row, the
+    /// resource's two or the tag's value are empty (no group has an empty one).
     pub key: [String; 2],
     pub sums: Sums,
+    /// How many groups the row stands for: 1, or the number of others.
+    pub groups: u64,
 }
 
-/// An account and a group's two columns.
+/// An account and a group's two columns: the order groups are ranked in, one account (and
+/// tag key) after the other.
 type Group = (AccountId, [String; 2]);
 
-/// A report's groups being summed and handed out; see `ReportSums::groups`.
-pub struct Groups<'a> {
-    usages: Usages<'a>,
+/// A report's groups, ranked; see `ReportSums::groups`.
+pub struct Groups {
     by: GroupBy,
-    only: Option<&'a Monitored>,
-    summing: FxHashMap<Group, Sums>,
-    /// What was summed, handed out as it is: the map's own memory, no copy of it.
-    summed: std::collections::hash_map::IntoIter<Group, Sums>,
-    /// Every usage was read (or reading failed).
-    read: bool,
+    sorted: Sorted,
+    ranking: Ranking,
+    /// Rows of the account (and tag key) ranked last, to hand out.
+    ready: std::vec::IntoIter<GroupRow>,
+    done: bool,
 }
 
-impl<'a> Groups<'a> {
+/// The whole groups, in order.
+enum Sorted {
+    Memory(std::vec::IntoIter<(Group, Sums)>),
+    Runs(Merge),
+}
+
+impl Groups {
     /// Groups summed in memory at a time.
     pub const AT_ONCE: usize = 1 << 16;
+    /// Per account (and tag key), the groups handed out by name.
+    pub const KEPT_BY_NAME: usize = 1000;
 
-    pub(super) fn new(usages: Usages<'a>, by: GroupBy, only: Option<&'a Monitored>) -> Self {
-        Groups {
-            usages,
+    /// Sums the usages' groups (writing them out in runs if they outgrow memory), ready to be
+    /// ranked as they are handed out.
+    pub(super) fn new(
+        usages: Usages<'_>,
+        by: GroupBy,
+        only: Option<&Monitored>,
+        temp_dir: &Path,
+    ) -> Result<Self, DailyCostsError> {
+        Ok(Groups {
             by,
-            only,
-            summing: FxHashMap::default(),
-            summed: FxHashMap::default().into_iter(),
-            read: false,
-        }
+            sorted: sum(usages, by, only, temp_dir)?,
+            ranking: Ranking::default(),
+            ready: Vec::new().into_iter(),
+            done: false,
+        })
     }
 
-    /// Sums usages until [`Groups::AT_ONCE`] groups are summed or the usages end, then makes
-    /// what was summed ready to hand out.
-    fn sum_some(&mut self) -> Result<(), DailyCostsError> {
-        // The groups handed out before free their memory first: an iterator of a map holds
-        // the map's table until it is dropped, spent or not.
-        self.summed = FxHashMap::default().into_iter();
-        while self.summing.len() < Groups::AT_ONCE {
-            let Some(usage) = self.usages.next() else {
-                self.read = true;
+    fn next_whole(&mut self) -> Option<Result<(Group, Sums), DailyCostsError>> {
+        match &mut self.sorted {
+            Sorted::Memory(groups) => groups.next().map(Ok),
+            Sorted::Runs(merge) => merge.next(),
+        }
+    }
+}
+
+/// Sums the usages' groups: in memory, or in runs once they outgrow [`Groups::AT_ONCE`].
+fn sum(
+    mut usages: Usages<'_>,
+    by: GroupBy,
+    only: Option<&Monitored>,
+    temp_dir: &Path,
+) -> Result<Sorted, DailyCostsError> {
+    let mut summing: FxHashMap<Group, Sums> = FxHashMap::default();
+    let mut runs = Vec::new();
+    let mut read = false;
+    while !read {
+        while summing.len() < Groups::AT_ONCE {
+            let Some(usage) = usages.next() else {
+                read = true;
                 break;
             };
             let usage = usage?;
-            if self.only.is_some_and(|only| !only.contains(usage.account)) {
+            if only.is_some_and(|only| !only.contains(usage.account)) {
                 continue;
             }
             let mut add = |key: [&str; 2]| {
                 let group = (usage.account.clone(), key.map(str::to_owned));
-                self.summing
+                summing
                     .entry(group)
                     .or_default()
                     .add(&usage.month)
@@ -82,7 +134,7 @@ impl<'a> Groups<'a> {
                         account: usage.account.clone(),
                     })
             };
-            match self.by {
+            match by {
                 GroupBy::Resource if usage.usage.resource_id.is_empty() => {}
                 GroupBy::Resource => add([usage.usage.resource_id, usage.usage.product])?,
                 GroupBy::Tag => {
@@ -92,26 +144,301 @@ impl<'a> Groups<'a> {
                 }
             }
         }
-        self.summed = std::mem::take(&mut self.summing).into_iter();
-        Ok(())
+        let mut sorted: Vec<(Group, Sums)> = std::mem::take(&mut summing).into_iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if read && runs.is_empty() {
+            return Ok(Sorted::Memory(sorted.into_iter()));
+        }
+        runs.push(write_run(&sorted, temp_dir).map_err(DailyCostsError::Spill)?);
     }
+    Merge::new(runs)
+        .map(Sorted::Runs)
+        .map_err(DailyCostsError::Spill)
 }
 
-impl Iterator for Groups<'_> {
+impl Iterator for Groups {
     type Item = Result<GroupRow, DailyCostsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(((account, key), sums)) = self.summed.next() {
-                return Some(Ok(GroupRow { account, key, sums }));
+            if let Some(row) = self.ready.next() {
+                return Some(Ok(row));
             }
-            if self.read {
+            if self.done {
                 return None;
             }
-            if let Err(error) = self.sum_some() {
-                self.read = true;
-                return Some(Err(error));
+            let ranked = match self.next_whole() {
+                Some(Ok((group, sums))) => self.ranking.add(group, sums, self.by),
+                Some(Err(error)) => Err(error),
+                None => {
+                    self.done = true;
+                    Ok(Some(self.ranking.finish(self.by)))
+                }
+            };
+            match ranked {
+                Ok(Some(rows)) => self.ready = rows.into_iter(),
+                Ok(None) => {}
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
             }
         }
+    }
+}
+
+/// A group as ranked: the larger of its two costs, so that a resource whose usage a commitment
+/// covers (unblended 0 in a CUR) ranks by what it costs amortized, then its name, bytewise.
+struct Ranked {
+    cost: Decimal,
+    group: Group,
+    sums: Sums,
+}
+
+impl Ranked {
+    /// Better first: the higher cost, then the smaller name.
+    fn order(&self, other: &Ranked) -> Ordering {
+        other
+            .cost
+            .cmp(&self.cost)
+            .then_with(|| self.group.1.cmp(&other.group.1))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.order(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The heap's top is the worst of the best kept.
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> Ordering {
+        self.order(other)
+    }
+}
+
+/// One account's (and tag key's) best groups so far, and the others added up.
+#[derive(Default)]
+struct Ranking {
+    best: BinaryHeap<Ranked>,
+    others: Option<(Sums, u64)>,
+}
+
+impl Ranking {
+    /// Ranks one more whole group; when it begins another account (or tag key), returns the
+    /// rows of the one before.
+    fn add(
+        &mut self,
+        group: Group,
+        sums: Sums,
+        by: GroupBy,
+    ) -> Result<Option<Vec<GroupRow>>, DailyCostsError> {
+        let within = by.within();
+        let rows = match self.best.peek() {
+            Some(kept)
+                if kept.group.0 != group.0 || kept.group.1[..within] != group.1[..within] =>
+            {
+                Some(self.finish(by))
+            }
+            _ => None,
+        };
+        let cost = sums.unblended_cost.max(sums.amortized_cost);
+        let ranked = Ranked { cost, group, sums };
+        if self.best.len() < Groups::KEPT_BY_NAME {
+            self.best.push(ranked);
+            return Ok(rows);
+        }
+        let mut worst = self.best.peek_mut().expect("the best are kept");
+        let out = if ranked < *worst {
+            std::mem::replace(&mut *worst, ranked)
+        } else {
+            ranked
+        };
+        drop(worst);
+        let (sums, count) = self.others.get_or_insert_with(Default::default);
+        *count += 1;
+        sums.add(&out.sums).ok_or(DailyCostsError::Inexact {
+            account: out.group.0,
+        })?;
+        Ok(rows)
+    }
+
+    /// The rows of the account (and tag key) ranked so far, best first, then the others'.
+    fn finish(&mut self, by: GroupBy) -> Vec<GroupRow> {
+        let best = std::mem::take(&mut self.best).into_sorted_vec();
+        // There are others only once the best are full.
+        let others = self.others.take().map(|(sums, groups)| {
+            let (account, mut key) = best[0].group.clone();
+            for column in &mut key[by.within()..] {
+                column.clear();
+            }
+            GroupRow {
+                account,
+                key,
+                sums,
+                groups,
+            }
+        });
+        best.into_iter()
+            .map(|Ranked { group, sums, .. }| GroupRow {
+                account: group.0,
+                key: group.1,
+                sums,
+                groups: 1,
+            })
+            .chain(others)
+            .collect()
+    }
+}
+
+/// Buffer of each run's writer and reader.
+const BUFFER: usize = 16 << 10;
+
+/// Writes sorted groups to an unnamed temporary file, each as: the account, the two columns
+/// (each length-prefixed), the four amounts and the line items.
+fn write_run(groups: &[(Group, Sums)], temp_dir: &Path) -> io::Result<File> {
+    let file = tempfile::tempfile_in(temp_dir).map_err(|error| {
+        io::Error::new(error.kind(), format!("in {}: {error}", temp_dir.display()))
+    })?;
+    let mut writer = BufWriter::with_capacity(BUFFER, file);
+    for ((account, [first, second]), sums) in groups {
+        for text in [account.as_str(), first, second] {
+            let length = u32::try_from(text.len()).expect("a field below 4 GiB");
+            writer.write_all(&length.to_le_bytes())?;
+            writer.write_all(text.as_bytes())?;
+        }
+        for amount in [
+            sums.unblended_cost,
+            sums.blended_cost,
+            sums.amortized_cost,
+            sums.usage_quantity,
+        ] {
+            writer.write_all(&amount.serialize())?;
+        }
+        writer.write_all(&sums.line_items.to_le_bytes())?;
+    }
+    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// The next group of a run, or `None` at its end.
+fn read_group(reader: &mut impl Read) -> io::Result<Option<(Group, Sums)>> {
+    let mut text = || -> io::Result<Option<String>> {
+        let mut length = [0u8; 4];
+        match reader.read_exact(&mut length) {
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            read => read?,
+        }
+        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+        reader.read_exact(&mut bytes)?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+    };
+    let Some(account) = text()? else {
+        return Ok(None);
+    };
+    let (Some(first), Some(second)) = (text()?, text()?) else {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    };
+    let account = account
+        .parse::<AccountId>()
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+    let mut amount = || -> io::Result<Decimal> {
+        let mut bytes = [0u8; 16];
+        reader.read_exact(&mut bytes)?;
+        Ok(Decimal::deserialize(bytes))
+    };
+    let (unblended_cost, blended_cost, amortized_cost, usage_quantity) =
+        (amount()?, amount()?, amount()?, amount()?);
+    let mut line_items = [0u8; 8];
+    reader.read_exact(&mut line_items)?;
+    let sums = Sums {
+        unblended_cost,
+        blended_cost,
+        amortized_cost,
+        usage_quantity,
+        line_items: u64::from_le_bytes(line_items),
+    };
+    Ok(Some(((account, [first, second]), sums)))
+}
+
+/// The runs merged in group order, equal groups summed.
+struct Merge {
+    readers: Vec<BufReader<File>>,
+    /// Each run's next group, smallest first.
+    heads: BinaryHeap<Reverse<(Group, usize, SumsOf)>>,
+}
+
+/// Sums beside a run's head, not part of its order.
+struct SumsOf(Sums);
+
+impl PartialEq for SumsOf {
+    fn eq(&self, _: &SumsOf) -> bool {
+        true
+    }
+}
+
+impl Eq for SumsOf {}
+
+impl PartialOrd for SumsOf {
+    fn partial_cmp(&self, other: &SumsOf) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SumsOf {
+    fn cmp(&self, _: &SumsOf) -> Ordering {
+        Ordering::Equal
+    }
+}
+
+impl Merge {
+    fn new(runs: Vec<File>) -> io::Result<Merge> {
+        let mut merge = Merge {
+            readers: runs
+                .into_iter()
+                .map(|file| BufReader::with_capacity(BUFFER, file))
+                .collect(),
+            heads: BinaryHeap::new(),
+        };
+        for run in 0..merge.readers.len() {
+            merge.advance(run)?;
+        }
+        Ok(merge)
+    }
+
+    fn advance(&mut self, run: usize) -> io::Result<()> {
+        if let Some((group, sums)) = read_group(&mut self.readers[run])? {
+            self.heads.push(Reverse((group, run, SumsOf(sums))));
+        }
+        Ok(())
+    }
+
+    fn next(&mut self) -> Option<Result<(Group, Sums), DailyCostsError>> {
+        let Reverse((group, run, SumsOf(mut sums))) = self.heads.pop()?;
+        if let Err(error) = self.advance(run) {
+            return Some(Err(DailyCostsError::Spill(error)));
+        }
+        while self.heads.peek().is_some_and(|head| head.0.0 == group) {
+            let Reverse((_, other, SumsOf(more))) = self.heads.pop().expect("peeked");
+            if sums.add(&more).is_none() {
+                return Some(Err(DailyCostsError::Inexact { account: group.0 }));
+            }
+            if let Err(error) = self.advance(other) {
+                return Some(Err(DailyCostsError::Spill(error)));
+            }
+        }
+        Some(Ok((group, sums)))
     }
 }

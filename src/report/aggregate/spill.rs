@@ -77,6 +77,11 @@ impl Runs {
         }
     }
 
+    /// Where the runs are written.
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp_dir
+    }
+
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

@@ -10,14 +10,10 @@
 
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
-use super::{CopyFormat, CopyRows, Statement};
+use super::{CopyFormat, CopyRows, Statement, bigint};
 use crate::domain::Monitored;
 use crate::report::aggregate::{GroupBy, ReportSums};
 use crate::store::StoreError;
-
-/// Per account and month, the resources (and per tag key, the values) a rollup keeps by name:
-/// the others are added up in one row.
-pub(super) const KEPT_BY_NAME: i64 = 1000;
 
 /// One rollup table, beyond the statement's columns: the columns that name a row, then the sums.
 struct Rollup {
@@ -25,9 +21,9 @@ struct Rollup {
     /// The account first.
     keys: &'static [&'static str],
     sums: &'static [&'static str],
-    /// For a rollup that keeps [`KEPT_BY_NAME`] rows by name: how many of `keys` (from the
-    /// first) the ranking is within, and the column saying how many rows a row stands for.
-    ranked: Option<(usize, &'static str)>,
+    /// For the ranked rollups (the groups that cost most by name, one row for the others), the
+    /// column saying how many groups a row stands for.
+    count: Option<&'static str>,
 }
 
 const SERVICE_DAYS: Rollup = Rollup {
@@ -47,7 +43,7 @@ const SERVICE_DAYS: Rollup = Rollup {
         "line_items",
         "amortized_cost",
     ],
-    ranked: None,
+    count: None,
 };
 
 const RESOURCES: Rollup = Rollup {
@@ -60,7 +56,7 @@ const RESOURCES: Rollup = Rollup {
         "line_items",
         "amortized_cost",
     ],
-    ranked: Some((1, "resources")),
+    count: Some("resources"),
 };
 
 const TAGS: Rollup = Rollup {
@@ -72,7 +68,7 @@ const TAGS: Rollup = Rollup {
         "line_items",
         "amortized_cost",
     ],
-    ranked: Some((2, "tag_values")),
+    count: Some("tag_values"),
 };
 
 /// The rollup tables, for whoever deletes a statement's rows.
@@ -90,8 +86,13 @@ impl Rollup {
         )
     }
 
+    /// The columns that name a row, then the values compared.
+    fn columns(&self) -> Vec<&'static str> {
+        [self.keys, self.sums, self.count.as_slice()].concat()
+    }
+
     fn staged_columns(&self) -> String {
-        [self.keys, self.sums].concat().join(", ")
+        self.columns().join(", ")
     }
 
     fn copy(&self) -> String {
@@ -102,63 +103,15 @@ impl Rollup {
         )
     }
 
-    /// The statement's new rows, in the order of `keys`, `sums` and the count: as written, or
-    /// ranked, their partial rows added up first (a report with more groups than it sums in
-    /// memory at once hands some over in several).
-    fn new_rows(&self) -> String {
-        let staged = format!("pg_temp.new_{}", self.table);
-        let Some((within, count)) = self.ranked else {
-            return format!("SELECT {} FROM {staged}", self.staged_columns());
-        };
-        let keys = self.keys.join(", ");
-        let partition = self.keys[..within].join(", ");
-        // Bytewise, whatever the database's collation.
-        let names: Vec<String> = self.keys[within..]
-            .iter()
-            .map(|name| format!("{name} COLLATE \"C\""))
-            .collect();
-        let names = names.join(", ");
-        let others = vec!["''"; self.keys.len() - within].join(", ");
-        let sum = |column: &str| match column {
-            "line_items" => format!("sum({column})::bigint"),
-            _ => format!("sum({column})"),
-        };
-        let sums = self.sums.join(", ");
-        let summed: Vec<String> = self
-            .sums
-            .iter()
-            .map(|column| format!("{} AS {column}", sum(column)))
-            .collect();
-        let summed = summed.join(", ");
-        // Ranked by the larger of the two costs, so that a resource whose usage a commitment
-        // covers (unblended 0 in a CUR) ranks by what it costs amortized.
-        format!(
-            "WITH summed AS (SELECT {keys}, {summed} FROM {staged} GROUP BY {keys}),
-                  ranked AS (SELECT *, row_number() OVER (
-                                 PARTITION BY {partition}
-                                 ORDER BY greatest(unblended_cost, amortized_cost) DESC, {names}) AS rank
-                             FROM summed)
-             SELECT {keys}, {sums}, 1::bigint AS {count} FROM ranked WHERE rank <= {KEPT_BY_NAME}
-             UNION ALL
-             SELECT {partition}, {others}, {summed}, count(*) AS {count} FROM ranked
-             WHERE rank > {KEPT_BY_NAME} GROUP BY {partition}"
-        )
-    }
-
-    /// Makes the new rows the statement's: deletes the stored rows that are not among them and
-    /// inserts those that are not stored. Both sides are read as they were before the statement
+    /// Makes the staged rows the statement's: deletes the stored rows that are not among them
+    /// and inserts those that are not stored. Both sides are read as they were before the statement
     /// began (one snapshot for the whole `WITH`), so a changed row is deleted and inserted, and
     /// an unchanged one neither. Rows compare by their binary images (`record_image_eq`): the
     /// same numbers written with another scale are another row, two NULLs the same.
     fn replace(&self) -> String {
         let table = self.table;
-        let values: Vec<&str> = self
-            .sums
-            .iter()
-            .copied()
-            .chain(self.ranked.map(|r| r.1))
-            .collect();
-        let columns = [self.keys, &values].concat().join(", ");
+        let values = &self.columns()[self.keys.len()..];
+        let columns = self.staged_columns();
         let same_keys: Vec<String> = self.keys.iter().map(|k| format!("n.{k} = o.{k}")).collect();
         let same_keys = same_keys.join(" AND ");
         let image = |alias: &str| {
@@ -173,13 +126,12 @@ impl Rollup {
         let this_statement =
             "(o.integration, o.payer_account_id, o.entity, o.billing_period) = ($1, $2, $3, $4)";
         format!(
-            "WITH new AS ({new}),
-                  gone AS (DELETE FROM {table} o
-                           WHERE {this_statement} AND NOT EXISTS (SELECT FROM new n WHERE {same}))
+            "WITH gone AS (DELETE FROM {table} o
+                           WHERE {this_statement}
+                             AND NOT EXISTS (SELECT FROM pg_temp.new_{table} n WHERE {same}))
              INSERT INTO {table} (integration, payer_account_id, entity, billing_period, {columns})
-             SELECT $1, $2, $3, $4, n.* FROM new n
-             WHERE NOT EXISTS (SELECT FROM {table} o WHERE {this_statement} AND {same})",
-            new = self.new_rows(),
+             SELECT $1, $2, $3, $4, {columns} FROM pg_temp.new_{table} n
+             WHERE NOT EXISTS (SELECT FROM {table} o WHERE {this_statement} AND {same})"
         )
     }
 }
@@ -228,11 +180,12 @@ pub(super) async fn replace(
         for group in sums.groups(by, only)? {
             let group = group?;
             let [first, second] = &group.key;
-            rows.binary_row(if quantity { 8 } else { 7 });
+            rows.binary_row(if quantity { 9 } else { 8 });
             rows.binary_field(&group.account.as_str())?;
             rows.binary_field(&first.as_str())?;
             rows.binary_field(&second.as_str())?;
             rows.sums_fields(&group.sums, quantity)?;
+            rows.binary_field(&bigint(group.groups))?;
             rows.row_written().await?;
         }
         rows.finish().await?;
