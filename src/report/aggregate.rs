@@ -1369,6 +1369,88 @@ mod tests {
     const HEADER: &str = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost\n";
 
     #[test]
+    fn the_costliest_groups_are_kept_by_name_and_the_others_summed() {
+        // Account 1: 1,500 resources (two usages each, costs with ties) and 1,100 tag values;
+        // account 2: 3 resources, no others' row.
+        let mut text = String::from(
+            "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost,ResourceId,user:team\n",
+        );
+        let mut expected: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        for (account, resources) in [("1", 1500), ("2", 3)] {
+            for n in 0..resources {
+                for (usage, cost) in [("Box", n * 37 % 101), ("Disk", n % 3)] {
+                    text.push_str(&format!(
+                        "1,9,{account},LineItem,EC2,{usage},Run,,2017-01-01 00:00:00,1,{cost},{cost},i-{n:04},t{:04}\n",
+                        n % 1100
+                    ));
+                    *expected
+                        .entry((account.to_owned(), format!("i-{n:04}")))
+                        .or_default() += Decimal::from(cost);
+                }
+            }
+        }
+        let month = month_of(&text, Monitored::All).unwrap();
+        let mut ranked: Vec<((String, String), Decimal)> = expected.into_iter().collect();
+        ranked.sort_by(|a, b| (&a.0.0, b.1, &a.0.1).cmp(&(&b.0.0, a.1, &b.0.1)));
+        let mut kept: Vec<(String, String, Decimal, u64)> = ranked
+            .iter()
+            .filter(|((account, _), _)| account == "2")
+            .chain(
+                ranked
+                    .iter()
+                    .filter(|((account, _), _)| account == "1")
+                    .take(1000),
+            )
+            .map(|((account, resource), cost)| (account.clone(), resource.clone(), *cost, 1))
+            .collect();
+        let others: Vec<&Decimal> = ranked
+            .iter()
+            .filter(|((account, _), _)| account == "1")
+            .skip(1000)
+            .map(|(_, cost)| cost)
+            .collect();
+        let mut rows: Vec<(String, String, Decimal, u64)> = month
+            .groups(GroupBy::Resource, None)
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|g| {
+                let [resource, _] = g.key;
+                (
+                    g.account.to_string(),
+                    resource,
+                    g.sums.unblended_cost,
+                    g.groups,
+                )
+            })
+            .collect();
+        let others_row = rows.iter().position(|row| row.1.is_empty()).unwrap();
+        assert_eq!(
+            rows.remove(others_row),
+            (
+                "1".to_owned(),
+                String::new(),
+                others.iter().copied().sum(),
+                500
+            )
+        );
+        let by_rank = |a: &(String, String, Decimal, u64), b: &(String, String, Decimal, u64)| {
+            (&a.0, b.2, &a.1).cmp(&(&b.0, a.2, &b.1))
+        };
+        rows.sort_by(by_rank);
+        kept.sort_by(by_rank);
+        assert_eq!(rows, kept);
+        // Tags: ranked within the key, 1,100 values of which 100 are the others.
+        let others: Vec<u64> = month
+            .groups(GroupBy::Tag, None)
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|g| g.key[1].is_empty())
+            .map(|g| g.groups)
+            .collect();
+        assert_eq!(others, [100]);
+    }
+
+    #[test]
     fn resources_and_tags_are_summed_per_account_across_usages() {
         let text = "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost,ResourceId,user:team\n\
              1,9,1,LineItem,EC2,Box,Run,,2017-01-01 00:00:00,1,1,1.5,i-1,web\n\

@@ -6,8 +6,8 @@
 //!
 //! Ranking needs every group's whole sum, and memory holds [`Groups::AT_ONCE`] groups: a report
 //! with more writes them out as runs sorted by group to unnamed temporary files and merges
-//! them, equal groups summed. Either way the groups reach the ranking in order, one account
-//! (and tag key) after the other, so the ranking holds one account's best at a time.
+//! them, equal groups summed, so that they reach the ranking in order, one account (and tag
+//! key) after the other, and the ranking holds one account's best at a time.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -60,17 +60,12 @@ type Group = (AccountId, [String; 2]);
 /// A report's groups, ranked; see `ReportSums::groups`.
 pub struct Groups {
     by: GroupBy,
-    sorted: Sorted,
-    ranking: Ranking,
-    /// Rows of the account (and tag key) ranked last, to hand out.
+    /// Rows ranked, to hand out: all of them when the groups fit in memory, else those of the
+    /// account (and tag key) ranked last.
     ready: std::vec::IntoIter<GroupRow>,
-    done: bool,
-}
-
-/// The whole groups, in order.
-enum Sorted {
-    Memory(std::vec::IntoIter<(Group, Sums)>),
-    Runs(Merge),
+    /// The runs' groups, in order, when they did not fit.
+    merge: Option<Merge>,
+    ranking: Ranking,
 }
 
 impl Groups {
@@ -79,81 +74,94 @@ impl Groups {
     /// Per account (and tag key), the groups handed out by name.
     pub const KEPT_BY_NAME: usize = 1000;
 
-    /// Sums the usages' groups (writing them out in runs if they outgrow memory), ready to be
-    /// ranked as they are handed out.
+    /// Sums the usages' groups, and ranks them when they fit in memory; else writes them out
+    /// in runs, to be merged and ranked as they are handed out.
     pub(super) fn new(
-        usages: Usages<'_>,
+        mut usages: Usages<'_>,
         by: GroupBy,
         only: Option<&Monitored>,
         temp_dir: &Path,
     ) -> Result<Self, DailyCostsError> {
-        Ok(Groups {
+        let mut groups = Groups {
             by,
-            sorted: sum(usages, by, only, temp_dir)?,
-            ranking: Ranking::default(),
             ready: Vec::new().into_iter(),
-            done: false,
-        })
-    }
-
-    fn next_whole(&mut self) -> Option<Result<(Group, Sums), DailyCostsError>> {
-        match &mut self.sorted {
-            Sorted::Memory(groups) => groups.next().map(Ok),
-            Sorted::Runs(merge) => merge.next(),
+            merge: None,
+            ranking: Ranking::default(),
+        };
+        let mut runs = Vec::new();
+        loop {
+            let (summed, read) = sum_some(&mut usages, by, only)?;
+            if read && runs.is_empty() {
+                groups.ready = rank_in_memory(summed, by)?.into_iter();
+                return Ok(groups);
+            }
+            let mut sorted: Vec<(Group, Sums)> = summed.into_iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            runs.push(write_run(&sorted, temp_dir).map_err(DailyCostsError::Spill)?);
+            if read {
+                groups.merge = Some(Merge::new(runs).map_err(DailyCostsError::Spill)?);
+                return Ok(groups);
+            }
         }
     }
 }
 
-/// Sums the usages' groups: in memory, or in runs once they outgrow [`Groups::AT_ONCE`].
-fn sum(
-    mut usages: Usages<'_>,
+/// Sums usages until [`Groups::AT_ONCE`] groups are summed or the usages end (then `true`).
+fn sum_some(
+    usages: &mut Usages<'_>,
     by: GroupBy,
     only: Option<&Monitored>,
-    temp_dir: &Path,
-) -> Result<Sorted, DailyCostsError> {
+) -> Result<(FxHashMap<Group, Sums>, bool), DailyCostsError> {
     let mut summing: FxHashMap<Group, Sums> = FxHashMap::default();
-    let mut runs = Vec::new();
-    let mut read = false;
-    while !read {
-        while summing.len() < Groups::AT_ONCE {
-            let Some(usage) = usages.next() else {
-                read = true;
-                break;
-            };
-            let usage = usage?;
-            if only.is_some_and(|only| !only.contains(usage.account)) {
-                continue;
-            }
-            let mut add = |key: [&str; 2]| {
-                let group = (usage.account.clone(), key.map(str::to_owned));
-                summing
-                    .entry(group)
-                    .or_default()
-                    .add(&usage.month)
-                    .ok_or_else(|| DailyCostsError::Inexact {
-                        account: usage.account.clone(),
-                    })
-            };
-            match by {
-                GroupBy::Resource if usage.usage.resource_id.is_empty() => {}
-                GroupBy::Resource => add([usage.usage.resource_id, usage.usage.product])?,
-                GroupBy::Tag => {
-                    for &(key, value) in &usage.usage.tags {
-                        add([key, value])?;
-                    }
+    while summing.len() < Groups::AT_ONCE {
+        let Some(usage) = usages.next() else {
+            return Ok((summing, true));
+        };
+        let usage = usage?;
+        if only.is_some_and(|only| !only.contains(usage.account)) {
+            continue;
+        }
+        let mut add = |key: [&str; 2]| {
+            let group = (usage.account.clone(), key.map(str::to_owned));
+            summing
+                .entry(group)
+                .or_default()
+                .add(&usage.month)
+                .ok_or_else(|| DailyCostsError::Inexact {
+                    account: usage.account.clone(),
+                })
+        };
+        match by {
+            GroupBy::Resource if usage.usage.resource_id.is_empty() => {}
+            GroupBy::Resource => add([usage.usage.resource_id, usage.usage.product])?,
+            GroupBy::Tag => {
+                for &(key, value) in &usage.usage.tags {
+                    add([key, value])?;
                 }
             }
         }
-        let mut sorted: Vec<(Group, Sums)> = std::mem::take(&mut summing).into_iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if read && runs.is_empty() {
-            return Ok(Sorted::Memory(sorted.into_iter()));
-        }
-        runs.push(write_run(&sorted, temp_dir).map_err(DailyCostsError::Spill)?);
     }
-    Merge::new(runs)
-        .map(Sorted::Runs)
-        .map_err(DailyCostsError::Spill)
+    Ok((summing, false))
+}
+
+/// Ranks whole groups in no order, each account (and tag key) apart: the groups move into
+/// the rankings, so memory holds them once.
+fn rank_in_memory(
+    groups: FxHashMap<Group, Sums>,
+    by: GroupBy,
+) -> Result<Vec<GroupRow>, DailyCostsError> {
+    let mut rankings: FxHashMap<(AccountId, String), Ranking> = FxHashMap::default();
+    for (group, sums) in groups {
+        let within = group.1[..by.within()].concat();
+        rankings
+            .entry((group.0.clone(), within))
+            .or_default()
+            .push(group, sums)?;
+    }
+    Ok(rankings
+        .into_values()
+        .flat_map(|mut ranking| ranking.finish(by))
+        .collect())
 }
 
 impl Iterator for Groups {
@@ -164,24 +172,31 @@ impl Iterator for Groups {
             if let Some(row) = self.ready.next() {
                 return Some(Ok(row));
             }
-            if self.done {
-                return None;
-            }
-            let ranked = match self.next_whole() {
-                Some(Ok((group, sums))) => self.ranking.add(group, sums, self.by),
+            let merge = self.merge.as_mut()?;
+            let ranked = match merge.next() {
+                Some(Ok((group, sums))) => {
+                    // The runs' groups come in order: a group of another account (or tag
+                    // key) ends the one ranked so far.
+                    let within = self.by.within();
+                    let ended = self.ranking.best.peek().is_some_and(|kept| {
+                        kept.group.0 != group.0 || kept.group.1[..within] != group.1[..within]
+                    });
+                    if ended {
+                        self.ready = self.ranking.finish(self.by).into_iter();
+                    }
+                    self.ranking.push(group, sums)
+                }
                 Some(Err(error)) => Err(error),
                 None => {
-                    self.done = true;
-                    Ok(Some(self.ranking.finish(self.by)))
+                    self.merge = None;
+                    self.ready = self.ranking.finish(self.by).into_iter();
+                    Ok(())
                 }
             };
-            match ranked {
-                Ok(Some(rows)) => self.ready = rows.into_iter(),
-                Ok(None) => {}
-                Err(error) => {
-                    self.done = true;
-                    return Some(Err(error));
-                }
+            if let Err(error) = ranked {
+                self.merge = None;
+                self.ready = Vec::new().into_iter();
+                return Some(Err(error));
             }
         }
     }
@@ -234,28 +249,13 @@ struct Ranking {
 }
 
 impl Ranking {
-    /// Ranks one more whole group; when it begins another account (or tag key), returns the
-    /// rows of the one before.
-    fn add(
-        &mut self,
-        group: Group,
-        sums: Sums,
-        by: GroupBy,
-    ) -> Result<Option<Vec<GroupRow>>, DailyCostsError> {
-        let within = by.within();
-        let rows = match self.best.peek() {
-            Some(kept)
-                if kept.group.0 != group.0 || kept.group.1[..within] != group.1[..within] =>
-            {
-                Some(self.finish(by))
-            }
-            _ => None,
-        };
+    /// Ranks one more whole group of the account (and tag key).
+    fn push(&mut self, group: Group, sums: Sums) -> Result<(), DailyCostsError> {
         let cost = sums.unblended_cost.max(sums.amortized_cost);
         let ranked = Ranked { cost, group, sums };
         if self.best.len() < Groups::KEPT_BY_NAME {
             self.best.push(ranked);
-            return Ok(rows);
+            return Ok(());
         }
         let mut worst = self.best.peek_mut().expect("the best are kept");
         let out = if ranked < *worst {
@@ -268,8 +268,7 @@ impl Ranking {
         *count += 1;
         sums.add(&out.sums).ok_or(DailyCostsError::Inexact {
             account: out.group.0,
-        })?;
-        Ok(rows)
+        })
     }
 
     /// The rows of the account (and tag key) ranked so far, best first, then the others'.
