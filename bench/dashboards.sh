@@ -60,7 +60,7 @@ queries=(
   "monthly totals, all accounts, a year|SELECT linked_account_id, billing_period, sum(unblended_cost) AS cost, sum(credit_cost) AS credits FROM account_monthly_costs WHERE billing_period >= '$year_start' AND billing_period < '$year_start'::date + interval '1 year' GROUP BY 1, 2"
   "one account's daily costs by service, a month|SELECT usage_date, product_name, sum(unblended_cost) AS cost FROM daily_costs_by_service WHERE linked_account_id = '$account' AND billing_period = '$last' GROUP BY 1, 2 ORDER BY 1"
   "one account's last 12 months|SELECT billing_period, unblended_cost, usage_cost, credit_cost, refund_cost, tax_cost, account_name FROM account_monthly_costs WHERE linked_account_id = '$account' AND billing_period > '$last'::date - interval '12 months' ORDER BY 1"
-  "top 20 resources of a month|SELECT resource_id, product_name, linked_account_id, unblended_cost FROM top_resources WHERE billing_period = '$last' ORDER BY unblended_cost DESC LIMIT 20"
+  "top 20 resources of a month|SELECT resource_id, product_name, linked_account_id, unblended_cost FROM top_resources WHERE billing_period = '$last' AND resource_id IS NOT NULL ORDER BY unblended_cost DESC LIMIT 20"
   "cost by one tag key, a month|SELECT tag_value, sum(unblended_cost) AS cost FROM cost_by_tag WHERE tag_key = 'user:team' AND billing_period = '$last' GROUP BY 1 ORDER BY 2 DESC"
 )
 

@@ -295,7 +295,7 @@ pub enum SumError {
 #[derive(Debug, thiserror::Error)]
 pub enum DailyCostsError {
     #[error("reading partial sums back from the temporary directory: {0}")]
-    Spill(#[source] io::Error),
+    Spill(#[from] io::Error),
     #[error(
         "the daily sums of account {account} need more than 28 significant digits, which cannot be kept exactly"
     )]
@@ -1370,13 +1370,20 @@ mod tests {
 
     #[test]
     fn the_costliest_groups_are_kept_by_name_and_the_others_summed() {
-        // Account 1: 1,500 resources (two usages each, costs with ties) and 1,100 tag values;
-        // account 2: 3 resources, no others' row.
+        // Ranked in memory, then from runs (Groups::AT_ONCE is 2,048 here), merged early too.
+        for resources in [1500, 5000] {
+            costliest_groups_of(resources);
+        }
+    }
+
+    /// Account 1: `resources` resources (two usages each, costs with ties) and 1,100 tag
+    /// values; account 2: 3 resources, no others' row.
+    fn costliest_groups_of(resources: i64) {
         let mut text = String::from(
             "InvoiceID,PayerAccountId,LinkedAccountId,RecordType,ProductName,UsageType,Operation,AvailabilityZone,UsageStartDate,UsageQuantity,BlendedCost,UnBlendedCost,ResourceId,user:team\n",
         );
         let mut expected: BTreeMap<(String, String), Decimal> = BTreeMap::new();
-        for (account, resources) in [("1", 1500), ("2", 3)] {
+        for (account, resources) in [("1", resources), ("2", 3)] {
             for n in 0..resources {
                 for (usage, cost) in [("Box", n * 37 % 101), ("Disk", n % 3)] {
                     text.push_str(&format!(
@@ -1430,7 +1437,7 @@ mod tests {
                 "1".to_owned(),
                 String::new(),
                 others.iter().copied().sum(),
-                500
+                resources as u64 - 1000
             )
         );
         let by_rank = |a: &(String, String, Decimal, u64), b: &(String, String, Decimal, u64)| {

@@ -69,8 +69,9 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// Groups summed in memory at a time.
-    pub const AT_ONCE: usize = 1 << 16;
+    /// Groups summed in memory at a time (fewer in unit tests, which rank in memory, in runs
+    /// and in runs merged early).
+    pub const AT_ONCE: usize = if cfg!(test) { 2048 } else { 1 << 16 };
     /// Per account (and tag key), the groups handed out by name.
     pub const KEPT_BY_NAME: usize = 1000;
 
@@ -97,10 +98,14 @@ impl Groups {
             }
             let mut sorted: Vec<(Group, Sums)> = summed.into_iter().collect();
             sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            runs.push(write_run(&sorted, temp_dir).map_err(DailyCostsError::Spill)?);
+            runs.push(write_run(sorted.into_iter().map(Ok), temp_dir)?);
             if read {
-                groups.merge = Some(Merge::new(runs).map_err(DailyCostsError::Spill)?);
+                groups.merge = Some(Merge::new(runs)?);
                 return Ok(groups);
+            }
+            if runs.len() == RUNS_AT_ONCE {
+                let merged = Merge::new(std::mem::take(&mut runs))?;
+                runs.push(write_run(merged, temp_dir)?);
             }
         }
     }
@@ -302,15 +307,23 @@ impl Ranking {
 /// Buffer of each run's writer and reader.
 const BUFFER: usize = 16 << 10;
 
+/// Runs open at most: when this many are written, they are merged into one, so that the files
+/// open (and their buffers) stay few whatever the report.
+const RUNS_AT_ONCE: usize = if cfg!(test) { 2 } else { 64 };
+
 /// Writes sorted groups to an unnamed temporary file, each as: the account, the two columns
 /// (each length-prefixed), the four amounts and the line items.
-fn write_run(groups: &[(Group, Sums)], temp_dir: &Path) -> io::Result<File> {
+fn write_run(
+    groups: impl Iterator<Item = Result<(Group, Sums), DailyCostsError>>,
+    temp_dir: &Path,
+) -> Result<File, DailyCostsError> {
     let file = tempfile::tempfile_in(temp_dir).map_err(|error| {
         io::Error::new(error.kind(), format!("in {}: {error}", temp_dir.display()))
     })?;
     let mut writer = BufWriter::with_capacity(BUFFER, file);
-    for ((account, [first, second]), sums) in groups {
-        for text in [account.as_str(), first, second] {
+    for group in groups {
+        let ((account, [first, second]), sums) = group?;
+        for text in [account.as_str(), &first, &second] {
             let length = u32::try_from(text.len()).expect("a field below 4 GiB");
             writer.write_all(&length.to_le_bytes())?;
             writer.write_all(text.as_bytes())?;
@@ -423,8 +436,12 @@ impl Merge {
         }
         Ok(())
     }
+}
 
-    fn next(&mut self) -> Option<Result<(Group, Sums), DailyCostsError>> {
+impl Iterator for Merge {
+    type Item = Result<(Group, Sums), DailyCostsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         let Reverse((group, run, SumsOf(mut sums))) = self.heads.pop()?;
         if let Err(error) = self.advance(run) {
             return Some(Err(DailyCostsError::Spill(error)));
