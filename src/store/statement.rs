@@ -191,16 +191,11 @@ async fn delete_statement_rows(
     tables: &[&str],
 ) -> Result<(), StoreError> {
     for table in tables {
-        sqlx::query(AssertSqlSafe(format!(
+        let delete = format!(
             "DELETE FROM {table}
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4"
-        )))
-        .bind(statement.integration)
-        .bind(statement.payer)
-        .bind(statement.entity)
-        .bind(statement.period)
-        .execute(&mut **tx)
-        .await?;
+        );
+        statement.execute(tx, delete).await?;
     }
     Ok(())
 }
@@ -329,6 +324,24 @@ struct Statement<'a> {
     payer: &'a str,
     entity: &'a str,
     period: chrono::NaiveDate,
+}
+
+impl<'a> Statement<'a> {
+    /// Runs `sql`, a statement of the statement's rows, with its key columns bound as $1 to $4.
+    async fn execute(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        sql: String,
+    ) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(self.integration)
+            .bind(self.payer)
+            .bind(self.entity)
+            .bind(self.period)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
 }
 
 impl StatementId {

@@ -26,6 +26,15 @@ struct Rollup {
     count: Option<&'static str>,
 }
 
+/// The sums of the rollups that have a usage quantity, in their columns' order.
+const SUMS: &[&str] = &[
+    "unblended_cost",
+    "blended_cost",
+    "usage_quantity",
+    "line_items",
+    "amortized_cost",
+];
+
 const SERVICE_DAYS: Rollup = Rollup {
     table: "service_daily_costs",
     keys: &[
@@ -36,26 +45,14 @@ const SERVICE_DAYS: Rollup = Rollup {
         "charge_category",
         "purchase_option",
     ],
-    sums: &[
-        "unblended_cost",
-        "blended_cost",
-        "usage_quantity",
-        "line_items",
-        "amortized_cost",
-    ],
+    sums: SUMS,
     count: None,
 };
 
 const RESOURCES: Rollup = Rollup {
     table: "resource_costs",
     keys: &["linked_account_id", "resource_id", "product_name"],
-    sums: &[
-        "unblended_cost",
-        "blended_cost",
-        "usage_quantity",
-        "line_items",
-        "amortized_cost",
-    ],
+    sums: SUMS,
     count: Some("resources"),
 };
 
@@ -192,13 +189,7 @@ pub(super) async fn replace(
     }
 
     for rollup in [SERVICE_DAYS, RESOURCES, TAGS] {
-        sqlx::query(AssertSqlSafe(rollup.replace()))
-            .bind(statement.integration)
-            .bind(statement.payer)
-            .bind(statement.entity)
-            .bind(statement.period)
-            .execute(&mut **tx)
-            .await?;
+        statement.execute(tx, rollup.replace()).await?;
     }
     Ok(())
 }
