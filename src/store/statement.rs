@@ -154,7 +154,7 @@ async fn write_statement(
     delete_statement_rows(tx, &statement, &STATEMENT_ROWS).await?;
     insert_account_months(tx, &statement, sums, only).await?;
     insert_report_totals(tx, &statement, sums).await?;
-    rollups::replace(tx, &statement, sums, only).await?;
+    rollups::replace(tx, &statement, sums, only, old_version.is_some()).await?;
     sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4

@@ -4,9 +4,9 @@
 //! then plan and lock every statement's partitions (README, "Rollups").
 //!
 //! So that rewriting a month (AWS rewrites the current one several times a day) does not leave
-//! a dead row for every row of the month, the new rows are written out of sight first, into
-//! temporary tables, and then only the rows that differ are deleted and inserted: a row whose
-//! columns are all the same stays as it is.
+//! a dead row for every row of the month, the new rows of a statement already stored are
+//! written out of sight first, into temporary tables, and then only the rows that differ are
+//! deleted and inserted: a row whose columns are all the same stays as it is.
 
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
@@ -92,12 +92,18 @@ impl Rollup {
         self.columns().join(", ")
     }
 
-    fn copy(&self) -> String {
-        format!(
-            "COPY pg_temp.new_{} ({}) FROM STDIN WITH (FORMAT binary)",
-            self.table,
-            self.staged_columns()
-        )
+    /// COPY into the staging table, or (`direct`) straight into the table, the statement's
+    /// columns first.
+    fn copy(&self, direct: bool) -> String {
+        let (table, columns) = (self.table, self.staged_columns());
+        if direct {
+            format!(
+                "COPY {table} (integration, payer_account_id, entity, billing_period, {columns})
+                 FROM STDIN WITH (FORMAT binary)"
+            )
+        } else {
+            format!("COPY pg_temp.new_{table} ({columns}) FROM STDIN WITH (FORMAT binary)")
+        }
     }
 
     /// Makes the staged rows the statement's: deletes the stored rows that are not among them
@@ -133,33 +139,41 @@ impl Rollup {
     }
 }
 
-/// Replaces the statement's rollups with the report's (with `only`, just those accounts').
+/// Replaces the statement's rollups with the report's (with `only`, just those accounts'). A
+/// statement seen for the first time (not `stored`) has no rows to compare with: its rows are
+/// copied straight into the tables, and the staging tables are left alone (a transaction that
+/// does not touch them does not empty them at its commit either).
 pub(super) async fn replace(
     tx: &mut Transaction<'_, Postgres>,
     statement: &Statement<'_>,
     sums: &ReportSums,
     only: Option<&Monitored>,
+    stored: bool,
 ) -> Result<(), StoreError> {
-    let staging: String = [SERVICE_DAYS, RESOURCES, TAGS]
-        .iter()
-        .map(Rollup::staging)
-        .collect();
-    // Quiet: every transaction after a connection's first says the tables exist.
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET LOCAL client_min_messages = warning; {staging}"
-    )))
-    .execute(&mut **tx)
-    .await?;
+    if stored {
+        let staging: String = [SERVICE_DAYS, RESOURCES, TAGS]
+            .iter()
+            .map(Rollup::staging)
+            .collect();
+        // Quiet: every transaction after a connection's first says the tables exist.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET LOCAL client_min_messages = warning; {staging}"
+        )))
+        .execute(&mut **tx)
+        .await?;
+    }
+    let direct = (!stored).then_some(statement);
     let wanted = |account| only.is_none_or(|only| only.contains(account));
 
-    let mut rows = CopyRows::start(tx, &SERVICE_DAYS.copy(), CopyFormat::Binary).await?;
+    let mut rows =
+        CopyRows::start(tx, &SERVICE_DAYS.copy(direct.is_some()), CopyFormat::Binary).await?;
     for day in sums.service_days()? {
         let day = day?;
         if !wanted(day.account) {
             continue;
         }
         let service = sums.service(day.usage);
-        rows.binary_row(11);
+        begin_row(&mut rows, 11, direct)?;
         rows.binary_field(&day.account.as_str())?;
         rows.binary_field(&day.day.unwrap_or(statement.period))?;
         rows.binary_field(&service.product.as_str())?;
@@ -173,11 +187,12 @@ pub(super) async fn replace(
 
     for (rollup, by) in [(&RESOURCES, GroupBy::Resource), (&TAGS, GroupBy::Tag)] {
         let quantity = rollup.sums.contains(&"usage_quantity");
-        let mut rows = CopyRows::start(tx, &rollup.copy(), CopyFormat::Binary).await?;
+        let mut rows =
+            CopyRows::start(tx, &rollup.copy(direct.is_some()), CopyFormat::Binary).await?;
         for group in sums.groups(by, only)? {
             let group = group?;
             let [first, second] = &group.key;
-            rows.binary_row(if quantity { 9 } else { 8 });
+            begin_row(&mut rows, if quantity { 9 } else { 8 }, direct)?;
             rows.binary_field(&group.account.as_str())?;
             rows.binary_field(&first.as_str())?;
             rows.binary_field(&second.as_str())?;
@@ -188,8 +203,28 @@ pub(super) async fn replace(
         rows.finish().await?;
     }
 
-    for rollup in [SERVICE_DAYS, RESOURCES, TAGS] {
-        statement.execute(tx, rollup.replace()).await?;
+    if stored {
+        for rollup in [SERVICE_DAYS, RESOURCES, TAGS] {
+            statement.execute(tx, rollup.replace()).await?;
+        }
     }
     Ok(())
+}
+
+/// A COPY row of `fields` fields beyond the statement's, which come first when the row goes
+/// straight into its table (`direct`).
+fn begin_row(
+    rows: &mut CopyRows<'_>,
+    fields: i16,
+    direct: Option<&Statement<'_>>,
+) -> Result<(), StoreError> {
+    let Some(statement) = direct else {
+        rows.binary_row(fields);
+        return Ok(());
+    };
+    rows.binary_row(fields + 4);
+    rows.binary_field(&statement.integration)?;
+    rows.binary_field(&statement.payer)?;
+    rows.binary_field(&statement.entity)?;
+    rows.binary_field(&statement.period)
 }
