@@ -317,10 +317,7 @@ fn write_run(
     groups: impl Iterator<Item = Result<(Group, Sums), DailyCostsError>>,
     temp_dir: &Path,
 ) -> Result<File, DailyCostsError> {
-    let file = tempfile::tempfile_in(temp_dir).map_err(|error| {
-        io::Error::new(error.kind(), format!("in {}: {error}", temp_dir.display()))
-    })?;
-    let mut writer = BufWriter::with_capacity(BUFFER, file);
+    let mut writer = BufWriter::with_capacity(BUFFER, super::spill::unnamed_file(temp_dir)?);
     for group in groups {
         let ((account, [first, second]), sums) = group?;
         for text in [account.as_str(), &first, &second] {
@@ -389,35 +386,15 @@ fn read_group(reader: &mut impl Read) -> io::Result<Option<(Group, Sums)>> {
 struct Merge {
     readers: Vec<BufReader<File>>,
     /// Each run's next group, smallest first.
-    heads: BinaryHeap<Reverse<(Group, usize, SumsOf)>>,
-}
-
-/// Sums beside a run's head, not part of its order.
-struct SumsOf(Sums);
-
-impl PartialEq for SumsOf {
-    fn eq(&self, _: &SumsOf) -> bool {
-        true
-    }
-}
-
-impl Eq for SumsOf {}
-
-impl PartialOrd for SumsOf {
-    fn partial_cmp(&self, other: &SumsOf) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for SumsOf {
-    fn cmp(&self, _: &SumsOf) -> Ordering {
-        Ordering::Equal
-    }
+    heads: BinaryHeap<Reverse<(Group, usize)>>,
+    /// The sums of each run's next group.
+    sums: Vec<Sums>,
 }
 
 impl Merge {
     fn new(runs: Vec<File>) -> io::Result<Merge> {
         let mut merge = Merge {
+            sums: vec![Sums::default(); runs.len()],
             readers: runs
                 .into_iter()
                 .map(|file| BufReader::with_capacity(BUFFER, file))
@@ -430,9 +407,11 @@ impl Merge {
         Ok(merge)
     }
 
+    /// Reads the run's next group, if any, into the heads.
     fn advance(&mut self, run: usize) -> io::Result<()> {
         if let Some((group, sums)) = read_group(&mut self.readers[run])? {
-            self.heads.push(Reverse((group, run, SumsOf(sums))));
+            self.sums[run] = sums;
+            self.heads.push(Reverse((group, run)));
         }
         Ok(())
     }
@@ -442,13 +421,14 @@ impl Iterator for Merge {
     type Item = Result<(Group, Sums), DailyCostsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Reverse((group, run, SumsOf(mut sums))) = self.heads.pop()?;
+        let Reverse((group, run)) = self.heads.pop()?;
+        let mut sums = self.sums[run];
         if let Err(error) = self.advance(run) {
             return Some(Err(DailyCostsError::Spill(error)));
         }
         while self.heads.peek().is_some_and(|head| head.0.0 == group) {
-            let Reverse((_, other, SumsOf(more))) = self.heads.pop().expect("peeked");
-            if sums.add(&more).is_none() {
+            let Reverse((_, other)) = self.heads.pop().expect("peeked");
+            if sums.add(&self.sums[other]).is_none() {
                 return Some(Err(DailyCostsError::Inexact { account: group.0 }));
             }
             if let Err(error) = self.advance(other) {

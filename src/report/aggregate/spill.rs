@@ -220,12 +220,15 @@ fn merge<'a>(files: &'a [Run], traffic: &Traffic) -> io::Result<Merge<'a>> {
     Ok(Merge { runs })
 }
 
-/// A new unnamed file in `temp_dir`.
-fn new_file(temp_dir: &Path) -> io::Result<BufWriter<File>> {
-    let file = tempfile::tempfile_in(temp_dir).map_err(|error| {
+/// A new unnamed file in `temp_dir`; an error names the directory.
+pub(super) fn unnamed_file(temp_dir: &Path) -> io::Result<File> {
+    tempfile::tempfile_in(temp_dir).map_err(|error| {
         io::Error::new(error.kind(), format!("in {}: {error}", temp_dir.display()))
-    })?;
-    Ok(BufWriter::with_capacity(BUFFER, file))
+    })
+}
+
+fn new_file(temp_dir: &Path) -> io::Result<BufWriter<File>> {
+    Ok(BufWriter::with_capacity(BUFFER, unnamed_file(temp_dir)?))
 }
 
 fn finish(writer: BufWriter<File>) -> io::Result<File> {
