@@ -7,7 +7,6 @@
 //! `cargo bench --bench parse -- FILE.csv [BUDGET_MIB]` (default 64 MiB: the default budget
 //! shared by the default two reports at once)
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use dbr_ingest::domain::Monitored;
@@ -34,14 +33,12 @@ fn main() {
         temp_dir: std::env::temp_dir(),
     });
     let started = Instant::now();
-    let rows = AtomicU64::new(0);
     let sums = ReportSums::sum_csv(
         csv.as_slice(),
         &formats::EITHER,
         identity,
         Monitored::All,
         grain,
-        &rows,
     )
     .unwrap_or_else(|e| panic!("{path}: {e}"));
     let seconds = started.elapsed().as_secs_f64();

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -24,7 +23,7 @@ use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
 use super::dimensions::{ChargeCategory, PurchaseOption};
-use super::rows::{Layout, ParseError, RecordType, Row, RowReader};
+use super::rows::{Columns, Layout, ParseError, RecordType, Row, RowReader, Rows};
 use super::usage::{ListPrices, Usage};
 use daily::DailyKey;
 pub use groups::{GroupBy, GroupRow, Groups};
@@ -362,50 +361,51 @@ pub struct ReportSums {
 }
 
 impl ReportSums {
-    /// Sums a whole report's CSV at `grain`, read as `layout` says: [`ReportSums::new`],
-    /// [`ReportSums::add_part`] and [`ReportSums::finish`] for a report of one object.
+    /// Sums a whole report's CSV at `grain`, read as `layout` says, splitting and summing on
+    /// the calling thread (for tests, and the parse bench).
     pub fn sum_csv(
         input: impl Read,
         layout: &Layout,
         identity: ReportIdentity,
         monitored: Monitored,
         grain: Grain,
-        rows_read: &AtomicU64,
     ) -> Result<ReportSums, SumError> {
         let mut sums = ReportSums::new(identity, monitored, grain);
-        sums.add_part(input, layout, rows_read)?;
+        let mut reader = RowReader::new(input, layout)?;
+        sums.begin_part(reader.columns());
+        let mut spare = None;
+        while let Some(rows) = reader.next_rows(spare)? {
+            sums.add_rows(&rows, reader.columns())?;
+            spare = Some(rows);
+        }
+        sums.end_part(reader.line());
         sums.finish()?;
         Ok(sums)
     }
 
-    /// Adds the rows of one CSV (a report, or one part of a CUR), which begins with its own
-    /// header. With a payer given, every row must carry it; without, the first row's payer is
-    /// taken and every later row must match. `rows_read` follows the progress, for whoever
-    /// reports it.
-    pub fn add_part(
-        &mut self,
-        input: impl Read,
-        layout: &Layout,
-        rows_read: &AtomicU64,
-    ) -> Result<(), SumError> {
-        const PROGRESS_EVERY: u64 = 1 << 14;
-        let mut rows = RowReader::new(input, layout)?;
-        self.has_resources |= rows.columns().has_resources();
-        self.cur |= rows.columns().is_cur();
-        let mut read = 0u64;
-        while let Some(row) = rows.next_row()? {
+    /// A CSV (a report, or one part of a CUR) with these columns begins. With a payer given,
+    /// every row must carry it; without, the first row's payer is taken and every later row
+    /// must match.
+    pub fn begin_part(&mut self, columns: &Columns) {
+        self.has_resources |= columns.has_resources();
+        self.cur |= columns.is_cur();
+    }
+
+    /// Adds rows of the current part, whose header `columns` mapped.
+    pub fn add_rows(&mut self, rows: &Rows, columns: &Columns) -> Result<(), SumError> {
+        for index in 0..rows.len() {
+            let row = rows.row(index, columns)?;
             if self.spill_due() {
                 self.spill(row.line())?;
             }
             self.add(&row)?;
-            read += 1;
-            if read.is_multiple_of(PROGRESS_EVERY) {
-                rows_read.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
-            }
         }
-        rows_read.fetch_add(read % PROGRESS_EVERY, Ordering::Relaxed);
-        self.last_line = rows.line();
         Ok(())
+    }
+
+    /// The current part ended with `line`.
+    pub fn end_part(&mut self, line: u64) {
+        self.last_line = line;
     }
 
     /// Ends the sums once every part was added.
@@ -1186,7 +1186,7 @@ mod tests {
             let report = write_report(&items, crlf);
             let only: BTreeSet<AccountId> = monitored.iter().map(|&i| ACCOUNTS[i].parse().unwrap()).collect();
             let filter = if only.is_empty() { Monitored::All } else { Monitored::Only(only.clone()) };
-            let month = ReportSums::sum_csv(report.as_slice(), &LAYOUT, ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()), marketplace: false }, filter.clone(), grain, &AtomicU64::default()).unwrap();
+            let month = ReportSums::sum_csv(report.as_slice(), &LAYOUT, ReportIdentity { payer: Some(PAYER.parse().unwrap()), period: Some(Period::new(2017, 4).unwrap()), marketplace: false }, filter.clone(), grain).unwrap();
 
             let mut expected: BTreeMap<String, [i128; 4]> = BTreeMap::new();
             for item in &items {
@@ -1287,7 +1287,6 @@ mod tests {
             ReportIdentity::default(),
             monitored,
             Grain::Daily(budget),
-            &AtomicU64::default(),
         )
     }
 
@@ -1665,15 +1664,9 @@ mod tests {
                 period: "2017-01".parse().ok(),
                 marketplace: false,
             };
-            let sums = ReportSums::sum_csv(
-                text.as_bytes(),
-                &LAYOUT,
-                identity,
-                Monitored::All,
-                grain,
-                &Default::default(),
-            )
-            .unwrap();
+            let sums =
+                ReportSums::sum_csv(text.as_bytes(), &LAYOUT, identity, Monitored::All, grain)
+                    .unwrap();
             assert_eq!(sums.rows().outside_period, 2);
             assert_eq!(sums.first_outside_period(), Some(3));
             assert_eq!(sums.accounts()[0].sums.unblended_cost, Decimal::from(10));
@@ -1697,7 +1690,6 @@ mod tests {
                 ReportIdentity::default(),
                 Monitored::All,
                 grain,
-                &Default::default(),
             )
             .unwrap()
         };

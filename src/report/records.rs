@@ -34,11 +34,18 @@ pub struct RecordError {
     pub message: String,
 }
 
-/// Where a field's bytes are: in the input buffer, or unescaped into the scratch space.
+/// Where a field's bytes are: in the input buffer, or unescaped into the scratch space. (Both
+/// are far smaller than 4 GiB: a record is at most [`MAX_RECORD`] bytes.)
 #[derive(Clone, Copy, Debug)]
 enum Field {
-    Raw(usize, usize),
-    Unescaped(usize, usize),
+    Raw(u32, u32),
+    Unescaped(u32, u32),
+}
+
+impl Field {
+    fn raw(from: usize, to: usize) -> Field {
+        Field::Raw(from as u32, to as u32)
+    }
 }
 
 /// Reads CSV records one at a time, reusing its buffers.
@@ -55,6 +62,8 @@ pub struct Records<R> {
     scratch: Vec<u8>,
     /// Whether a byte-order mark at the start was looked for.
     bom_skipped: bool,
+    /// A malformed record found after others of a batch: the next call's error.
+    malformed: Option<RecordError>,
 }
 
 /// The fields of the record being split: every one, or (once [`Records::project`] was called)
@@ -148,8 +157,12 @@ impl<'a> Record<'a> {
     /// The field at `index`; empty for a column not projected, or past the record's end.
     pub fn get(&self, index: usize) -> &'a [u8] {
         match self.fields.get(index) {
-            Some(Field::Raw(from, to)) if index < self.len => &self.buf[*from..*to],
-            Some(Field::Unescaped(from, to)) if index < self.len => &self.scratch[*from..*to],
+            Some(&Field::Raw(from, to)) if index < self.len => {
+                &self.buf[from as usize..to as usize]
+            }
+            Some(&Field::Unescaped(from, to)) if index < self.len => {
+                &self.scratch[from as usize..to as usize]
+            }
             _ => &[],
         }
     }
@@ -166,6 +179,61 @@ impl<'a> Record<'a> {
 
 fn line_after(lines_dropped: u64, before: &[u8]) -> u64 {
     lines_dropped + memchr_iter(b'\n', before).count() as u64 + 1
+}
+
+/// Records split by [`Records::next_batch`]: the bytes of whole records and where their
+/// fields are.
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    fields: Vec<Field>,
+    records: Vec<Span>,
+    /// Newlines before `buf`.
+    lines_dropped: u64,
+}
+
+/// Where one record of a [`Batch`] is: it starts at `buf[start]`, and its `stored` fields
+/// (by column) from `fields[first]`; it has `len` fields.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    first: u32,
+    stored: u32,
+    len: u32,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The batch's record `index`.
+    pub fn record(&self, index: usize) -> Record<'_> {
+        let span = self.records[index];
+        let first = span.first as usize;
+        Record {
+            buf: &self.buf,
+            scratch: &self.scratch,
+            fields: &self.fields[first..first + span.stored as usize],
+            len: span.len as usize,
+            before: &self.buf[..span.start as usize],
+            lines_dropped: self.lines_dropped,
+        }
+    }
+}
+
+/// What [`Records::advance`] found.
+enum Next {
+    /// A record, split into `kept`, that starts at this offset.
+    Record(usize),
+    /// The buffered bytes end within the next record.
+    NeedMore,
+    End,
 }
 
 /// What splitting the buffered bytes found.
@@ -225,7 +293,7 @@ fn unquoted_fields(buf: &[u8], at: usize, eof: bool, kept: &mut Kept) -> Run {
                 for _ in 0..taken {
                     let at = block_at + rest.trailing_zeros() as usize;
                     rest &= rest - 1;
-                    kept.keep_at(count, Field::Raw(field, at));
+                    kept.keep_at(count, Field::raw(field, at));
                     count += 1;
                     field = at + 1;
                 }
@@ -320,7 +388,7 @@ fn quoted_fields(buf: &[u8], at: usize, kept: &mut Kept) -> QuotedRun {
             }
             _ => break QuotedRun::Next(field),
         };
-        kept.keep_at(count, Field::Raw(field + 1, close));
+        kept.keep_at(count, Field::raw(field + 1, close));
         count += 1;
         if let Some(run) = run {
             break run;
@@ -414,7 +482,7 @@ fn line_end(buf: &[u8], field: usize, at: usize, kept: &mut Kept) -> Run {
     if trimmed - field > MAX_FIELD {
         return Run::TooLong(kept.count);
     }
-    kept.keep(Field::Raw(field, trimmed));
+    kept.keep(Field::raw(field, trimmed));
     Run::Ends(Split::Record(at + 1))
 }
 
@@ -443,6 +511,7 @@ impl<R: Read> Records<R> {
             },
             scratch: Vec::new(),
             bom_skipped: false,
+            malformed: None,
         }
     }
 
@@ -475,6 +544,76 @@ impl<R: Read> Records<R> {
     /// The next record, or `None` at the end of the input. Blank lines are skipped, and so is a
     /// UTF-8 byte-order mark before the first record.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {
+        self.scratch.clear();
+        match self.advance(true)? {
+            Next::Record(at) => Ok(Some(Record {
+                buf: &self.buf,
+                scratch: &self.scratch,
+                fields: self.kept.by_column(),
+                len: self.kept.count,
+                before: &self.buf[..at],
+                lines_dropped: self.lines_dropped,
+            })),
+            Next::End | Next::NeedMore => Ok(None),
+        }
+    }
+
+    /// The next records, as many as the buffered bytes hold (at least one), or `None` at the end
+    /// of the input: split here, to be read elsewhere (on another thread). The buffer goes with
+    /// them, and what follows them begins a new one: `spare`'s, a batch read before (its
+    /// memory is reused rather than allocated and zeroed again). Skips what
+    /// [`Records::next_record`] skips. A malformed record ends the batch before it, and is the
+    /// next call's error.
+    pub fn next_batch(&mut self, spare: Option<Batch>) -> Result<Option<Batch>, RecordError> {
+        if let Some(error) = self.malformed.take() {
+            return Err(error);
+        }
+        let mut batch = spare.unwrap_or_default();
+        batch.fields.clear();
+        batch.records.clear();
+        self.scratch.clear();
+        loop {
+            match self.advance(batch.records.is_empty()) {
+                Ok(Next::Record(at)) => {
+                    let by_column = self.kept.by_column();
+                    batch.records.push(Span {
+                        start: at as u32,
+                        first: batch.fields.len() as u32,
+                        stored: by_column.len() as u32,
+                        len: self.kept.count as u32,
+                    });
+                    batch.fields.extend_from_slice(by_column);
+                }
+                Ok(Next::End | Next::NeedMore) => break,
+                Err(error) if batch.records.is_empty() => return Err(error),
+                Err(error) => {
+                    self.malformed = Some(error);
+                    break;
+                }
+            }
+        }
+        if batch.records.is_empty() {
+            return Ok(None);
+        }
+        // The bytes after the batch's records move to the front of the spare buffer.
+        let rest = self.end - self.start;
+        let mut next = std::mem::take(&mut batch.buf);
+        if next.len() < rest.max(INITIAL_BUFFER) {
+            next = vec![0; rest.max(INITIAL_BUFFER)];
+        }
+        next[..rest].copy_from_slice(&self.buf[self.start..self.end]);
+        batch.buf = std::mem::replace(&mut self.buf, next);
+        batch.lines_dropped = self.lines_dropped;
+        self.lines_dropped += memchr_iter(b'\n', &batch.buf[..self.start]).count() as u64;
+        (self.start, self.end) = (0, rest);
+        std::mem::swap(&mut batch.scratch, &mut self.scratch);
+        Ok(Some(batch))
+    }
+
+    /// Splits the next record off the buffered bytes into `kept`, reading more when they end
+    /// within it (unless `refill` is false: then [`Next::NeedMore`]). Scratch space from its
+    /// current length on is the record's.
+    fn advance(&mut self, refill: bool) -> Result<Next, RecordError> {
         if !self.bom_skipped {
             while self.end < BOM.len() && !self.eof {
                 self.refill()?;
@@ -484,8 +623,9 @@ impl<R: Read> Records<R> {
             }
             self.bom_skipped = true;
         }
+        let scratch_from = self.scratch.len();
         loop {
-            let split = self.split();
+            let split = self.split(scratch_from);
             let reach = match split {
                 Split::Record(next) => next,
                 Split::NeedMore => self.end,
@@ -501,17 +641,11 @@ impl<R: Read> Records<R> {
                 Split::Record(next) => {
                     let at = self.start;
                     self.start = next;
-                    return Ok(Some(Record {
-                        buf: &self.buf,
-                        scratch: &self.scratch,
-                        fields: self.kept.by_column(),
-                        len: self.kept.count,
-                        before: &self.buf[..at],
-                        lines_dropped: self.lines_dropped,
-                    }));
+                    return Ok(Next::Record(at));
                 }
                 Split::Blank(next) => self.start = next,
-                Split::NeedMore if self.eof => return Ok(None),
+                Split::NeedMore if self.eof => return Ok(Next::End),
+                Split::NeedMore if !refill => return Ok(Next::NeedMore),
                 Split::NeedMore => self.refill()?,
                 Split::Malformed(at, message) => {
                     return Err(RecordError {
@@ -560,12 +694,12 @@ impl<R: Read> Records<R> {
         Split::Malformed(self.start, message)
     }
 
-    /// Splits one record off `buf[start..end]` into `fields`. At EOF, the end of the bytes ends
-    /// the record.
-    fn split(&mut self) -> Split {
+    /// Splits one record off `buf[start..end]` into `fields`, its unescaped fields into the
+    /// scratch space from `scratch_from` on. At EOF, the end of the bytes ends the record.
+    fn split(&mut self, scratch_from: usize) -> Split {
         let (buf, end, eof) = (&self.buf[..self.end], self.end, self.eof);
         self.kept.start();
-        self.scratch.clear();
+        self.scratch.truncate(scratch_from);
         let mut at = self.start;
         if at == end {
             return Split::NeedMore;
@@ -612,10 +746,12 @@ impl<R: Read> Records<R> {
                             match escaped {
                                 Some(scratch_from) => {
                                     self.scratch.extend_from_slice(&buf[from..quote]);
-                                    self.kept
-                                        .keep(Field::Unescaped(scratch_from, self.scratch.len()));
+                                    self.kept.keep(Field::Unescaped(
+                                        scratch_from as u32,
+                                        self.scratch.len() as u32,
+                                    ));
                                 }
-                                None => self.kept.keep(Field::Raw(at + 1, quote)),
+                                None => self.kept.keep(Field::raw(at + 1, quote)),
                             }
                             at = quote + 1;
                             break;
@@ -675,6 +811,25 @@ mod tests {
             match reader.next_record() {
                 Ok(Some(record)) => {
                     all.push((record.line(), record.iter().map(<[u8]>::to_vec).collect()))
+                }
+                Ok(None) => return (all, None),
+                Err(e) => return (all, Some(format!("line {}: {}", e.line, e.message))),
+            }
+        }
+    }
+
+    /// [`read_all`], through batches (each reusing the memory of the one before).
+    fn read_batches(input: impl Read) -> (Lines, Option<String>) {
+        let mut reader = Records::new(input);
+        let (mut all, mut spare) = (Vec::new(), None);
+        loop {
+            match reader.next_batch(spare.take()) {
+                Ok(Some(batch)) => {
+                    all.extend((0..batch.len()).map(|index| {
+                        let record = batch.record(index);
+                        (record.line(), record.iter().map(<[u8]>::to_vec).collect())
+                    }));
+                    spare = Some(batch);
                 }
                 Ok(None) => return (all, None),
                 Err(e) => return (all, Some(format!("line {}: {}", e.line, e.message))),
@@ -841,8 +996,11 @@ mod tests {
             trickle in prop_oneof![1usize..8, 64usize..4096],
         ) {
             // However they arrive: the same records, the same error. (Trickled, a field is
-            // seldom whole in the buffer, and split by the general path.)
-            prop_assert_eq!(read_all(Trickle(&bytes, trickle)), read_all(Trickle(&bytes, usize::MAX)));
+            // seldom whole in the buffer, and split by the general path.) In batches too, each
+            // ending where the bytes read so far do, within a record.
+            let whole = read_all(Trickle(&bytes, usize::MAX));
+            prop_assert_eq!(read_all(Trickle(&bytes, trickle)), whole.clone());
+            prop_assert_eq!(read_batches(Trickle(&bytes, trickle)), whole);
         }
     }
 
@@ -861,17 +1019,30 @@ mod tests {
             }
             let text = writer.into_inner().unwrap();
             let width = rows[0].len();
-            let mut reader = Records::new(Trickle(&text, trickle));
-            reader.project((0..width).filter(|&column| wanted[column]), width);
-            for row in &rows {
-                let record = reader.next_record().unwrap().unwrap();
+            let check = |record: Record<'_>, row: &Vec<String>| {
                 prop_assert_eq!(record.len(), row.len());
                 for (column, field) in row.iter().enumerate() {
                     let expected = if column < width && wanted[column] { field.as_str() } else { "" };
                     prop_assert_eq!(record.get(column), expected.as_bytes(), "column {}", column);
                 }
+                Ok(())
+            };
+            let mut reader = Records::new(Trickle(&text, trickle));
+            reader.project((0..width).filter(|&column| wanted[column]), width);
+            for row in &rows {
+                check(reader.next_record().unwrap().unwrap(), row)?;
             }
             prop_assert!(reader.next_record().unwrap().is_none());
+            // The same, split in batches.
+            let mut reader = Records::new(Trickle(&text, trickle));
+            reader.project((0..width).filter(|&column| wanted[column]), width);
+            let mut rows = rows.iter();
+            while let Some(batch) = reader.next_batch(None).unwrap() {
+                for index in 0..batch.len() {
+                    check(batch.record(index), rows.next().unwrap())?;
+                }
+            }
+            prop_assert!(rows.next().is_none());
         }
     }
 

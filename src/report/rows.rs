@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee, is_spot_usage};
-use super::records::{Record, RecordError, Records};
+use super::records::{Batch, Record, RecordError, Records};
 use crate::domain::excerpt;
 
 /// A problem with the CSV content, located as precisely as possible.
@@ -396,26 +396,56 @@ impl<R: Read> RowReader<R> {
         &self.columns
     }
 
-    /// The next data row, or `None` at the end of the report.
+    /// The next data row, or `None` at the end of the report: one at a time, for tests.
+    #[cfg(test)]
     pub fn next_row(&mut self) -> Result<Option<Row<'_>>, ParseError> {
         let Some(record) = self.records.next_record()? else {
             return Ok(None);
         };
-        if record.len() != self.columns.names.len() {
+        Row::of(record, &self.columns).map(Some)
+    }
+
+    /// The next data rows, as many as the reader's buffer held, or `None` at the end of the
+    /// report: split here, to be read elsewhere ([`Rows::row`]) with these [`Columns`]. The
+    /// memory of `spare`, rows read before, is reused.
+    pub fn next_rows(&mut self, spare: Option<Rows>) -> Result<Option<Rows>, ParseError> {
+        Ok(self.records.next_batch(spare.map(|rows| rows.0))?.map(Rows))
+    }
+}
+
+/// Data rows split ahead by [`RowReader::next_rows`].
+pub struct Rows(Batch);
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Row `index`, its fields mapped by `columns` (its header's).
+    pub fn row<'a>(&'a self, index: usize, columns: &'a Columns) -> Result<Row<'a>, ParseError> {
+        Row::of(self.0.record(index), columns)
+    }
+}
+
+impl<'a> Row<'a> {
+    /// `record` as a row of `columns`, if it has as many fields as they do.
+    fn of(record: Record<'a>, columns: &'a Columns) -> Result<Row<'a>, ParseError> {
+        if record.len() != columns.names.len() {
             return Err(ParseError {
                 line: record.line(),
                 column: None,
                 message: format!(
                     "{} fields where the header has {}",
                     record.len(),
-                    self.columns.names.len()
+                    columns.names.len()
                 ),
             });
         }
-        Ok(Some(Row {
-            record,
-            columns: &self.columns,
-        }))
+        Ok(Row { record, columns })
     }
 }
 
