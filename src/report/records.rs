@@ -34,17 +34,31 @@ pub struct RecordError {
     pub message: String,
 }
 
-/// Where a field's bytes are: in the input buffer, or unescaped into the scratch space. (Both
-/// are far smaller than 4 GiB: a record is at most [`MAX_RECORD`] bytes.)
-#[derive(Clone, Copy, Debug)]
-enum Field {
-    Raw(u32, u32),
-    Unescaped(u32, u32),
+/// Where a field's bytes are: `from..to` in the input buffer, or, with [`Field::UNESCAPED`] set
+/// in `from`, in the scratch space. (Both are far smaller than 2 GiB: a record is at most
+/// [`MAX_RECORD`] bytes, and a batch's buffer holds a few.) Eight bytes: a batch holds one per
+/// field, on its way to another thread.
+#[derive(Clone, Copy, Debug, Default)]
+struct Field {
+    from: u32,
+    to: u32,
 }
 
 impl Field {
+    const UNESCAPED: u32 = 1 << 31;
+
     fn raw(from: usize, to: usize) -> Field {
-        Field::Raw(from as u32, to as u32)
+        Field {
+            from: from as u32,
+            to: to as u32,
+        }
+    }
+
+    fn unescaped(from: usize, to: usize) -> Field {
+        Field {
+            from: from as u32 | Field::UNESCAPED,
+            to: to as u32,
+        }
     }
 }
 
@@ -73,7 +87,9 @@ pub struct Records<R> {
 /// does not need, with one instruction for a block's, costs far less than recording each (see
 /// [`unquoted_fields`]).
 struct Kept {
+    /// The record's fields from `base` on; before, those of the batch's records so far.
     fields: Vec<Field>,
+    base: usize,
     projection: Option<Projection>,
     /// The fields split so far: the index of the next one.
     count: usize,
@@ -89,10 +105,14 @@ struct Projection {
 }
 
 impl Kept {
-    fn start(&mut self) {
+    /// A record starts, its fields kept from `fields[base]` on (those before are a batch's).
+    fn start(&mut self, base: usize) {
         self.count = 0;
-        if self.projection.is_none() {
-            self.fields.clear();
+        self.base = base;
+        self.fields.truncate(base);
+        if let Some(projection) = &self.projection {
+            self.fields
+                .resize(base + projection.slots.len() + 1, Field::default());
         }
     }
 
@@ -105,8 +125,8 @@ impl Kept {
     /// The fields kept, by column (without the slot of those not kept).
     fn by_column(&self) -> &[Field] {
         match &self.projection {
-            None => &self.fields,
-            Some(projection) => &self.fields[..projection.slots.len()],
+            None => &self.fields[self.base..],
+            Some(projection) => &self.fields[self.base..self.base + projection.slots.len()],
         }
     }
 
@@ -118,7 +138,7 @@ impl Kept {
             None => self.fields.push(field),
             Some(projection) => {
                 let slot = projection.slots.get(index);
-                self.fields[slot.copied().unwrap_or(projection.slots.len())] = field;
+                self.fields[self.base + slot.copied().unwrap_or(projection.slots.len())] = field;
             }
         }
     }
@@ -157,11 +177,11 @@ impl<'a> Record<'a> {
     /// The field at `index`; empty for a column not projected, or past the record's end.
     pub fn get(&self, index: usize) -> &'a [u8] {
         match self.fields.get(index) {
-            Some(&Field::Raw(from, to)) if index < self.len => {
+            Some(&Field { from, to }) if index < self.len && from & Field::UNESCAPED == 0 => {
                 &self.buf[from as usize..to as usize]
             }
-            Some(&Field::Unescaped(from, to)) if index < self.len => {
-                &self.scratch[from as usize..to as usize]
+            Some(&Field { from, to }) if index < self.len => {
+                &self.scratch[(from & !Field::UNESCAPED) as usize..to as usize]
             }
             _ => &[],
         }
@@ -506,6 +526,7 @@ impl<R: Read> Records<R> {
             lines_dropped: 0,
             kept: Kept {
                 fields: Vec::new(),
+                base: 0,
                 projection: None,
                 count: 0,
             },
@@ -530,7 +551,8 @@ impl<R: Read> Records<R> {
             .map(|bits| (bits.iter().rev()).fold(0, |word, &bit| word << 1 | u64::from(bit)))
             .collect();
         self.kept = Kept {
-            fields: vec![Field::Raw(0, 0); width + 1],
+            fields: Vec::new(),
+            base: 0,
             projection: Some(Projection { slots, wanted }),
             count: 0,
         };
@@ -545,6 +567,7 @@ impl<R: Read> Records<R> {
     /// UTF-8 byte-order mark before the first record.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {
         self.scratch.clear();
+        self.kept.fields.clear();
         match self.advance(true)? {
             Next::Record(at) => Ok(Some(Record {
                 buf: &self.buf,
@@ -569,20 +592,23 @@ impl<R: Read> Records<R> {
             return Err(error);
         }
         let mut batch = spare.unwrap_or_default();
-        batch.fields.clear();
         batch.records.clear();
+        // The records' fields are split straight into the batch's.
+        self.kept.fields = std::mem::take(&mut batch.fields);
+        self.kept.fields.clear();
         self.scratch.clear();
         loop {
             match self.advance(batch.records.is_empty()) {
                 Ok(Next::Record(at)) => {
-                    let by_column = self.kept.by_column();
+                    let (first, stored) = (self.kept.base, self.kept.by_column().len());
                     batch.records.push(Span {
                         start: at as u32,
-                        first: batch.fields.len() as u32,
-                        stored: by_column.len() as u32,
+                        first: first as u32,
+                        stored: stored as u32,
                         len: self.kept.count as u32,
                     });
-                    batch.fields.extend_from_slice(by_column);
+                    // (Projected, the slot of the fields not kept goes.)
+                    self.kept.fields.truncate(first + stored);
                 }
                 Ok(Next::End | Next::NeedMore) => break,
                 Err(error) if batch.records.is_empty() => return Err(error),
@@ -595,6 +621,12 @@ impl<R: Read> Records<R> {
         if batch.records.is_empty() {
             return Ok(None);
         }
+        // Without the fields of a record split in part.
+        let last = batch.records[batch.records.len() - 1];
+        self.kept
+            .fields
+            .truncate((last.first + last.stored) as usize);
+        batch.fields = std::mem::take(&mut self.kept.fields);
         // The bytes after the batch's records move to the front of the spare buffer.
         let rest = self.end - self.start;
         let mut next = std::mem::take(&mut batch.buf);
@@ -611,8 +643,8 @@ impl<R: Read> Records<R> {
     }
 
     /// Splits the next record off the buffered bytes into `kept`, reading more when they end
-    /// within it (unless `refill` is false: then [`Next::NeedMore`]). Scratch space from its
-    /// current length on is the record's.
+    /// within it (unless `refill` is false: then [`Next::NeedMore`]). The kept fields and the
+    /// scratch space from their current lengths on are the record's.
     fn advance(&mut self, refill: bool) -> Result<Next, RecordError> {
         if !self.bom_skipped {
             while self.end < BOM.len() && !self.eof {
@@ -623,9 +655,9 @@ impl<R: Read> Records<R> {
             }
             self.bom_skipped = true;
         }
-        let scratch_from = self.scratch.len();
+        let (scratch_from, fields_from) = (self.scratch.len(), self.kept.fields.len());
         loop {
-            let split = self.split(scratch_from);
+            let split = self.split(scratch_from, fields_from);
             let reach = match split {
                 Split::Record(next) => next,
                 Split::NeedMore => self.end,
@@ -694,11 +726,11 @@ impl<R: Read> Records<R> {
         Split::Malformed(self.start, message)
     }
 
-    /// Splits one record off `buf[start..end]` into `fields`, its unescaped fields into the
-    /// scratch space from `scratch_from` on. At EOF, the end of the bytes ends the record.
-    fn split(&mut self, scratch_from: usize) -> Split {
+    /// Splits one record off `buf[start..end]` into the kept fields from `fields_from` on, its
+    /// unescaped fields into the scratch space from `scratch_from` on. At EOF, the end of the bytes ends the record.
+    fn split(&mut self, scratch_from: usize, fields_from: usize) -> Split {
         let (buf, end, eof) = (&self.buf[..self.end], self.end, self.eof);
-        self.kept.start();
+        self.kept.start(fields_from);
         self.scratch.truncate(scratch_from);
         let mut at = self.start;
         if at == end {
@@ -746,10 +778,8 @@ impl<R: Read> Records<R> {
                             match escaped {
                                 Some(scratch_from) => {
                                     self.scratch.extend_from_slice(&buf[from..quote]);
-                                    self.kept.keep(Field::Unescaped(
-                                        scratch_from as u32,
-                                        self.scratch.len() as u32,
-                                    ));
+                                    (self.kept)
+                                        .keep(Field::unescaped(scratch_from, self.scratch.len()));
                                 }
                                 None => self.kept.keep(Field::raw(at + 1, quote)),
                             }
