@@ -258,6 +258,9 @@ pub const LAYOUT: Layout = Layout {
     header_within: 1,
     is_header,
     map: fields,
+    // A fifth of a line's 200 fields is read: splitting, done on the unpacking thread, made a
+    // month's `once` 1.79 s against 1.43 s.
+    split_while_unpacking: false,
 };
 
 fn is_header(record: &Record<'_>) -> bool {

@@ -230,6 +230,9 @@ pub const LAYOUT: Layout = Layout {
     header_within: 5,
     is_header,
     map: fields,
+    // Every field of a line is read, and its line is short: summing a realistic month at the
+    // daily grain took 1.6 s of CPU for 1.1 s of inflating.
+    split_while_unpacking: true,
 };
 
 /// True for the header record of a DBR (or of a look-alike report, refused by [`fields`]).

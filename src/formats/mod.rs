@@ -67,6 +67,8 @@ pub const EITHER: Layout = Layout {
             (dbr::LAYOUT.map)(names)
         }
     },
+    // `summarize` reads it, per account.
+    split_while_unpacking: false,
 };
 
 /// One object of a version, and how its bytes are packed.

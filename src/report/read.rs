@@ -138,10 +138,11 @@ enum Part {
     Bytes(Vec<u8>),
 }
 
-/// Which thread splits the CSV into records: the one that has time for it. Summing at the
-/// daily grain takes longer than inflating, so the unpacking thread splits; summing per
-/// account takes far less, so the summing thread does (the unpacking thread alone would set
-/// the pace: `summarize` went from 1.0x to 1.34x the time of inflating).
+/// Which thread splits the CSV into records: the one that has time for it. Summing a DBR at
+/// the daily grain takes longer than inflating it, so the unpacking thread splits; summing per
+/// account, or a CUR's rows (see [`Layout::split_while_unpacking`]), takes far less, so the
+/// summing thread does (else the unpacking thread alone would set the pace: `summarize` went
+/// from 1.0x to 1.34x the time of inflating).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SplitOn {
     Unpacking,
@@ -173,8 +174,8 @@ impl Reading {
             name_objects,
         } = expected;
         let split_on = match grain {
-            Grain::Accounts => SplitOn::Summing,
-            Grain::Daily(_) => SplitOn::Unpacking,
+            Grain::Daily(_) if layout.split_while_unpacking => SplitOn::Unpacking,
+            _ => SplitOn::Summing,
         };
         let parser = {
             let progress = progress.clone();

@@ -269,6 +269,10 @@ pub struct Layout {
     pub is_header: fn(&Record<'_>) -> bool,
     /// The header's fields, or the columns it lacks.
     pub map: fn(&[String]) -> Result<Fields, Vec<&'static str>>,
+    /// Whether the thread that unpacks the rows should split them into records when they are
+    /// summed at the daily grain (see `read::SplitOn`): summing them then takes longer than
+    /// inflating them.
+    pub split_while_unpacking: bool,
 }
 
 /// The column layout of one report (or CUR part), taken from its header.
