@@ -693,7 +693,7 @@ mod tests {
         }
     }
 
-    /// Whichever thread splits the records (the grain decides, see `SplitOn`), a version of
+    /// Whichever thread splits a DBR's records (the grain decides, see `SplitOn`), a version of
     /// several objects is read alike: the same rows and sums, and a malformed record is named
     /// with its object and line.
     #[test]
