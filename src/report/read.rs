@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::GzipDecoder;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -415,11 +415,7 @@ async fn unpack<R>(
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    let counted = Counted {
-        inner: object,
-        progress: progress.clone(),
-    };
-    let mut object = BufReader::with_capacity(CHUNK, counted);
+    let mut object = ReadAhead::start(object, progress.clone());
     let prefix = object.fill_buf().await.map_err(ReadError::Io)?;
     let zipped = match compression {
         Compression::Zip => true,
@@ -579,23 +575,91 @@ impl Drop for Abandoned {
     }
 }
 
-/// Counts the object's bytes as they are read.
-struct Counted<R> {
-    inner: R,
-    progress: Arc<Progress>,
+/// An object's bytes, read a chunk ahead by a task of their own: the unpacking thread finds
+/// the next chunk waiting when it has inflated one, rather than waiting for each read of the
+/// object (a file read on tokio's blocking pool, or the body of an S3 answer) in turn.
+struct ReadAhead {
+    chunks: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+/// Chunks read ahead of the unpacking.
+const CHUNKS_AHEAD: usize = 2;
+
+impl ReadAhead {
+    /// Starts reading `object`; the reads stop when the `ReadAhead` is dropped, or at the
+    /// object's end or first error (returned in its place).
+    fn start<R>(mut object: R, progress: Arc<Progress>) -> ReadAhead
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (chunks, received) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        tokio::spawn(async move {
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let read = tokio::select! {
+                    read = fill(&mut object, &mut chunk) => read,
+                    () = chunks.closed() => return,
+                };
+                let last = !matches!(read, Ok(false));
+                progress
+                    .downloaded
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let read = read.map(|_| chunk);
+                if chunks.send(read).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            chunks: received,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+/// Reads `object` into `chunk` until it holds [`CHUNK`] bytes (`Ok(false)`) or the object
+/// ends (`Ok(true)`).
+async fn fill(object: &mut (impl AsyncRead + Unpin), chunk: &mut Vec<u8>) -> io::Result<bool> {
+    while chunk.len() < CHUNK {
+        if object.read_buf(chunk).await? == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl AsyncBufRead for ReadAhead {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        while this.at == this.chunk.len() {
+            match std::task::ready!(this.chunks.poll_recv(cx)) {
+                Some(Ok(chunk)) => (this.chunk, this.at) = (chunk, 0),
+                Some(Err(error)) => return Poll::Ready(Err(error)),
+                None => return Poll::Ready(Ok(&[])),
+            }
+        }
+        Poll::Ready(Ok(&this.chunk[this.at..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amount: usize) {
+        self.get_mut().at += amount;
+    }
+}
+
+impl AsyncRead for ReadAhead {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        self.progress.downloaded.fetch_add(read, Ordering::Relaxed);
-        polled
+        let available = std::task::ready!(self.as_mut().poll_fill_buf(cx))?;
+        let amount = available.len().min(buf.remaining());
+        buf.put_slice(&available[..amount]);
+        self.consume(amount);
+        Poll::Ready(Ok(()))
     }
 }
 
