@@ -546,9 +546,9 @@ mod tests {
             assert_eq!(row.record_type().unwrap(), RecordType::LineItem);
             assert!(!row.estimated());
             assert_eq!(row.usage_quantity().unwrap(), Decimal::new(15, 1));
-            row.check_usage().unwrap();
             let mut key = Vec::new();
             row.usage_key(&mut key, false);
+            row.check_usage(&key).unwrap();
             let usage = Usage::decode(&key);
             assert_eq!(usage.charge_category, ChargeCategory::Usage);
             assert!(usage.reserved_instance);
@@ -573,9 +573,9 @@ mod tests {
             let mut rows = RowReader::new(text.as_bytes(), &LAYOUT).unwrap();
             let mut usages = Vec::new();
             while let Some(row) = rows.next_row().unwrap() {
-                row.check_usage().unwrap();
                 let mut key = Vec::new();
                 row.usage_key(&mut key, false);
+                row.check_usage(&key).unwrap();
                 let usage = Usage::decode(&key);
                 usages.push((usage.pricing_unit(), usage.list_rate.to_owned()));
             }

@@ -590,9 +590,9 @@ mod tests {
             );
             let mut rows = reader(&text);
             let row = rows.next_row().unwrap().unwrap();
-            row.check_usage().unwrap();
             let mut key = Vec::new();
             row.usage_key(&mut key, false);
+            row.check_usage(&key).unwrap();
             let usage = Usage::decode(&key);
             assert_eq!(
                 usage,
@@ -767,10 +767,42 @@ mod tests {
             let text = format!("{HEADER}\n1,9,9,LineItem,,Amazon\0EC2,,,,Box,Run,,N,,,,1,,1,,1\n");
             let mut rows = reader(&text);
             let row = rows.next_row().unwrap().unwrap();
+            let mut key = Vec::new();
+            row.usage_key(&mut key, false);
             assert_eq!(
-                row.check_usage().unwrap_err().to_string(),
+                row.check_usage(&key).unwrap_err().to_string(),
                 "line 2, column ProductName: a NUL byte at byte 7 of \"Amazon\\0EC2\""
             );
+        }
+
+        #[test]
+        fn text_that_is_not_utf8_is_named_by_its_column() {
+            let header = format!("{HEADER},user:Name");
+            let line = |tag: &[u8]| {
+                [
+                    header.as_bytes(),
+                    b"\n1,9,9,LineItem,,EC2,,,,Box,Run,,N,,,,1,,1,,1,",
+                    tag,
+                    b"\n",
+                ]
+                .concat()
+            };
+            for tag in [&b"web\xff"[..], b"\xc3", b"ok"] {
+                let text = line(tag);
+                let mut rows = RowReader::new(text.as_slice(), &LAYOUT).unwrap();
+                let row = rows.next_row().unwrap().unwrap();
+                let mut key = Vec::new();
+                row.usage_key(&mut key, false);
+                let checked = row.check_usage(&key).map_err(|error| error.to_string());
+                if tag == b"ok" {
+                    assert_eq!(checked, Ok(()));
+                } else {
+                    assert_eq!(
+                        checked,
+                        Err("line 2, column user:Name: not UTF-8 text".into())
+                    );
+                }
+            }
         }
     }
 }

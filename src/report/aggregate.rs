@@ -500,7 +500,7 @@ impl ReportSums {
                 let (key, services, prices) =
                     (&self.usage_key, &mut self.services, &mut self.list_prices);
                 let id = self.usages.id_of(key, || {
-                    row.check_usage()?;
+                    row.check_usage(&key[4..])?;
                     let usage = Usage::decode(&key[4..]);
                     prices.learn(&usage);
                     let service = services.id_of(&usage).ok_or_else(|| {

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 
 use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee, is_spot_usage};
 use super::records::{Batch, Record, RecordError, Records};
+use super::usage;
 use crate::domain::excerpt;
 
 /// A problem with the CSV content, located as precisely as possible.
@@ -661,7 +662,7 @@ impl<'a> Row<'a> {
         key.push(category.index() as u8);
         key.push(u8::from(reserved));
         let mut push = |field: &[u8]| {
-            key.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            key.extend_from_slice(&usage::field_length(field.len()));
             key.extend_from_slice(field);
         };
         push(self.record.get(f.invoice_id));
@@ -685,7 +686,10 @@ impl<'a> Row<'a> {
     }
 
     /// Checks that the fields of [`Row::usage_key`] are text, naming the column that is not.
-    pub fn check_usage(&self) -> Result<(), ParseError> {
+    /// `key` is what `usage_key` wrote. Its lengths are text without NUL bytes, so one check of
+    /// the key covers every field in it; the columns one at a time only name the culprit (and
+    /// check the few that a key may leave out).
+    pub fn check_usage(&self, key: &[u8]) -> Result<(), ParseError> {
         let f = self.fields();
         let dialect = match f.dialect {
             Dialect::Dbr { .. } => [None, None, None],
@@ -696,6 +700,14 @@ impl<'a> Row<'a> {
                 ..
             } => [Some(line_item_type), billing_entity, region],
         };
+        let fields = &key[2..];
+        if memchr::memchr(0, fields).is_none() && std::str::from_utf8(fields).is_ok() {
+            let left_out = [f.product_code, f.list_rate, dialect[1]];
+            for column in left_out.into_iter().flatten() {
+                self.text(column)?;
+            }
+            return Ok(());
+        }
         let columns = [
             f.invoice_id,
             f.product,

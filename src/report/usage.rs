@@ -43,6 +43,7 @@ impl<'a> Usage<'a> {
     /// [`Row::check_usage`](super::rows::Row::check_usage).
     pub fn decode(key: &'a [u8]) -> Usage<'a> {
         let ([category, reserved], fields) = key.split_first_chunk::<2>().expect("a usage key");
+        let fields = std::str::from_utf8(fields).expect("usage keys are checked text");
         let mut fields = UsageFields(fields);
         let mut next = || fields.next().expect("a usage key has its eleven fields");
         let (invoice_id, product, usage_type, operation, availability_zone, resource_id) =
@@ -77,17 +78,31 @@ impl<'a> Usage<'a> {
     }
 }
 
-/// The length-prefixed fields of a usage key.
-struct UsageFields<'a>(&'a [u8]);
+/// A field's length in a usage key: three base-127 digits, each stored plus one, so that a
+/// key's lengths are text without NUL bytes like its fields, and the whole key is checked as
+/// text at once ([`Row::check_usage`](super::rows::Row::check_usage)). Fields are far shorter
+/// than the 2 M bytes this holds ([`MAX_FIELD`](super::records::MAX_FIELD)).
+pub(super) fn field_length(length: usize) -> [u8; 3] {
+    const BASE: usize = 127;
+    assert!(length < BASE * BASE * BASE, "a field of {length} bytes");
+    let digit = |place: usize| (length / place % BASE + 1) as u8;
+    [digit(BASE * BASE), digit(BASE), digit(1)]
+}
+
+/// The length-prefixed fields of a usage key, as text (checked once for the whole key).
+struct UsageFields<'a>(&'a str);
 
 impl<'a> Iterator for UsageFields<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let (length, rest) = self.0.split_first_chunk::<4>()?;
-        let (field, rest) = rest.split_at(u32::from_le_bytes(*length) as usize);
+        let (length, _) = self.0.as_bytes().split_first_chunk::<3>()?;
+        let length = length
+            .iter()
+            .fold(0, |length, &digit| length * 127 + usize::from(digit - 1));
+        let (field, rest) = self.0[3..].split_at(length);
         self.0 = rest;
-        Some(std::str::from_utf8(field).expect("usage keys are checked text"))
+        Some(field)
     }
 }
 
@@ -173,6 +188,21 @@ impl ListPrices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_length_is_text_without_nul_and_reads_back() {
+        for length in (0..1000).chain([16_128, 16_129, 65_535, 65_536, 127 * 127 * 127 - 1]) {
+            let prefix = field_length(length);
+            assert!(
+                prefix.iter().all(|&byte| (1..0x80).contains(&byte)),
+                "{length}"
+            );
+            let field = "é".repeat(length / 2) + &"x".repeat(length % 2);
+            let key = [&prefix[..], field.as_bytes(), &field_length(0)].concat();
+            let key = std::str::from_utf8(&key).unwrap();
+            assert_eq!(UsageFields(key).collect::<Vec<_>>(), [field.as_str(), ""]);
+        }
+    }
 
     fn usage<'a>(usage_type: &'a str, reserved: bool, rate: &'a str) -> Usage<'a> {
         Usage {

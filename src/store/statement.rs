@@ -562,17 +562,24 @@ fn write_tags_json(json: &mut Vec<u8>, tags: &[(&str, &str)]) {
 }
 
 /// COPY's text format: backslash, tab, newline and carriage return are escaped (bytes that
-/// never occur inside a multi-byte UTF-8 character).
+/// never occur inside a multi-byte UTF-8 character). They are rare: the text between them is
+/// copied whole.
 fn escape_copy_text(buffer: &mut Vec<u8>, text: &str) {
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\\' => buffer.extend_from_slice(b"\\\\"),
-            b'\t' => buffer.extend_from_slice(b"\\t"),
-            b'\n' => buffer.extend_from_slice(b"\\n"),
-            b'\r' => buffer.extend_from_slice(b"\\r"),
-            byte => buffer.push(byte),
-        }
+    let mut rest = text.as_bytes();
+    while let Some(at) = rest
+        .iter()
+        .position(|byte| matches!(byte, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        buffer.extend_from_slice(&rest[..at]);
+        buffer.extend_from_slice(match rest[at] {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            _ => b"\\r",
+        });
+        rest = &rest[at + 1..];
     }
+    buffer.extend_from_slice(rest);
 }
 
 async fn insert_account_months(
