@@ -170,6 +170,7 @@ enum AccountsAction {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -186,6 +187,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc gives each thread that allocates its own arena, up to eight per core, and
+/// memory freed in one arena serves no other. The thread that ranks the rollups while the
+/// month is copied then grew the hostile month's peak RSS from 87 to 100 MB (and a high
+/// cardinality month's from 84 to 95 MB), at the same speed. Two arenas: the process's
+/// threads that allocate much (summing, and the ranking beside the copies) are rarely more.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets a malloc parameter, before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 type Failure = Box<dyn std::error::Error>;
 

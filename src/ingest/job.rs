@@ -110,7 +110,8 @@ impl Job<'_> {
             });
         let started_at = Utc::now();
         let started = Instant::now();
-        let read = self.read(&monitored, budget).await;
+        // Shared with the thread that ranks the rollups while the month is written.
+        let read = self.read(&monitored, budget).await.map(Arc::new);
         for (reader, reason) in readers {
             let span =
                 tracing::info_span!("integration", integration = %reader.integration, %reason);

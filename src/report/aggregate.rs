@@ -811,12 +811,12 @@ impl ReportSums {
 
     /// The usages the daily sums refer to, each id once, one at a time: those written out with
     /// past generations, then the current generation's.
-    pub fn usages(&self) -> Result<Usages<'_>, DailyCostsError> {
-        Ok(Usages {
+    pub fn usages(&self) -> Usages<'_> {
+        Usages {
             accounts: &self.accounts,
-            written: self.runs.usages().map_err(DailyCostsError::Spill)?,
+            written: self.runs.usages(),
             current: Box::new(self.usages.iter()),
-        })
+        }
     }
 
     /// The list price of each usage's unit ([`ListPrices`]), learnt from every usage of the
@@ -829,7 +829,7 @@ impl ReportSums {
     /// accounts, all when `None`), for the rollups: per account (and tag key) the
     /// [`Groups::KEPT_BY_NAME`] that cost most, and a row for the others.
     pub fn groups(&self, by: GroupBy, only: Option<&Monitored>) -> Result<Groups, DailyCostsError> {
-        Groups::new(self.usages()?, by, only, self.runs.temp_dir())
+        Groups::new(self.usages(), by, only, self.runs.temp_dir())
     }
 
     /// The sums per account, day and service, one at a time (`DailyCost::usage` is the index
@@ -1301,7 +1301,7 @@ mod tests {
     fn daily_rows(sums: &ReportSums) -> Vec<DailyRow> {
         let mut names = std::collections::HashMap::new();
         let mut months: BTreeMap<(String, String), Sums> = BTreeMap::new();
-        let mut usages = sums.usages().unwrap();
+        let mut usages = sums.usages();
         while let Some(usage) = usages.next() {
             let usage = usage.unwrap();
             let (id, name) = (usage.id, format!("{:?}", usage.usage));

@@ -2,6 +2,7 @@
 //! transaction, so readers see the old month or the new one, never a mix or an empty month.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -53,7 +54,7 @@ impl Store {
         &self,
         claim: &mut Claim,
         report: &ReportVersion<'_>,
-        sums: &ReportSums,
+        sums: &Arc<ReportSums>,
         only: Option<&Monitored>,
         monitored_fingerprint: &str,
     ) -> Result<Replaced, StoreError> {
@@ -79,7 +80,7 @@ impl Store {
 async fn write_statement(
     tx: &mut Transaction<'_, Postgres>,
     report: &ReportVersion<'_>,
-    sums: &ReportSums,
+    sums: &Arc<ReportSums>,
     only: Option<&Monitored>,
     monitored_fingerprint: &str,
 ) -> Result<Replaced, StoreError> {
@@ -114,6 +115,7 @@ async fn write_statement(
         Format::Dbr => {}
         Format::Cur => remove_dbr_entities(tx, &statement).await?,
     }
+    let ranked = rollups::Ranked::start(sums.clone(), only.cloned());
     let new_version: i64 = sqlx::query_scalar("SELECT new_daily_partitions($1)")
         .bind(statement.integration)
         .fetch_one(&mut **tx)
@@ -154,7 +156,7 @@ async fn write_statement(
     delete_statement_rows(tx, &statement, &STATEMENT_ROWS).await?;
     insert_account_months(tx, &statement, sums, only).await?;
     insert_report_totals(tx, &statement, sums).await?;
-    rollups::replace(tx, &statement, sums, only, old_version.is_some()).await?;
+    rollups::replace(tx, &statement, sums, only, ranked, old_version.is_some()).await?;
     sqlx::query(
             "UPDATE reports SET status = 'superseded'
              WHERE integration = $1 AND payer_account_id = $2 AND entity = $3 AND billing_period = $4
@@ -367,7 +369,7 @@ async fn copy_usages(
     only: Option<&Monitored>,
 ) -> Result<(), StoreError> {
     let prices = sums.list_prices();
-    let mut usages = sums.usages()?;
+    let mut usages = sums.usages();
     let statement = format!(
         "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
                                       availability_zone, resource_id, tags, invoice_id,

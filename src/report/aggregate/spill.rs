@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -47,7 +48,7 @@ struct Run {
 #[derive(Debug, Default)]
 struct Traffic {
     written: u64,
-    read: std::cell::Cell<u64>,
+    read: std::sync::atomic::AtomicU64,
 }
 
 /// Why writing or merging runs failed.
@@ -88,7 +89,7 @@ impl Runs {
 
     /// Bytes of runs written to the temporary directory and read back so far.
     pub fn bytes_moved(&self) -> u64 {
-        self.traffic.written + self.traffic.read.get()
+        self.traffic.written + self.traffic.read.load(Relaxed)
     }
 
     /// Runs written from memory so far.
@@ -182,19 +183,13 @@ impl Runs {
     }
 
     /// The usages of past generations, read back.
-    pub fn usages(&self) -> io::Result<UsageReader<'_>> {
-        let reader = match &self.usages {
-            Some(file) => {
-                let mut file: &File = file;
-                file.rewind()?;
-                Some(BufReader::with_capacity(BUFFER, file))
-            }
-            None => None,
-        };
-        Ok(UsageReader {
+    pub fn usages(&self) -> UsageReader<'_> {
+        let reader = (self.usages.as_ref())
+            .map(|file| BufReader::with_capacity(BUFFER, ReadAt { file, at: 0 }));
+        UsageReader {
             reader,
             usage: Vec::new(),
-        })
+        }
     }
 
     /// Reads all runs back as one sequence in key order.
@@ -209,7 +204,7 @@ fn merge<'a>(files: &'a [Run], traffic: &Traffic) -> io::Result<Merge<'a>> {
     for run in files {
         let mut file = &run.file;
         file.rewind()?;
-        traffic.read.set(traffic.read.get() + run.bytes);
+        traffic.read.fetch_add(run.bytes, Relaxed);
         let mut reader = RunReader {
             reader: BufReader::with_capacity(BUFFER, file),
             head: None,
@@ -335,9 +330,10 @@ impl Iterator for Merge<'_> {
     }
 }
 
-/// The usages of past generations, read back one at a time.
+/// The usages of past generations, read back one at a time; several readers at once each
+/// read from their own offset (the rollups are ranked while the usages are copied).
 pub(super) struct UsageReader<'a> {
-    reader: Option<BufReader<&'a File>>,
+    reader: Option<BufReader<ReadAt<'a>>>,
     usage: Vec<u8>,
 }
 
@@ -363,6 +359,20 @@ impl UsageReader<'_> {
                 .read_exact(&mut self.usage)
                 .map(|()| (key.usage, &self.usage[..], month)),
         )
+    }
+}
+
+/// A file read from an offset of the reader's own, not the file's.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        self.at += read as u64;
+        Ok(read)
     }
 }
 
@@ -428,20 +438,26 @@ mod tests {
             .unwrap();
         runs.write_usages([(1 << 32, &b""[..], &one)].into_iter())
             .unwrap();
-        let mut reader = runs.usages().unwrap();
-        let mut read = Vec::new();
-        while let Some(usage) = reader.next() {
+        // Two readers at once, taking turns, each read them all (as the rollups' ranking and
+        // the copy of the usages do).
+        let mut readers = [runs.usages(), runs.usages()];
+        let mut read = [Vec::new(), Vec::new()];
+        for turn in 0..6 {
+            let usage = readers[turn % 2].next().unwrap();
             let (id, bytes, month) = usage.unwrap();
-            read.push((id, bytes.to_vec(), month));
+            read[turn % 2].push((id, bytes.to_vec(), month));
         }
-        assert_eq!(
-            read,
-            [
-                (1, b"a".to_vec(), one),
-                (2, b"bc".to_vec(), two),
-                (1 << 32, Vec::new(), one)
-            ]
-        );
+        for (mut reader, read) in readers.into_iter().zip(read) {
+            assert!(reader.next().is_none());
+            assert_eq!(
+                read,
+                [
+                    (1, b"a".to_vec(), one),
+                    (2, b"bc".to_vec(), two),
+                    (1 << 32, Vec::new(), one)
+                ]
+            );
+        }
     }
 
     #[test]
