@@ -602,12 +602,19 @@ impl ReadAhead {
                     read = fill(&mut object, &mut chunk) => read,
                     () = chunks.closed() => return,
                 };
-                let last = !matches!(read, Ok(false));
                 progress
                     .downloaded
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                let read = read.map(|_| chunk);
-                if chunks.send(read).await.is_err() || last {
+                // The bytes read before an error are unpacked before it, as they came.
+                let (last, error) = match read {
+                    Ok(ended) => (ended, None),
+                    Err(error) => (true, Some(error)),
+                };
+                let sent = chunk.is_empty() || chunks.send(Ok(chunk)).await.is_ok();
+                if let Some(error) = error.filter(|_| sent) {
+                    let _ = chunks.send(Err(error)).await;
+                }
+                if last || !sent {
                     return;
                 }
             }
@@ -746,6 +753,45 @@ mod tests {
                 Arc::default(),
             ))
         })
+    }
+
+    /// Some bytes, then an error.
+    struct Failing(Vec<u8>);
+
+    impl AsyncRead for Failing {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.0.is_empty() {
+                return Poll::Ready(Err(io::Error::other("the connection broke")));
+            }
+            let amount = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..amount]);
+            self.0.drain(..amount);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn bytes_read_ahead_come_as_they_were_read_then_the_error() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(CHUNK + 1000).collect();
+        let progress = Arc::new(Progress::default());
+        let (read, error) = RUNTIME.with(|runtime| {
+            runtime.block_on(async {
+                let mut ahead = ReadAhead::start(Failing(bytes.clone()), progress.clone());
+                let mut read = Vec::new();
+                let error = ahead.read_to_end(&mut read).await.unwrap_err();
+                (read, error)
+            })
+        });
+        assert_eq!(read, bytes);
+        assert_eq!(error.to_string(), "the connection broke");
+        assert_eq!(
+            progress.downloaded.load(Ordering::Relaxed),
+            bytes.len() as u64
+        );
     }
 
     #[test]
