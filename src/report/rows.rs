@@ -11,7 +11,6 @@ use rust_decimal::Decimal;
 
 use super::dimensions::{ChargeCategory, LineItemFields, is_reserved_instance_fee, is_spot_usage};
 use super::records::{Batch, Record, RecordError, Records};
-use super::usage;
 use crate::domain::excerpt;
 
 /// A problem with the CSV content, located as precisely as possible.
@@ -662,7 +661,7 @@ impl<'a> Row<'a> {
         key.push(category.index() as u8);
         key.push(u8::from(reserved));
         let mut push = |field: &[u8]| {
-            key.extend_from_slice(&usage::field_length(field.len()));
+            key.extend_from_slice(&field_length(field.len()));
             key.extend_from_slice(field);
         };
         push(self.record.get(f.invoice_id));
@@ -848,6 +847,25 @@ fn parse_decimal(raw: &[u8]) -> Result<Decimal, &'static str> {
     let mantissa = if negative { -mantissa } else { mantissa };
     Decimal::try_from_i128_with_scale(mantissa, fraction.len() as u32).map_err(|_| TOO_PRECISE)
 }
+
+/// A field's length in a usage key ([`Row::usage_key`]): three base-127 digits, each stored
+/// plus one, so that a key's lengths are text without NUL bytes like its fields, and the whole
+/// key is checked as text at once ([`Row::check_usage`]). Fields are far shorter than the 2 M
+/// bytes this holds ([`MAX_FIELD`](super::records::MAX_FIELD)).
+pub(super) fn field_length(length: usize) -> [u8; 3] {
+    assert!(length < KEY_BASE.pow(3), "a field of {length} bytes");
+    let digit = |place: usize| (length / place % KEY_BASE + 1) as u8;
+    [digit(KEY_BASE * KEY_BASE), digit(KEY_BASE), digit(1)]
+}
+
+/// The length [`field_length`] wrote.
+pub(super) fn key_field_length(digits: [u8; 3]) -> usize {
+    (digits.iter()).fold(0, |length, &digit| {
+        length * KEY_BASE + usize::from(digit - 1)
+    })
+}
+
+const KEY_BASE: usize = 127;
 
 /// A usage's rate ([`Usage::list_rate`](super::usage::Usage::list_rate)) as a number: `None` where it is empty or not one
 /// (koku-nise writes `None` where no price applies): absent, never guessed.

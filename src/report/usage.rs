@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 
 use super::dimensions::{ChargeCategory, PurchaseOption, focus_unit, region, unit_of_usage_type};
-use super::rows::rate;
+use super::rows::{key_field_length, rate};
 
 /// What a line item was for: the daily grain beyond account and day. Borrowed from a usage key
 /// (see [`Row::usage_key`](super::rows::Row::usage_key)), the compact form a month keeps of each distinct usage.
@@ -78,17 +78,6 @@ impl<'a> Usage<'a> {
     }
 }
 
-/// A field's length in a usage key: three base-127 digits, each stored plus one, so that a
-/// key's lengths are text without NUL bytes like its fields, and the whole key is checked as
-/// text at once ([`Row::check_usage`](super::rows::Row::check_usage)). Fields are far shorter
-/// than the 2 M bytes this holds ([`MAX_FIELD`](super::records::MAX_FIELD)).
-pub(super) fn field_length(length: usize) -> [u8; 3] {
-    const BASE: usize = 127;
-    assert!(length < BASE * BASE * BASE, "a field of {length} bytes");
-    let digit = |place: usize| (length / place % BASE + 1) as u8;
-    [digit(BASE * BASE), digit(BASE), digit(1)]
-}
-
 /// The length-prefixed fields of a usage key, as text (checked once for the whole key).
 struct UsageFields<'a>(&'a str);
 
@@ -96,10 +85,8 @@ impl<'a> Iterator for UsageFields<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let (length, _) = self.0.as_bytes().split_first_chunk::<3>()?;
-        let length = length
-            .iter()
-            .fold(0, |length, &digit| length * 127 + usize::from(digit - 1));
+        let (&length, _) = self.0.as_bytes().split_first_chunk::<3>()?;
+        let length = key_field_length(length);
         let (field, rest) = self.0[3..].split_at(length);
         self.0 = rest;
         Some(field)
@@ -188,6 +175,7 @@ impl ListPrices {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::rows::field_length;
 
     #[test]
     fn a_field_length_is_text_without_nul_and_reads_back() {
