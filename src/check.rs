@@ -143,7 +143,10 @@ async fn check_integration(
         }
     };
 
-    let listed = source.list().await.map_err(|e| fail(text, e))?;
+    let listed = source
+        .list(crate::formats::look_in)
+        .await
+        .map_err(|e| fail(text, e))?;
     say!(
         text,
         "ok      listing {}: {} objects",

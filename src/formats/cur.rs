@@ -57,6 +57,16 @@ impl ManifestKey {
     }
 }
 
+/// In a billing period's folder of a report (`…/<report>/<YYYYMMDD-YYYYMMDD>/`), where that
+/// report's objects are: `<report>-Manifest.json`, and the parts when AWS overwrites the report.
+/// The rest is read through the manifest or not at all: each earlier version's assembly folder,
+/// and the current one's, whose parts are listed once the manifest names them.
+pub fn look_in(folder: &str) -> Option<String> {
+    let mut segments = folder.strip_suffix('/')?.rsplit('/');
+    let (range, report) = (segments.next()?, segments.next()?);
+    (is_period_folder(range) && !report.is_empty()).then(|| format!("{folder}{report}-"))
+}
+
 /// Whether a key's segment names a billing period's folder: `YYYYMMDD-YYYYMMDD`.
 pub fn is_period_folder(segment: &str) -> bool {
     segment
@@ -371,6 +381,55 @@ mod tests {
             "p/cur/20240501-20240601/abc/cur-1.csv.gz"
         ));
         assert!(!ManifestKey::is_report_object("p/cur/2024-05/cur-1.csv.gz"));
+    }
+
+    #[test]
+    fn a_listing_looks_at_a_billing_periods_own_objects() {
+        assert_eq!(
+            look_in("p/cur/20240501-20240601/").as_deref(),
+            Some("p/cur/20240501-20240601/cur-")
+        );
+        assert_eq!(
+            look_in("20240501-20240601/").as_deref(),
+            None,
+            "no report folder above"
+        );
+        for folder in [
+            "p/",
+            "p/cur/",
+            "p/cur/20240501-20240601/a1/",
+            "p/cur/2024-05/",
+        ] {
+            assert_eq!(look_in(folder), None, "{folder}");
+        }
+    }
+
+    /// The folders a listing passes through on its way to `key`, each with where it looks.
+    fn reaches(key: &str) -> bool {
+        key.match_indices('/').all(|(at, _)| {
+            let folder = &key[..=at];
+            key.starts_with(&look_in(folder).unwrap_or_else(|| folder.to_owned()))
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the folders, a listing narrowed by `look_in` still reaches every manifest and
+        /// every part of a report AWS overwrites.
+        #[test]
+        fn narrowing_never_hides_a_manifest(
+            folders in proptest::collection::vec("[a-z0-9=-]{0,6}", 0..4),
+            report in "[a-z0-9-]{1,6}",
+            month in 1u32..=12,
+            file in proptest::sample::select(vec!["Manifest.json", "1.csv.gz", "00002.csv.zip"]),
+        ) {
+            let mut key = folders.iter().map(|folder| format!("{folder}/")).collect::<String>();
+            let next = if month == 12 { format!("2025{:02}01", 1) } else { format!("2024{:02}01", month + 1) };
+            key.push_str(&format!("{report}/2024{month:02}01-{next}/{report}-{file}"));
+            if file == "Manifest.json" {
+                proptest::prop_assert!(ManifestKey::parse(&key).is_some(), "{key}");
+            }
+            proptest::prop_assert!(reaches(&key), "{key}");
+        }
     }
 
     fn named() -> ManifestKey {

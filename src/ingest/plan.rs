@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use futures_util::{StreamExt, stream};
 
 use super::job::{Job, Reader};
 use super::{Failed, IngestError, Member, PollError, PollOutcome, SourceGroup, why_ingest};
@@ -14,7 +15,7 @@ use crate::failure::Classify;
 use crate::formats::cur::{MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestKey};
 use crate::formats::dbr::payer_key_start;
 use crate::formats::{self, Format, Version};
-use crate::source::{Listing, Source};
+use crate::source::{Listing, Source, SourceError};
 use crate::store::{KnownReport, LedgerEntry, Store};
 use crate::telemetry;
 
@@ -166,7 +167,7 @@ async fn list(
         BTreeSet::new()
     };
     if starts.is_empty() {
-        let listing = source.list().await?;
+        let listing = source.list(formats::look_in).await?;
         store.record_full_listing(integrations, location).await?;
         return Ok(listing);
     }
@@ -175,7 +176,7 @@ async fn list(
         "listing where the known reports are only"
     );
     let starts: Vec<String> = starts.into_iter().collect();
-    Ok(source.list_within(Some(&starts)).await?)
+    Ok(source.list_within(Some(&starts), formats::look_in).await?)
 }
 
 /// Where a known report's new versions appear, after the source's prefix.
@@ -209,7 +210,7 @@ pub async fn sort_listing(
         ignored: recognised.ignored,
         unreadable: Vec::new(),
     };
-    let mut cur = Vec::new();
+    let mut read = Vec::new();
     for (named, object) in &recognised.manifests {
         if let Some(wanted) = report_name.filter(|&wanted| wanted != named.report) {
             let reason = format!(
@@ -220,9 +221,23 @@ pub async fn sort_listing(
             continue;
         }
         match manifest(source, named, object).await {
-            Ok(manifest) => cur
-                .push(manifest.version(named, object, |key| recognised.objects.get(key).cloned())),
+            Ok(manifest) => read.push((named, object, manifest)),
             Err(error) => sorted.unreadable.push((object.key.clone(), error)),
+        }
+    }
+    let listed = &recognised.objects;
+    let parts: Vec<_> = stream::iter(&read)
+        .map(|(_, _, manifest)| unlisted_parts(source, manifest, listed))
+        .buffered(MANIFESTS_AT_ONCE)
+        .collect()
+        .await;
+    let mut cur = Vec::new();
+    for ((named, object, manifest), parts) in read.iter().zip(parts) {
+        match parts {
+            Ok(parts) => cur.push(manifest.version(named, object, |key| {
+                listed.get(key).or_else(|| parts.get(key)).cloned()
+            })),
+            Err(error) => sorted.unreadable.push((object.key.clone(), error.into())),
         }
     }
     let mut reports: BTreeMap<(AccountId, Period), BTreeSet<String>> = BTreeMap::new();
@@ -265,6 +280,36 @@ pub async fn sort_listing(
         }
     }
     sorted
+}
+
+/// Manifests whose parts are listed at once.
+const MANIFESTS_AT_ONCE: usize = 8;
+
+/// The objects in the folders of a manifest's parts that the listing did not reach (an
+/// assembly's folder: see `formats::cur::look_in`), by key. A directory was listed whole.
+async fn unlisted_parts(
+    source: &Source,
+    manifest: &Manifest,
+    listed: &HashMap<String, ObjectMeta>,
+) -> Result<HashMap<String, ObjectMeta>, SourceError> {
+    let folders: BTreeSet<String> = manifest
+        .parts
+        .iter()
+        .filter(|&key| !listed.contains_key(key))
+        .filter_map(|key| key.rsplit_once('/'))
+        .filter_map(|(folder, _)| folder.strip_prefix(source.prefix()))
+        .map(|folder| format!("{folder}/"))
+        .collect();
+    if folders.is_empty() || !source.lists_by_request() {
+        return Ok(HashMap::new());
+    }
+    let folders: Vec<String> = folders.into_iter().collect();
+    let listing = source.list_within(Some(&folders), formats::look_in).await?;
+    Ok(listing
+        .objects
+        .into_iter()
+        .map(|object| (object.key.clone(), object))
+        .collect())
 }
 
 /// The manifest `object`, read (at most [`MAX_MANIFEST_BYTES`]) and parsed.

@@ -25,6 +25,11 @@ pub struct Listing {
     pub passed_over: Vec<(String, String)>,
 }
 
+/// Where a listing looks in a folder it comes upon (a key prefix ending in `/`): the prefix to
+/// list there (the folder, or a narrower one), or `None` to pass the folder over. The formats
+/// say it (`formats::look_in`): they know which folders hold what.
+pub type LookIn = fn(&str) -> Option<String>;
+
 /// An object's bytes as they arrive.
 pub type ObjectBody = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -139,16 +144,20 @@ impl Source {
         }
     }
 
-    /// Every object under the configured prefix, page after page.
-    pub async fn list(&self) -> Result<Listing, SourceError> {
-        self.list_within(None).await
+    /// Every object under the configured prefix, in the folders below it only where `look_in`
+    /// says (a directory is listed whole: that costs no request).
+    pub async fn list(&self, look_in: LookIn) -> Result<Listing, SourceError> {
+        self.list_within(None, look_in).await
     }
 
-    /// With `within`, only the objects whose keys (after the prefix) start with one of these
-    /// (a directory is always listed whole: that costs no request).
-    pub async fn list_within(&self, within: Option<&[String]>) -> Result<Listing, SourceError> {
+    /// With `within`, only the objects whose keys (after the prefix) start with one of these.
+    pub async fn list_within(
+        &self,
+        within: Option<&[String]>,
+        look_in: LookIn,
+    ) -> Result<Listing, SourceError> {
         match self {
-            Source::S3(s3) => s3.list(within).await,
+            Source::S3(s3) => s3.list(within, look_in).await,
             Source::Dir(dir) => dir.list().await,
         }
     }

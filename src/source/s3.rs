@@ -1,4 +1,5 @@
-//! An S3 bucket through the AWS SDK: `ListObjectsV2` of the configured prefix, every page, and
+//! An S3 bucket through the AWS SDK: `ListObjectsV2` of the configured prefix, a level at a
+//! time and every page, and
 //! `GetObject` pinned to the listed ETag. Throttling and transient errors are retried by the
 //! SDK's standard retry strategy. Errors say what to fix: which permission on which resource,
 //! which region.
@@ -14,15 +15,20 @@ use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio_io_timeout::TimeoutReader;
 
-use super::{Listing, ObjectBody, SourceError};
+use super::{Listing, LookIn, ObjectBody, SourceError};
 use crate::config::{AssumeRole, S3Settings};
 use crate::domain::ObjectMeta;
 use crate::failure::FailureKind;
 
 /// Attempts per request (the first and the retries), with exponential backoff.
 const MAX_ATTEMPTS: u32 = 5;
+
+/// Levels of a bucket listed at once: a listing's requests are mostly waiting for S3.
+const LEVELS_AT_ONCE: usize = 8;
 
 pub struct S3Source {
     client: Client,
@@ -141,9 +147,18 @@ impl S3Source {
     }
 
     /// Every object under the prefix, or with `within`, only those under the prefix followed
-    /// by one of these.
-    pub async fn list(&self, within: Option<&[String]>) -> Result<Listing, SourceError> {
-        let prefixes = match within {
+    /// by one of these; in the folders below, only where `look_in` says.
+    ///
+    /// A level is listed at a time (`/` as the delimiter), so that a folder costs one request
+    /// for its own objects, never a page for every thousand objects below it: an earlier version
+    /// of each CUR month, or a folder crowded with other objects, is passed over whole. Up to
+    /// [`LEVELS_AT_ONCE`] levels are listed at once.
+    pub async fn list(
+        &self,
+        within: Option<&[String]>,
+        look_in: LookIn,
+    ) -> Result<Listing, SourceError> {
+        let mut pending: Vec<String> = match within {
             Some(within) => within
                 .iter()
                 .map(|start| format!("{}{start}", self.prefix))
@@ -151,27 +166,42 @@ impl S3Source {
             None => vec![self.prefix.clone()],
         };
         let mut objects = Vec::new();
-        for prefix in prefixes {
-            self.list_prefix(&prefix, &mut objects).await?;
+        let mut levels = FuturesUnordered::new();
+        loop {
+            while levels.len() < LEVELS_AT_ONCE
+                && let Some(prefix) = pending.pop()
+            {
+                levels.push(self.list_level(prefix));
+            }
+            let Some(level) = levels.next().await else {
+                break;
+            };
+            let (found, folders) = level?;
+            objects.extend(found);
+            pending.extend(folders.iter().filter_map(|folder| look_in(folder)));
         }
+        objects.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(Listing {
             objects,
             passed_over: Vec::new(),
         })
     }
 
-    async fn list_prefix(
+    /// The objects at one level under `prefix`, and the folders there (common prefixes ending
+    /// in `/`), every page.
+    async fn list_level(
         &self,
-        prefix: &str,
-        objects: &mut Vec<ObjectMeta>,
-    ) -> Result<(), SourceError> {
+        prefix: String,
+    ) -> Result<(Vec<ObjectMeta>, Vec<String>), SourceError> {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(prefix)
+            .prefix(&prefix)
+            .delimiter("/")
             .into_paginator()
             .send();
+        let (mut objects, mut folders) = (Vec::new(), Vec::new());
         while let Some(page) = pages.next().await {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let page = page.map_err(|e| {
@@ -184,6 +214,11 @@ impl S3Source {
                     cause: e.into(),
                 }
             })?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|folder| folder.prefix().map(str::to_owned)),
+            );
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 objects.push(ObjectMeta {
@@ -199,7 +234,7 @@ impl S3Source {
                 });
             }
         }
-        Ok(())
+        Ok((objects, folders))
     }
 
     pub async fn open(&self, object: &ObjectMeta) -> Result<ObjectBody, SourceError> {

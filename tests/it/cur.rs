@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -350,9 +351,32 @@ async fn cur_months_are_exact_in_every_view_and_a_new_version_replaces_the_month
     );
     assert_eq!(restated, a);
     s.upload().await;
+    // A month rewritten many times over: 1,200 objects of earlier assemblies in its folder.
+    let earlier = (0..40).flat_map(|assembly| {
+        (0..30).map(move |part| {
+            format!("cur/hourly/20240501-20240601/old-{assembly:02}/hourly-{part}.csv.gz")
+        })
+    });
+    futures_util::stream::iter(earlier)
+        .map(|key| {
+            let server = &s.server;
+            async move { server.put(BUCKET, &key, b"x".to_vec()).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
     let outcome = s.poll(monitored).await;
     assert_eq!(outcome.ingested.len(), 1, "{:?}", outcome.failed);
     assert_eq!(outcome.ingested[0].reason, IngestReason::Changed);
+    // Where the known reports are: each report's folder, the report's own objects in each
+    // billing period's folder; then the two manifests (the upload wrote both again), the
+    // folder of the parts the new one names, and its two parts. The earlier assemblies are
+    // not even listed.
+    assert_eq!(outcome.s3_requests, 2 + 2 + 2 + 1 + 2);
+    assert_eq!(
+        outcome.ignored, 2,
+        "the overwritten report's parts beside its manifest, read through it"
+    );
     assert_views_hold(
         s.pool(),
         PAYER_A,
