@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scale benchmark for many integrations in one deployment: BENCH_INTEGRATIONS (default 500)
-# integrations, each a bucket of its own on one s3s-fs server on 127.0.0.1, with one to three
-# payers and three months of reports each (every 100th bucket crowded with 20,000 other
+# integrations, each a bucket of its own on one S3 server on 127.0.0.1 (s3s-fs, in
+# examples/s3_server.rs: s3s-fs's own binary waits out a delayed ACK per object read), with one
+# to three payers and three months of reports each (every 100th bucket crowded with 20,000 other
 # objects, every 5th integration monitoring only some accounts). Two replicas (`once` twice at
 # the same time, concurrency 2 each) against one database. It reports:
 #   - the first full ingest: wall time until both replicas are done;
@@ -18,10 +19,9 @@ dir="$base/integrations"
 server=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
 root="$dir/s3-root"
 
-cargo build --release --quiet --bin dbr-ingest
+cargo build --release --quiet --bin dbr-ingest --example s3_server
 binary=$PWD/target/release/dbr-ingest
-s3s_fs="$base/tools/bin/s3s-fs"
-[ -x "$s3s_fs" ] || cargo install --quiet s3s-fs@0.14.1 --features binary --root "$base/tools"
+s3_server=$PWD/target/release/examples/s3_server
 
 rm -rf "$dir"
 mkdir -p "$root"
@@ -31,8 +31,8 @@ python3 bench/integrations.py layout "$root" "$count"
 echo "generated in $(python3 -c "import time; print(f'{time.time() - $started:.0f}')") s: $(find "$root" -name '*.csv.zip' | wc -l) reports, $(find "$root" -type f | wc -l) objects" >&2
 
 s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$root" \
-  > "$dir/s3s-fs.log" 2>&1 &
+"$s3_server" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$root" \
+  > "$dir/s3-server.log" 2>&1 &
 s3_pid=$!
 database="dbr_bench_integrations_$$"
 export DATABASE_URL="$server/$database"

@@ -11,7 +11,7 @@
 # `dbr-ingest migrate` beforehand, untimed: a deployment's one-time step), `once` rewriting that
 # month (the dead tuples left are counted, and again once the month is written over its earlier
 # version), peak RSS of each; the realistic report also
-# `once` through S3 (s3s-fs on 127.0.0.1, installed once into BENCH_DIR/tools with cargo),
+# `once` through S3 (s3s-fs on 127.0.0.1, examples/s3_server.rs),
 # judged by the process's own CPU time against the directory source's (the server shares the
 # two cores, so wall time is shown beside it), and at 4x the size (memory must stay flat).
 # A CUR month of BENCH_BYTES (gzip parts of 250 MB with the ~195 columns koku-nise writes, billed
@@ -45,9 +45,9 @@ report() { # SIZE RESOURCES ORDER -> path of a zipped report of about SIZE bytes
   echo "$zip"
 }
 
-# One build of both, so that the benchmark's dev-dependencies do not make cargo rebuild the
+# One build of all three, so that the benchmark's dev-dependencies do not make cargo rebuild the
 # binary with other features on the next call.
-cargo build --release --quiet --bin dbr-ingest --bench inflate
+cargo build --release --quiet --bin dbr-ingest --bench inflate --example s3_server
 binary=target/release/dbr-ingest
 
 median() { # NUMBERS... -> their median
@@ -236,15 +236,14 @@ cur_shape() { # LABEL MANIFEST: every measure of a CUR month, appended to the re
 s3_s=0 s3_rss=0 s3_cpu=0
 if wanted s3; then
   realistic=$(report "$bytes" 3400 hourly)
-  s3s_fs="$dir/tools/bin/s3s-fs"
-  [ -x "$s3s_fs" ] || cargo install --quiet s3s-fs@0.14.1 --features binary --root "$dir/tools"
+  s3_server=$PWD/target/release/examples/s3_server
   s3_root="$dir/s3-root"
   mkdir -p "$s3_root/billing"
   cp -f "$realistic" "$s3_root/billing/"
   cp -f "$(dirname "$realistic")/expected.json" "$s3_root/billing/expected.json"
   s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$s3_root" \
-    > "$dir/s3s-fs.log" 2>&1 &
+  "$s3_server" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret-key "$s3_root" \
+    > "$dir/s3-server.log" 2>&1 &
   s3_pid=$!
   trap 'kill $s3_pid 2>/dev/null || true' EXIT
   for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done

@@ -70,6 +70,8 @@ impl S3Server {
         tokio::spawn(async move {
             let http = ConnectionBuilder::new(TokioExecutor::new());
             while let Ok((socket, _)) = listener.accept().await {
+                // Else each object's body waits for the client's delayed ACK of its headers.
+                socket.set_nodelay(true).unwrap();
                 let connection = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
