@@ -151,8 +151,8 @@ pub struct Recognised {
 /// Where a listing of a bucket looks in a folder (see [`crate::source::LookIn`]): in a CUR's
 /// billing period, at that report's own objects alone; everywhere else, at everything (a DBR
 /// may lie in any folder).
-pub fn look_in(folder: &str) -> Option<String> {
-    Some(cur::look_in(folder).unwrap_or_else(|| folder.to_owned()))
+pub fn look_in(folder: &str) -> String {
+    cur::look_in(folder).unwrap_or_else(|| folder.to_owned())
 }
 
 /// Sorts a listing out by format.

@@ -26,9 +26,9 @@ pub struct Listing {
 }
 
 /// Where a listing looks in a folder it comes upon (a key prefix ending in `/`): the prefix to
-/// list there (the folder, or a narrower one), or `None` to pass the folder over. The formats
-/// say it (`formats::look_in`): they know which folders hold what.
-pub type LookIn = fn(&str) -> Option<String>;
+/// list there, the folder or a narrower one. The formats say it (`formats::look_in`): they know
+/// which folders hold what.
+pub type LookIn = fn(&str) -> String;
 
 /// An object's bytes as they arrive.
 pub type ObjectBody = Box<dyn AsyncRead + Send + Unpin>;

@@ -178,7 +178,7 @@ impl S3Source {
             };
             let (found, folders) = level?;
             objects.extend(found);
-            pending.extend(folders.iter().filter_map(|folder| look_in(folder)));
+            pending.extend(folders.iter().map(|folder| look_in(folder)));
         }
         objects.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(Listing {
