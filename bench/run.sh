@@ -6,7 +6,8 @@
 #   - realistic: 3,400 usage streams billed hour after hour, as AWS writes them (~100k daily keys);
 #   - high cardinality: line items spread at random over BENCH_BYTES/20,000 resources and the
 #     month's days (~1.25 M distinct daily keys per GB), and a hostile one where nearly every
-#     line item is its own key (BENCH_BYTES/100 resources, ~2.4 M keys per GB).
+#     line item is its own key (BENCH_BYTES/100 resources, ~2.4 M keys per GB); and between them
+#     BENCH_BYTES/1,000 resources at random (~1 M per GB).
 # For each: `summarize`, `once` from a directory into a fresh database (created and migrated by
 # `dbr-ingest migrate` beforehand, untimed: a deployment's one-time step), `once` rewriting that
 # month (the dead tuples left are counted, and again once the month is written over its earlier
@@ -21,7 +22,7 @@
 # last decimal, in every case.
 # Medians of BENCH_RUNS runs (default 3). Generated reports are kept in BENCH_DIR
 # (default /tmp/dbr-bench) for the next run. BENCH_SHAPES names the cases to run (default all:
-# "realistic high-cardinality hostile realistic-4x cur-hourly s3").
+# "realistic high-cardinality hostile million-resources realistic-4x cur-hourly s3").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -168,7 +169,7 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
 
 results="$dir/results.txt"
 : > "$results"
-shapes=" ${BENCH_SHAPES:-realistic high-cardinality hostile realistic-4x cur-hourly s3} "
+shapes=" ${BENCH_SHAPES:-realistic high-cardinality hostile million-resources realistic-4x cur-hourly s3} "
 wanted() { [[ "$shapes" == *" $1 "* ]]; }
 shape() { # LABEL ZIP: every measure of one report, appended to the results
   local label=$1 zip=$2 inflated inflate_s
@@ -183,6 +184,7 @@ s3_env=()
 ! wanted realistic || shape realistic "$(report "$bytes" 3400 hourly)"
 ! wanted high-cardinality || shape high-cardinality "$(report "$bytes" $((bytes / 20000)) random)"
 ! wanted hostile || shape hostile "$(report "$bytes" $((bytes / 100)) random)"
+! wanted million-resources || shape million-resources "$(report "$bytes" $((bytes / 1000)) random)"
 # Memory must not grow with the report: the realistic shape at four times the size, once each.
 ! wanted realistic-4x || runs=1 REWRITE=0 shape realistic-4x "$(report $((bytes * 4)) 3400 hourly)"
 
