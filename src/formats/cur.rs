@@ -423,7 +423,7 @@ mod tests {
             file in proptest::sample::select(vec!["Manifest.json", "1.csv.gz", "00002.csv.zip"]),
         ) {
             let mut key = folders.iter().map(|folder| format!("{folder}/")).collect::<String>();
-            let next = if month == 12 { format!("2025{:02}01", 1) } else { format!("2024{:02}01", month + 1) };
+            let next = if month == 12 { "20250101".to_owned() } else { format!("2024{:02}01", month + 1) };
             key.push_str(&format!("{report}/2024{month:02}01-{next}/{report}-{file}"));
             if file == "Manifest.json" {
                 proptest::prop_assert!(ManifestKey::parse(&key).is_some(), "{key}");

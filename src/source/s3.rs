@@ -1,8 +1,7 @@
 //! An S3 bucket through the AWS SDK: `ListObjectsV2` of the configured prefix, a level at a
-//! time and every page, and
-//! `GetObject` pinned to the listed ETag. Throttling and transient errors are retried by the
-//! SDK's standard retry strategy. Errors say what to fix: which permission on which resource,
-//! which region.
+//! time and every page, and `GetObject` pinned to the listed ETag. Throttling and transient
+//! errors are retried by the SDK's standard retry strategy. Errors say what to fix: which
+//! permission on which resource, which region.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -149,10 +148,9 @@ impl S3Source {
     /// Every object under the prefix, or with `within`, only those under the prefix followed
     /// by one of these; in the folders below, only where `look_in` says.
     ///
-    /// A level is listed at a time (`/` as the delimiter), so that a folder costs one request
-    /// for its own objects, never a page for every thousand objects below it: an earlier version
-    /// of each CUR month, or a folder crowded with other objects, is passed over whole. Up to
-    /// [`LEVELS_AT_ONCE`] levels are listed at once.
+    /// A level is listed at a time (`/` as the delimiter), so that a folder the listing does
+    /// not look into costs nothing, however many objects it holds: the assembly folder of each
+    /// earlier version of a CUR month, say. Up to [`LEVELS_AT_ONCE`] levels are listed at once.
     pub async fn list(
         &self,
         within: Option<&[String]>,
