@@ -154,9 +154,9 @@ const OPEN_DAYS: usize = 8192;
 
 /// The open days' slots until a report has more usages, then [`OPEN_DAYS`]: filling all of
 /// them at once touched 1.4 MB for a small report of a few usages, more work than its rows
-/// (page faults were a tenth of a replica's CPU time reading 400-line reports). One step, not
-/// doubling, and below malloc's threshold for a mapping of its own (128 KiB): a mapping freed
-/// raises that threshold, and the peak RSS of a large month rose by 1.5 MB.
+/// (the fill and its page faults were a fifth of a replica's samples reading 400-line
+/// reports). Kept below malloc's threshold for a mapping of its own (128 KiB), so that freeing
+/// it does not raise that threshold.
 const FIRST_OPEN_DAYS: usize = 512;
 const _: () = assert!(FIRST_OPEN_DAYS * size_of::<Option<OpenDay>>() < 128 << 10);
 
