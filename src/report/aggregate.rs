@@ -23,7 +23,7 @@ use crate::domain::{AccountId, InvoiceStatus, Monitored, Period, excerpt};
 use crate::failure::{Classify, FailureKind};
 
 use super::dimensions::{ChargeCategory, PurchaseOption};
-use super::rows::{Columns, Layout, ParseError, RecordType, Row, RowReader, Rows};
+use super::rows::{Columns, Layout, ParseError, RecordType, Row, RowReader, Rows, hash_usage_key};
 use super::usage::{ListPrices, Usage};
 use daily::DailyKey;
 pub use groups::{GroupBy, GroupRow, Groups};
@@ -398,7 +398,7 @@ impl ReportSums {
             if self.spill_due() {
                 self.spill(row.line())?;
             }
-            self.add(&row)?;
+            self.add(&row, rows.usage_key(index))?;
         }
         Ok(())
     }
@@ -454,7 +454,9 @@ impl ReportSums {
         }
     }
 
-    fn add(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
+    /// Adds one row; `usage_key` is its usage key and hash when made ahead
+    /// ([`Rows::key_usages`]).
+    fn add(&mut self, row: &Row<'_>, usage_key: Option<(&[u8], u64)>) -> Result<(), ParseError> {
         let record_type = row.record_type()?;
         self.check_payer(row)?;
         self.estimated |= row.estimated();
@@ -465,7 +467,7 @@ impl ReportSums {
             })
         };
         match record_type {
-            RecordType::LineItem => return self.add_line_item(row),
+            RecordType::LineItem => return self.add_line_item(row, usage_key),
             RecordType::Rounding => self.footer.rounding = Some(amounts(row)?),
             RecordType::InvoiceTotal => {
                 let invoice = row.invoice_id_text()?.to_owned();
@@ -483,7 +485,11 @@ impl ReportSums {
         Ok(())
     }
 
-    fn add_line_item(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
+    fn add_line_item(
+        &mut self,
+        row: &Row<'_>,
+        usage_key: Option<(&[u8], u64)>,
+    ) -> Result<(), ParseError> {
         self.rows.line_items += 1;
         let Some(account) = self.account_slot(row)? else {
             self.rows.dropped_unmonitored += 1;
@@ -494,14 +500,15 @@ impl ReportSums {
         // date. Its key begins with the account's slot: a usage's month is one account's.
         let usage = match self.grain {
             Grain::Daily(_) => {
-                self.usage_key.clear();
-                self.usage_key.extend_from_slice(&account.to_le_bytes());
-                row.usage_key(&mut self.usage_key, self.marketplace);
-                let (key, services, prices) =
-                    (&self.usage_key, &mut self.services, &mut self.list_prices);
-                let id = self.usages.id_of(key, || {
-                    row.check_usage(&key[4..])?;
-                    let usage = Usage::decode(&key[4..]);
+                let (key, hash) = usage_key.unwrap_or_else(|| {
+                    self.usage_key.clear();
+                    row.usage_key(&mut self.usage_key, self.marketplace);
+                    (&self.usage_key, hash_usage_key(&self.usage_key))
+                });
+                let (services, prices) = (&mut self.services, &mut self.list_prices);
+                let id = self.usages.id_of(account, key, hash, || {
+                    row.check_usage(key)?;
+                    let usage = Usage::decode(key);
                     prices.learn(&usage);
                     let service = services.id_of(&usage).ok_or_else(|| {
                         row.error_at_product(format!(
@@ -1252,6 +1259,34 @@ mod tests {
             prop_assert_eq!(daily_rows(&spilled), daily_rows(&in_memory));
             prop_assert_eq!(spilled.accounts(), in_memory.accounts());
             prop_assert_eq!(spilled.rows(), in_memory.rows());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::report::proptest_config(100))]
+        /// Usage keys made ahead by the splitting thread ([`Rows::key_usages`]) give the sums
+        /// of keys made while summing, a marketplace's report as any other.
+        #[test]
+        fn usage_keys_made_ahead_sum_as_those_made_while_summing(
+            items in prop::collection::vec(line_item(), 1..150),
+            marketplace: bool,
+        ) {
+            let report = write_report(&items, false);
+            let identity = || ReportIdentity { marketplace, ..ReportIdentity::default() };
+            let grain = || Grain::Daily(MemoryBudget::unlimited());
+            let while_summing = ReportSums::sum_csv(report.as_slice(), &LAYOUT, identity(), Monitored::All, grain()).unwrap();
+            let mut ahead = ReportSums::new(identity(), Monitored::All, grain());
+            let mut reader = RowReader::new(report.as_slice(), &LAYOUT).unwrap();
+            ahead.begin_part(reader.columns());
+            while let Some(mut rows) = reader.next_rows(None).unwrap() {
+                rows.key_usages(reader.columns(), marketplace);
+                prop_assert!(rows.is_empty() || rows.usage_key(0).is_some());
+                ahead.add_rows(&rows, reader.columns()).unwrap();
+            }
+            ahead.end_part(reader.line());
+            ahead.finish().unwrap();
+            prop_assert_eq!(daily_rows(&ahead), daily_rows(&while_summing));
+            prop_assert_eq!(ahead.accounts(), while_summing.accounts());
         }
     }
 

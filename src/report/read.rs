@@ -6,13 +6,15 @@
 //! Why splitting is on the unpacking thread: summing set the pace while the unpacking thread
 //! idled a third of its time. A third thread for splitting was slower still: three busy
 //! threads on two cores take turns, and each turn evicts the summing thread's tables from its
-//! core's cache.
+//! core's cache. It still idled while summing set the pace, so whenever the channel is full
+//! it also makes the waiting rows' usage keys (see `Sending::put_rows`): work that only fills
+//! time it would spend waiting. A realistic month's `once` went from 1.77 s to 1.66 s.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::GzipDecoder;
@@ -160,6 +162,8 @@ pub struct Reading {
     split_on: SplitOn,
     progress: Arc<Progress>,
     name_objects: bool,
+    /// The report's [`ReportIdentity::marketplace`].
+    marketplace: bool,
 }
 
 impl Reading {
@@ -173,6 +177,7 @@ impl Reading {
             grain,
             name_objects,
         } = expected;
+        let marketplace = identity.marketplace;
         let split_on = match grain {
             Grain::Daily(_) if layout.split_while_unpacking => SplitOn::Unpacking,
             _ => SplitOn::Summing,
@@ -217,6 +222,7 @@ impl Reading {
             split_on,
             progress,
             name_objects,
+            marketplace,
         }
     }
 
@@ -234,6 +240,7 @@ impl Reading {
     {
         let spares = self.spares.take().expect("objects are read one at a time");
         let (parts, layout, progress) = (self.parts.clone(), self.layout, self.progress.clone());
+        let marketplace = self.marketplace;
         let split_on = self.split_on;
         // Dropped with this future (a shutdown): the blocking thread then stops reading.
         let abandoned = Abandoned::default();
@@ -241,7 +248,11 @@ impl Reading {
         let handle = Handle::current();
         let read = tokio::task::spawn_blocking(move || {
             let unpacked = handle.block_on(unpack(object, compression, &name_owned, &progress));
-            let mut sending = Sending { parts, spares };
+            let mut sending = Sending {
+                parts,
+                spares,
+                marketplace,
+            };
             let read = unpacked.and_then(|(reader, gzip)| {
                 let mut input = Blocking {
                     reader,
@@ -294,6 +305,8 @@ impl Reading {
 trait Sink {
     /// `Err` when nothing more is wanted: the summing stopped.
     fn put(&mut self, part: Part) -> Result<(), ()>;
+    /// Puts rows of `columns`.
+    fn put_rows(&mut self, rows: Rows, columns: &Columns) -> Result<(), ()>;
     /// Rows summed before, to be split into again.
     fn spare(&mut self) -> Option<Rows>;
 }
@@ -302,11 +315,29 @@ trait Sink {
 struct Sending {
     parts: SyncSender<Part>,
     spares: Receiver<Rows>,
+    /// The report's [`ReportIdentity::marketplace`], for the usage keys made here.
+    marketplace: bool,
 }
 
 impl Sink for Sending {
     fn put(&mut self, part: Part) -> Result<(), ()> {
         self.parts.send(part).map_err(drop)
+    }
+
+    /// Rows the summing thread has no room for yet get their usage keys made while they wait
+    /// (work taken off the summing thread, which sets the pace then); the others go at once.
+    fn put_rows(&mut self, rows: Rows, columns: &Columns) -> Result<(), ()> {
+        match self.parts.try_send(Part::Rows(rows)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(part)) => {
+                let Part::Rows(mut rows) = part else {
+                    unreachable!("a full channel hands back what was sent")
+                };
+                rows.key_usages(columns, self.marketplace);
+                self.put(Part::Rows(rows))
+            }
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        }
     }
 
     fn spare(&mut self) -> Option<Rows> {
@@ -362,6 +393,10 @@ impl Sink for Summing {
             Part::Unsplit(_) | Part::Bytes(_) => unreachable!("split before they are summed"),
         };
         added.map_err(|error| self.failed = Some(error))
+    }
+
+    fn put_rows(&mut self, rows: Rows, _: &Columns) -> Result<(), ()> {
+        self.put(Part::Rows(rows))
     }
 
     fn spare(&mut self) -> Option<Rows> {
@@ -457,7 +492,7 @@ fn split_object(
     sink.put(Part::Header(Box::new(rows.columns().clone())))?;
     loop {
         match rows.next_rows(sink.spare()) {
-            Ok(Some(batch)) => sink.put(Part::Rows(batch))?,
+            Ok(Some(batch)) => sink.put_rows(batch, rows.columns())?,
             Ok(None) => return sink.put(Part::Ends(rows.line())),
             Err(error) => return sink.put(Part::Failed(error)).and(Err(())),
         }

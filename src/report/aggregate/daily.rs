@@ -71,25 +71,39 @@ impl Usages {
         Usages::within(self.chunk * 16, self.generation + 1)
     }
 
-    /// The id of the usage whose key is `usage`; `is_new` runs before one is added (to check
-    /// its fields and derive what it is, once per usage, not once per row).
+    /// The id of `account`'s usage whose key ([`Row::usage_key`]) is `usage`, of hash
+    /// `usage_hash` ([`hash_usage_key`]); `is_new` runs before one is added (to check its
+    /// fields and derive what it is, once per usage, not once per row). A usage is kept as the
+    /// account's slot (4 bytes, little-endian) followed by its key: its month is one account's.
+    ///
+    /// [`Row::usage_key`]: crate::report::rows::Row::usage_key
+    /// [`hash_usage_key`]: crate::report::rows::hash_usage_key
     pub fn id_of<E>(
         &mut self,
+        account: u32,
         usage: &[u8],
+        usage_hash: u64,
         is_new: impl FnOnce() -> Result<(ChargeCategory, u32), E>,
     ) -> Result<u64, E> {
         let mut hasher = FxHasher::default();
-        hasher.write(usage);
+        hasher.write_u64(usage_hash);
+        hasher.write_u32(account);
         let hash = hasher.finish();
+        let account = account.to_le_bytes();
         let chunks = &self.chunks;
-        let same = |known: &Usage| known.hash == hash && bytes(chunks, known.place) == usage;
+        let same = |known: &Usage| {
+            known.hash == hash && {
+                let (slot, key) = bytes(chunks, known.place).split_at(account.len());
+                slot == account && key == usage
+            }
+        };
         let index = self.table.len();
         let index = match self.table.entry(hash, same, |known| known.hash) {
             hash_table::Entry::Occupied(entry) => entry.get().index,
             hash_table::Entry::Vacant(entry) => {
                 let (category, service) = is_new()?;
                 let index = u32::try_from(index).expect("fewer than 2^32 usages");
-                let place = keep(&mut self.chunks, self.chunk, usage);
+                let place = keep(&mut self.chunks, self.chunk, &account, usage);
                 entry.insert(Usage { hash, index, place });
                 self.infos.push(UsageInfo {
                     category,
@@ -317,20 +331,23 @@ pub(super) fn growth_bytes(len: usize, capacity: usize, entry: usize) -> usize {
     }
 }
 
-/// Copies `usage` into the arena, in a new chunk when the last one has no room.
-fn keep(chunks: &mut Vec<Vec<u8>>, chunk: usize, usage: &[u8]) -> (u32, u32, u32) {
-    let fits = |chunk: &Vec<u8>| chunk.capacity() - chunk.len() >= usage.len();
+/// Copies `account` and `usage` into the arena, one after the other, in a new chunk when the
+/// last one has no room.
+fn keep(chunks: &mut Vec<Vec<u8>>, chunk: usize, account: &[u8], usage: &[u8]) -> (u32, u32, u32) {
+    let length = account.len() + usage.len();
+    let fits = |chunk: &Vec<u8>| chunk.capacity() - chunk.len() >= length;
     if !chunks.last().is_some_and(fits) {
-        chunks.push(Vec::with_capacity(chunk.max(usage.len())));
+        chunks.push(Vec::with_capacity(chunk.max(length)));
     }
     let index = chunks.len() - 1;
     let last = &mut chunks[index];
     let start = last.len();
+    last.extend_from_slice(account);
     last.extend_from_slice(usage);
     (
         u32::try_from(index).expect("fewer than 2^32 chunks"),
         u32::try_from(start).expect("a chunk is smaller than 4 GiB"),
-        u32::try_from(usage.len()).expect("a usage key is smaller than 4 GiB"),
+        u32::try_from(length).expect("a usage key is smaller than 4 GiB"),
     )
 }
 
@@ -364,6 +381,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
+    use crate::report::rows::hash_usage_key;
 
     proptest! {
         /// However the days of usages interleave (an hour-by-hour report, or one at random),
@@ -406,25 +424,31 @@ mod tests {
     fn a_usage_keeps_its_id_within_a_generation() {
         let mut usages = Usages::within(64 << 20, 0);
         let mut checked = 0;
+        // Each key under two accounts: two usages, each kept after its account's slot.
         for _ in 0..3 {
             for usage in 0..1000 {
-                let usage = format!("usage-{usage}");
-                let id = usages
-                    .id_of(usage.as_bytes(), || {
-                        checked += 1;
-                        Ok::<_, ()>((ChargeCategory::Usage, 0))
-                    })
-                    .unwrap();
-                let stored = usages.iter().find(|(known, ..)| *known == id).unwrap().1;
-                assert_eq!(stored, usage.as_bytes());
+                for account in [1u32, 2] {
+                    let usage = format!("usage-{usage}");
+                    let hash = hash_usage_key(usage.as_bytes());
+                    let id = usages
+                        .id_of(account, usage.as_bytes(), hash, || {
+                            checked += 1;
+                            Ok::<_, ()>((ChargeCategory::Usage, 0))
+                        })
+                        .unwrap();
+                    let stored = usages.iter().find(|(known, ..)| *known == id).unwrap().1;
+                    assert_eq!(stored, [&account.to_le_bytes(), usage.as_bytes()].concat());
+                }
             }
         }
-        assert_eq!((usages.iter().count(), checked), (1000, 1000));
-        assert!(usages.peak_bytes_with_one_more() > 1000 * 12);
+        assert_eq!((usages.iter().count(), checked), (2000, 2000));
+        assert!(usages.peak_bytes_with_one_more() > 2000 * 16);
         let mut next = usages.next_generation();
         assert_eq!(next.iter().count(), 0);
         let id = next
-            .id_of(b"usage-1", || Ok::<_, ()>((ChargeCategory::Fee, 7)))
+            .id_of(1, b"usage-1", hash_usage_key(b"usage-1"), || {
+                Ok::<_, ()>((ChargeCategory::Fee, 7))
+            })
             .unwrap();
         assert_eq!(id, 1 << 32, "a new generation numbers its usages anew");
         assert_eq!(next.info_mut(id).category, ChargeCategory::Fee);
