@@ -55,12 +55,35 @@ impl Sums {
 
 /// `a + b` at the larger scale of the two, or `None` where that needs more than rust_decimal's
 /// 96 bits. (rust_decimal's own addition would round such a sum, and gives `0.0000 + 0.5` the
-/// scale of `0.5`.)
+/// scale of `0.5`.) Called several times per row: two amounts of one scale, the common case,
+/// are one integer addition.
+#[inline]
 fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let mut sum = Wide::default();
-    sum.add(a)?;
-    sum.add(b)?;
-    sum.to_decimal()
+    let scale = a.scale().max(b.scale());
+    let sum = if a.scale() == b.scale() {
+        // Two 96-bit mantissas: their sum fits an i128.
+        a.mantissa() + b.mantissa()
+    } else {
+        let at_scale = |d: Decimal| d.mantissa().checked_mul(power_of_ten(scale - d.scale()));
+        at_scale(a)?.checked_add(at_scale(b)?)?
+    };
+    Decimal::try_from_i128_with_scale(sum, scale).ok()
+}
+
+/// 10^`exponent`, for a difference of two scales (at most 28): a table, where `pow` is a loop
+/// of 128-bit multiplications.
+#[inline]
+fn power_of_ten(exponent: u32) -> i128 {
+    const POWERS: [i128; 29] = {
+        let mut powers = [1; 29];
+        let mut exponent = 1;
+        while exponent < powers.len() {
+            powers[exponent] = powers[exponent - 1] * 10;
+            exponent += 1;
+        }
+        powers
+    };
+    POWERS[exponent as usize]
 }
 
 /// A sum as a 128-bit integer at the largest scale added: exact (an overflow fails, and so does
@@ -77,10 +100,12 @@ impl Wide {
     fn add(&mut self, value: Decimal) -> Option<()> {
         let (mut mantissa, scale) = (value.mantissa(), value.scale());
         if scale > self.scale {
-            self.mantissa = self.mantissa.checked_mul(10i128.pow(scale - self.scale))?;
+            self.mantissa = self
+                .mantissa
+                .checked_mul(power_of_ten(scale - self.scale))?;
             self.scale = scale;
         } else if scale < self.scale {
-            mantissa = mantissa.checked_mul(10i128.pow(self.scale - scale))?;
+            mantissa = mantissa.checked_mul(power_of_ten(self.scale - scale))?;
         }
         self.mantissa = self.mantissa.checked_add(mantissa)?;
         Some(())
@@ -1661,6 +1686,21 @@ mod tests {
             error.to_string(),
             "line 10: the monthly sums of account 1 need more than 28 significant digits, which cannot be kept exactly"
         );
+    }
+
+    proptest! {
+        /// Where the sum fits 96 bits at the larger scale (so rust_decimal adds exactly), it is
+        /// rust_decimal's sum, at the larger scale of the two.
+        #[test]
+        fn an_exact_sum_is_the_sum_at_the_larger_scale(
+            a in -(1i64 << 40)..(1i64 << 40), a_scale in 0..=12u32,
+            b in -(1i64 << 40)..(1i64 << 40), b_scale in 0..=12u32,
+        ) {
+            let (a, b) = (Decimal::new(a, a_scale), Decimal::new(b, b_scale));
+            let sum = exact_sum(a, b).unwrap();
+            prop_assert_eq!(sum, a.checked_add(b).unwrap());
+            prop_assert_eq!(sum.scale(), a_scale.max(b_scale));
+        }
     }
 
     #[test]
