@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tokio::sync::mpsc;
 
-use super::{CopyFormat, CopyRows, Statement, bigint};
+use super::{CopyRows, Statement, bigint};
 use crate::domain::Monitored;
 use crate::report::aggregate::{DailyCostsError, GroupBy, GroupRow, Groups, ReportSums};
 use crate::store::StoreError;
@@ -226,8 +226,7 @@ pub(super) async fn replace(
     let direct = (!stored).then_some(statement);
     let wanted = |account| only.is_none_or(|only| only.contains(account));
 
-    let mut rows =
-        CopyRows::start(tx, &SERVICE_DAYS.copy(direct.is_some()), CopyFormat::Binary).await?;
+    let mut rows = CopyRows::start(tx, &SERVICE_DAYS.copy(direct.is_some())).await?;
     for day in sums.service_days()? {
         let day = day?;
         if !wanted(day.account) {
@@ -253,8 +252,7 @@ pub(super) async fn replace(
     } = ranked;
     for (rollup, mut ranked) in [(&RESOURCES, resources), (&TAGS, tags)] {
         let quantity = rollup.sums.contains(&"usage_quantity");
-        let mut rows =
-            CopyRows::start(tx, &rollup.copy(direct.is_some()), CopyFormat::Binary).await?;
+        let mut rows = CopyRows::start(tx, &rollup.copy(direct.is_some())).await?;
         while let Some(group) = ranked.recv().await {
             let group = group?;
             let [first, second] = &group.key;
