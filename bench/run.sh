@@ -136,7 +136,7 @@ once() { # ZIP SOURCE -> "fresh_s fresh_rss fresh_cpu rewrite_s rewrite_rss dead
       check_stored "$url" "$(dirname "$zip")/expected.json"
     done
     rows=$(psql "$url" -Atc "SELECT (SELECT count(*) FROM daily_costs) + (SELECT count(*) FROM daily_usages)
-      + (SELECT count(*) FROM service_daily_costs) + (SELECT count(*) FROM resource_costs)
+      + (SELECT count(*) FROM usage_kinds) + (SELECT count(*) FROM service_daily_costs) + (SELECT count(*) FROM resource_costs)
       + (SELECT count(*) FROM tag_costs) + (SELECT count(*) FROM account_months)")
     if [ "$run" = 1 ] && [ "$from" = dir ] && [ "${REWRITE:-1}" != 0 ] && [[ "$zip" == *.zip ]]; then
       # AWS's next version of a month: the earlier version first, then this one over it. The

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Storage at the scale of many statements: BENCH_INTEGRATIONS (default 500) integrations x 2
 # payers x BENCH_MONTHS (default 36) months of statements, each stored as the service stores
-# one (its statement row, its two daily partitions swapped in with `swap_daily_partitions`, an
+# one (its statement row, its three daily partitions swapped in with `swap_daily_partitions`, an
 # account month and a row in each rollup), with tiny rows: one usage and one day each. The
 # database is a PostgreSQL server of its own, initialised in BENCH_DIR/statements (default
 # /tmp/dbr-bench) with PostgreSQL's default settings (max_locks_per_transaction 64,
@@ -68,13 +68,15 @@ BEGIN
             FOR m IN 0..months - 1 LOOP
                 period := date '2023-01-01' + make_interval(months => m);
                 v := new_daily_partitions(integration);
-                EXECUTE format('INSERT INTO %I (usage_id, product_name, usage_type, operation,
-                                    availability_zone, resource_id, tags, charge_category, region,
-                                    purchase_option)
-                                VALUES (1, %L, %L, %L, %L, %L, %L, %L, %L, %L)',
-                               'daily_usages_' || v, 'Amazon Elastic Compute Cloud',
-                               'BoxUsage:m5.large', 'RunInstances', 'us-east-1a', 'i-' || i,
-                               '{"user:team": "web"}', 'usage', 'us-east-1', 'on_demand');
+                EXECUTE format('INSERT INTO %I (kind_id, product_name, usage_type, operation,
+                                    availability_zone, charge_category, region, purchase_option)
+                                VALUES (1, %L, %L, %L, %L, %L, %L, %L)',
+                               'usage_kinds_' || v, 'Amazon Elastic Compute Cloud',
+                               'BoxUsage:m5.large', 'RunInstances', 'us-east-1a', 'usage',
+                               'us-east-1', 'on_demand');
+                EXECUTE format('INSERT INTO %I (usage_id, kind_id, resource_id, tags)
+                                VALUES (1, 1, %L, %L)',
+                               'daily_usages_' || v, 'i-' || i, '{"user:team": "web"}');
                 EXECUTE format('INSERT INTO %I (linked_account_id, usage_date, usage_id,
                                     unblended_cost, blended_cost, usage_quantity, line_items,
                                     amortized_cost)
@@ -128,7 +130,7 @@ fi
 # Not pg_partition_tree(): it locks every partition.
 leaves="SELECT count(*) FROM pg_inherits l JOIN pg_inherits i ON i.inhrelid = l.inhparent
         WHERE i.inhparent = 'daily_costs'::regclass"
-echo "$(psql "$url" -Atc 'SELECT count(*) FROM statements') statements, $(psql "$url" -Atc "$leaves") + as many daily_usages partitions"
+echo "$(psql "$url" -Atc 'SELECT count(*) FROM statements') statements, $(psql "$url" -Atc "$leaves") + as many daily_usages and usage_kinds partitions each"
 
 # The queries, one file each: name, then SQL.
 queries="$dir/queries"

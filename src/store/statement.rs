@@ -9,7 +9,10 @@ use sqlx::encode::IsNull;
 use sqlx::postgres::{PgArgumentBuffer, PgCopyIn};
 use sqlx::{Acquire, AssertSqlSafe, Encode, PgConnection, Postgres, Transaction};
 
+mod kinds;
 mod rollups;
+
+use kinds::KindIds;
 
 use super::ledger::{Outcome, write_entry};
 use super::{Claim, Store, StoreError, bigint, lock_name};
@@ -356,12 +359,13 @@ impl StatementId {
     }
 }
 
-/// Bulk-loads the report's usages into the version's partition with COPY, in binary format
-/// like every COPY here: PostgreSQL took 8.0-8.3 s to parse a hostile month's 2.45 M usages as
-/// text, 6.5-6.7 s in binary, and no field needs escaping. `FREEZE`: the partition was created
-/// in this transaction, so its rows can be written frozen and all-visible, and the first
-/// queries after the swap do not rewrite every page to set hint bits, nor does vacuum ever
-/// need to freeze them. With `only`, just those accounts' usages.
+/// Bulk-loads the report's usages into the version's partitions with COPY: each kind once, in a
+/// first pass over the usages, then each usage with its kind's id (see [`kinds`]). Binary
+/// format like every COPY here: PostgreSQL took 8.0-8.3 s to parse a hostile month's 2.45 M
+/// (wide) usages as text, 6.5-6.7 s in binary, and no field needs escaping. `FREEZE`: the
+/// partitions were created in this transaction, so their rows can be written frozen and
+/// all-visible, and the first queries after the swap do not rewrite every page to set hint
+/// bits, nor does vacuum ever need to freeze them. With `only`, just those accounts' usages.
 async fn copy_usages(
     tx: &mut Transaction<'_, Postgres>,
     version: i64,
@@ -369,37 +373,32 @@ async fn copy_usages(
     only: Option<&Monitored>,
 ) -> Result<(), StoreError> {
     let prices = sums.list_prices();
-    let mut usages = sums.usages();
     let statement = format!(
-        "COPY daily_usages_{version} (usage_id, product_name, usage_type, operation,
-                                      availability_zone, resource_id, tags, invoice_id,
-                                      item_description, charge_category, region,
-                                      purchase_option, line_item_type, pricing_unit,
-                                      list_unit_price)
+        "COPY usage_kinds_{version} (kind_id, product_name, usage_type, operation,
+                                     availability_zone, invoice_id, item_description,
+                                     charge_category, region, purchase_option, line_item_type,
+                                     pricing_unit, list_unit_price)
          FROM STDIN WITH (FORMAT binary, FREEZE)"
     );
     let mut copy = CopyRows::start(tx, &statement).await?;
-    let mut tags = Vec::new();
+    let (mut usages, mut kinds) = (sums.usages(), KindIds::default());
     while let Some(usage) = usages.next() {
         let usage = usage?;
         if only.is_some_and(|only| !only.contains(usage.account)) {
             continue;
         }
-        let (id, usage) = (usage.id, &usage.usage);
-        copy.binary_row(15);
-        copy.binary_field(&i64::try_from(id).expect("usage ids are below 2^63"))?;
+        let usage = &usage.usage;
+        let kind = kinds.id_of(usage);
+        if !kind.new {
+            continue;
+        }
+        copy.binary_row(13);
+        copy.binary_field(&kind_id(kind.id))?;
         for field in [
             usage.product,
             usage.usage_type,
             usage.operation,
             usage.availability_zone,
-            usage.resource_id,
-        ] {
-            copy.binary_field(&field)?;
-        }
-        write_tags_json(&mut tags, &usage.tags);
-        copy.jsonb_field(&tags);
-        for field in [
             usage.invoice_id,
             usage.item_description,
             usage.charge_category.as_str(),
@@ -413,7 +412,34 @@ async fn copy_usages(
         copy.binary_field(&prices.of(usage))?;
         copy.row_written().await?;
     }
+    copy.finish().await?;
+
+    let statement = format!(
+        "COPY daily_usages_{version} (usage_id, kind_id, resource_id, tags)
+         FROM STDIN WITH (FORMAT binary, FREEZE)"
+    );
+    let mut copy = CopyRows::start(tx, &statement).await?;
+    let (mut usages, mut kinds, mut tags) = (sums.usages(), KindIds::default(), Vec::new());
+    while let Some(usage) = usages.next() {
+        let usage = usage?;
+        if only.is_some_and(|only| !only.contains(usage.account)) {
+            continue;
+        }
+        let (id, usage) = (usage.id, &usage.usage);
+        copy.binary_row(4);
+        copy.binary_field(&i64::try_from(id).expect("usage ids are below 2^63"))?;
+        copy.binary_field(&kind_id(kinds.id_of(usage).id))?;
+        copy.binary_field(&usage.resource_id)?;
+        write_tags_json(&mut tags, &usage.tags);
+        copy.jsonb_field(&tags);
+        copy.row_written().await?;
+    }
     copy.finish().await
+}
+
+/// A kind's id as stored: there are no more kinds than usages.
+fn kind_id(id: u64) -> i64 {
+    i64::try_from(id).expect("kind ids are below 2^63")
 }
 
 /// Bulk-loads the daily sums into the version's partition with COPY, in binary format: the

@@ -85,9 +85,9 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
        CASE WHEN b.purchase AND NOT part.effective THEN 0
             ELSE coalesce(d.amortized_cost, d.unblended_cost) END::numeric  AS "EffectiveCost",
        CASE WHEN part.effective THEN 0
-            ELSE coalesce(u.list_unit_price * d.usage_quantity,
+            ELSE coalesce(uk.list_unit_price * d.usage_quantity,
                           d.unblended_cost) END::numeric                    AS "ListCost",
-       CASE WHEN NOT part.effective THEN u.list_unit_price END::numeric     AS "ListUnitPrice",
+       CASE WHEN NOT part.effective THEN uk.list_unit_price END::numeric    AS "ListUnitPrice",
        CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "ContractedCost",
        NULL::numeric                                                        AS "ContractedUnitPrice",
        s.payer_account_id                                                   AS "BillingAccountId",
@@ -103,12 +103,12 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
             ELSE d.usage_date + interval '1 day' END::timestamptz           AS "ChargePeriodEnd",
        k.category                                                           AS "ChargeCategory",
        NULL::text                                                           AS "ChargeClass",
-       nullif(u.item_description, '')                                       AS "ChargeDescription",
-       CASE WHEN k.category = 'Usage' AND u.charge_category = 'support' THEN 'Recurring'
+       nullif(uk.item_description, '')                                      AS "ChargeDescription",
+       CASE WHEN k.category = 'Usage' AND uk.charge_category = 'support' THEN 'Recurring'
             WHEN k.category = 'Usage' THEN 'Usage-Based'
             WHEN k.category = 'Purchase'
-                 AND (u.line_item_type IN ('RIFee', 'SavingsPlanRecurringFee')
-                      OR u.line_item_type = '' AND d.usage_date IS NOT NULL) THEN 'Recurring'
+                 AND (uk.line_item_type IN ('RIFee', 'SavingsPlanRecurringFee')
+                      OR uk.line_item_type = '' AND d.usage_date IS NOT NULL) THEN 'Recurring'
             ELSE 'One-Time' END                                             AS "ChargeFrequency",
        NULL::text                                                           AS "CommitmentDiscountId",
        NULL::text                                                           AS "CommitmentDiscountName",
@@ -123,51 +123,52 @@ SELECT CASE WHEN part.effective THEN 0 ELSE d.unblended_cost END::numeric   AS "
        b.service                                                            AS "ServiceName",
        coalesce(c.category, 'Other')                                        AS "ServiceCategory",
        coalesce(c.subcategory, 'Other (Other)')                             AS "ServiceSubcategory",
-       nullif(u.region, '')                                                 AS "RegionId",
+       nullif(uk.region, '')                                                AS "RegionId",
        NULL::text                                                           AS "RegionName",
-       nullif(u.availability_zone, '')                                      AS "AvailabilityZone",
+       nullif(uk.availability_zone, '')                                     AS "AvailabilityZone",
        nullif(u.resource_id, '')                                            AS "ResourceId",
        NULL::text                                                           AS "ResourceName",
        NULL::text                                                           AS "ResourceType",
        u.tags                                                               AS "Tags",
        q.quantity                                                           AS "PricingQuantity",
        CASE WHEN q.quantity IS NOT NULL
-            THEN coalesce(nullif(u.pricing_unit, ''), 'Units') END          AS "PricingUnit",
-       CASE u.purchase_option WHEN 'reserved' THEN 'Committed'
+            THEN coalesce(nullif(uk.pricing_unit, ''), 'Units') END         AS "PricingUnit",
+       CASE uk.purchase_option WHEN 'reserved' THEN 'Committed'
             WHEN 'spot' THEN 'Dynamic' ELSE 'Standard' END                  AS "PricingCategory",
        NULL::text                                                           AS "PricingCurrency",
-       CASE WHEN u.charge_category IN ('usage', 'marketplace') AND NOT part.effective
+       CASE WHEN uk.charge_category IN ('usage', 'marketplace') AND NOT part.effective
             THEN d.usage_quantity END::numeric                              AS "ConsumedQuantity",
-       CASE WHEN u.charge_category IN ('usage', 'marketplace') AND NOT part.effective
-            THEN coalesce(nullif(u.pricing_unit, ''), 'Units') END          AS "ConsumedUnit",
-       CASE WHEN s.invoice_status = 'final' THEN nullif(u.invoice_id, '') END AS "InvoiceId",
+       CASE WHEN uk.charge_category IN ('usage', 'marketplace') AND NOT part.effective
+            THEN coalesce(nullif(uk.pricing_unit, ''), 'Units') END         AS "ConsumedUnit",
+       CASE WHEN s.invoice_status = 'final' THEN nullif(uk.invoice_id, '') END AS "InvoiceId",
        b.issuer                                                             AS "InvoiceIssuerName",
        b.issuer                                                             AS "ProviderName",
-       CASE WHEN s.entity = 'AWSMarketplace' OR u.charge_category = 'marketplace'
+       CASE WHEN s.entity = 'AWSMarketplace' OR uk.charge_category = 'marketplace'
             THEN 'AWS Marketplace' ELSE 'Amazon Web Services' END           AS "PublisherName",
        NULL::text                                                           AS "SkuId",
        NULL::text                                                           AS "SkuMeter",
        NULL::text                                                           AS "SkuPriceId",
-       u.usage_type                                                         AS "x_UsageType",
-       u.operation                                                          AS "x_Operation",
-       u.charge_category                                                    AS "x_ChargeCategory",
+       uk.usage_type                                                        AS "x_UsageType",
+       uk.operation                                                         AS "x_Operation",
+       uk.charge_category                                                   AS "x_ChargeCategory",
        CASE WHEN part.effective THEN 0 ELSE d.blended_cost END::numeric     AS "x_BlendedCost",
        d.integration                                                        AS "x_Integration",
-       nullif(u.line_item_type, '')                                         AS "x_LineItemType",
+       nullif(uk.line_item_type, '')                                        AS "x_LineItemType",
        part.effective                                                       AS "x_EffectiveCostOfPurchase"
 FROM daily_costs d
 JOIN daily_usages u USING (integration, statement_version, usage_id)
+JOIN usage_kinds uk USING (integration, statement_version, kind_id)
 JOIN statements s ON s.version = d.statement_version
 CROSS JOIN LATERAL (
-    SELECT CASE u.charge_category
+    SELECT CASE uk.charge_category
                 WHEN 'tax' THEN 'Tax'
                 WHEN 'credit' THEN 'Credit'
                 WHEN 'refund' THEN 'Adjustment'
                 WHEN 'ri_fee' THEN 'Purchase'
                 WHEN 'fee' THEN 'Purchase'
                 ELSE 'Usage' END                          AS billed_category,
-           u.charge_category IN ('ri_fee', 'fee')          AS purchase,
-           coalesce(nullif(u.product_name, ''), 'Tax')     AS service,
+           uk.charge_category IN ('ri_fee', 'fee')         AS purchase,
+           coalesce(nullif(uk.product_name, ''), 'Tax')    AS service,
            CASE s.entity WHEN '' THEN 'Amazon Web Services'
                 WHEN 'AWSMarketplace' THEN 'Amazon Web Services'
                 WHEN 'AISPL' THEN 'Amazon Internet Services Private Limited'

@@ -252,7 +252,8 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
     assert!(rows > 0);
     let locked: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-         WHERE l.pid = pg_backend_pid() AND c.relname ~ '^daily_(costs|usages)_[0-9]+$'
+         WHERE l.pid = pg_backend_pid()
+           AND c.relname ~ '^(daily_costs|daily_usages|usage_kinds)_[0-9]+$'
          ORDER BY 1",
     )
     .fetch_all(&mut dashboard)
@@ -267,7 +268,8 @@ async fn integrations_read_their_own_buckets_with_their_own_credentials_and_acco
         locked,
         [
             format!("daily_costs_{beta_version}"),
-            format!("daily_usages_{beta_version}")
+            format!("daily_usages_{beta_version}"),
+            format!("usage_kinds_{beta_version}")
         ]
     );
 

@@ -421,6 +421,7 @@ async fn a_report_beyond_the_memory_budget_stores_the_rows_of_one_within_it() {
                               availability_zone, resource_id, tags, sum(unblended_cost),
                               sum(blended_cost), sum(usage_quantity), sum(line_items))
              FROM daily_costs JOIN daily_usages USING (statement_version, usage_id)
+                  JOIN usage_kinds USING (statement_version, kind_id)
              GROUP BY linked_account_id, usage_date, product_name, usage_type, operation,
                       availability_zone, resource_id, tags
              ORDER BY 1",
@@ -575,7 +576,8 @@ async fn readers_see_one_version_or_the_other(small: &[&str], large: &[&str], bu
     );
     let partitions: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
-         WHERE relname ~ '^daily_(costs|usages)_[0-9]+$' AND relkind = 'r' ORDER BY 1",
+         WHERE relname ~ '^(daily_costs|daily_usages|usage_kinds)_[0-9]+$' AND relkind = 'r'
+         ORDER BY 1",
     )
     .fetch_all(s.store.pool())
     .await
@@ -588,7 +590,8 @@ async fn readers_see_one_version_or_the_other(small: &[&str], large: &[&str], bu
         partitions,
         [
             format!("daily_costs_{current}"),
-            format!("daily_usages_{current}")
+            format!("daily_usages_{current}"),
+            format!("usage_kinds_{current}")
         ],
         "only the current version's partitions are left"
     );
@@ -862,6 +865,24 @@ async fn the_with_resources_report_supersedes_the_plain_one_of_its_month() {
     .await
     .unwrap();
     assert_eq!(values, ["batch, nightly", "db", "web", "équipe-données"]);
+    // Usages share their kinds: each kind stored once per version, every usage's kind there.
+    let (kinds, distinct_kinds, usages, orphans): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM usage_kinds),
+                (SELECT count(DISTINCT (statement_version, product_name, usage_type, operation,
+                                        availability_zone, invoice_id, item_description,
+                                        charge_category, region, purchase_option,
+                                        line_item_type, pricing_unit, list_unit_price))
+                 FROM usage_kinds),
+                (SELECT count(*) FROM daily_usages),
+                (SELECT count(*) FROM daily_usages u WHERE NOT EXISTS (
+                     SELECT FROM usage_kinds k
+                     WHERE k.statement_version = u.statement_version AND k.kind_id = u.kind_id))",
+    )
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((kinds, orphans), (distinct_kinds, 0));
+    assert!(kinds * 4 < usages, "{kinds} kinds for {usages} usages");
     assert_monthly(
         &monthly_costs(s.store.pool()).await,
         &expected_monthly(&[&tagged]),
