@@ -13,9 +13,9 @@
 #     year, and its variables to one integration, then to "All" (its default: every integration);
 #   - a one-year `focus_costs` query for one integration.
 # The target (the performance issue): every one succeeds, the one-month and board queries
-# within 50 ms. Building 36 k statements took 4 minutes on 2026-12-07. The server and its
-# statements are kept for the next run (BENCH_REBUILD=1 builds them again); a smaller world is
-# BENCH_INTEGRATIONS=N.
+# within 50 ms. Building 36 k statements took 4 minutes on 2026-12-07 (two partitions per
+# version), 13 minutes on a slower 2026-12-08 (three). The server and its statements are kept
+# for the next run (BENCH_REBUILD=1 builds them again); a smaller world is BENCH_INTEGRATIONS=N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
