@@ -817,6 +817,26 @@ async fn a_database_of_the_earlier_schema_keeps_its_months() {
         (4, 3, 2),
         "daily rows, usages (i-1 once), one partition per statement"
     );
+    // Each usage kept what it was through the later migrations (its kind's columns since
+    // migration 17): the full grain reads it back.
+    let full: Vec<String> = sqlx::query_scalar(
+        r#"SELECT concat_ws('|', "SubAccountId", "ChargePeriodStart"::date, "ServiceName",
+                            "x_UsageType", "AvailabilityZone", "ResourceId", "Tags"::text,
+                            "BilledCost")
+           FROM focus_costs WHERE NOT "x_EffectiveCostOfPurchase" ORDER BY 1"#,
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        full,
+        [
+            r#"222222222222|2017-07-03|Amazon EC2|BoxUsage|us-east-1a|i-1|{"user:Name": "web"}|1.25"#,
+            "222222222222|2017-07-03|Vendor|Seat|{}|9.99",
+            r#"222222222222|2017-07-04|Amazon EC2|BoxUsage|us-east-1a|i-1|{"user:Name": "web"}|0.50"#,
+            "333333333333|2017-07-01|Tax||{}|0.10",
+        ]
+    );
     store.pool().close().await;
     db.drop_database().await;
 }
