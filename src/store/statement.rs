@@ -393,7 +393,7 @@ async fn copy_usages(
             continue;
         }
         copy.binary_row(13);
-        copy.binary_field(&kind_id(kind.id))?;
+        copy.binary_field(&stored_id(kind.id))?;
         for field in [
             usage.product,
             usage.usage_type,
@@ -427,8 +427,8 @@ async fn copy_usages(
         }
         let (id, usage) = (usage.id, &usage.usage);
         copy.binary_row(4);
-        copy.binary_field(&i64::try_from(id).expect("usage ids are below 2^63"))?;
-        copy.binary_field(&kind_id(kinds.id_of(usage).id))?;
+        copy.binary_field(&stored_id(id))?;
+        copy.binary_field(&stored_id(kinds.id_of(usage).id))?;
         copy.binary_field(&usage.resource_id)?;
         write_tags_json(&mut tags, &usage.tags);
         copy.jsonb_field(&tags);
@@ -437,9 +437,9 @@ async fn copy_usages(
     copy.finish().await
 }
 
-/// A kind's id as stored: there are no more kinds than usages.
-fn kind_id(id: u64) -> i64 {
-    i64::try_from(id).expect("kind ids are below 2^63")
+/// A usage's or a kind's id as stored (`bigint`): ids count usages, far below 2^63.
+fn stored_id(id: u64) -> i64 {
+    i64::try_from(id).expect("usage and kind ids are below 2^63")
 }
 
 /// Bulk-loads the daily sums into the version's partition with COPY, in binary format: the
@@ -469,7 +469,7 @@ async fn copy_daily_costs(
         copy.binary_row(8);
         copy.binary_field(&cost.account.as_str())?;
         copy.binary_field(&cost.day)?;
-        copy.binary_field(&i64::try_from(cost.usage).expect("usage ids are below 2^63"))?;
+        copy.binary_field(&stored_id(cost.usage))?;
         copy.binary_field(&sums.unblended_cost)?;
         copy.binary_field(&sums.blended_cost)?;
         copy.binary_field(&sums.usage_quantity)?;
